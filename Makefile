@@ -1,0 +1,57 @@
+# ML Studio: one command to run the stack, one to test it. Each sets itself up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_STAMP := services/common/mlstudio/.protos
+PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
+
+.PHONY: setup protos run up down test unit-test integration-test lock clean
+
+setup: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	touch $@
+
+protos: $(STAMP)
+	rm -f $(PROTO_STAMP)
+	$(MAKE) $(PROTO_STAMP)
+
+# Generates the Python stubs of every proto, once, into the shared package `mlstudio`.
+$(PROTO_STAMP): $(PROTOS) $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=services/common --grpc_python_out=services/common --pyi_out=services/common $(PROTOS)
+	for d in $$(find services/common/mlstudio -mindepth 2 -maxdepth 2 -type d -name v1); do touch $$d/__init__.py $$(dirname $$d)/__init__.py; done
+	touch $@
+
+run: setup
+	$(PY) -m deploy.local.launcher run
+
+up: setup
+	$(PY) -m deploy.local.launcher up
+
+down:
+	$(PY) -m deploy.local.launcher down
+
+test: setup
+	$(PY) -m pytest
+
+unit-test: setup
+	$(PY) -m pytest -m "not integration"
+
+integration-test: setup
+	$(PY) -m pytest -m integration
+
+# Re-resolves requirements.in into requirements.lock in a scratch environment.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -r requirements.in
+	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) services/common/mlstudio/{user,project,image,model,video} $(PROTO_STAMP)

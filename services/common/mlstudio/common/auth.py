@@ -1,0 +1,62 @@
+"""Who is calling: the identity the gateway verified, or the legacy `user_id` parameter.
+
+Envoy's `jwt_authn` filter verifies the token (RS256, keys from the user service's JWKS) and
+forwards its payload in `x-jwt-payload`; the gateway removes any client-supplied copy of that
+header first, so a service can trust it. With `AUTH_REQUIRED=false` (the legacy mode for
+trusted networks) a request without a token names its user with the `user_id` query parameter.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+from . import errors
+
+PAYLOAD_HEADER = "x-jwt-payload"
+
+
+def decode_payload(value: str) -> dict:
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        return json.loads(base64.urlsafe_b64decode(padded))
+    except ValueError:
+        raise errors.Unauthenticated("the verified token payload is malformed") from None
+
+
+def parse_int(name: str, raw: str | None, *, required: bool = True) -> int | None:
+    """An integer query parameter: InvalidArgument when malformed, or missing but required."""
+    if raw is None or raw == "":
+        if required:
+            raise errors.InvalidArgument(f"query parameter {name} is required")
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise errors.InvalidArgument(f"query parameter {name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def caller_id(headers: Mapping[str, str], args: Mapping[str, str], auth_required: bool) -> int:
+    """The calling user's id.
+
+    With a verified token, a `user_id` parameter that differs from it answers 403. Without one,
+    401 unless the legacy mode is on, where `user_id` names the caller."""
+    claimed = parse_int("user_id", args.get("user_id"), required=False)
+    payload = headers.get(PAYLOAD_HEADER)
+    if payload:
+        subject = decode_payload(payload).get("sub")
+        try:
+            user = int(subject)
+        except (TypeError, ValueError):
+            raise errors.Unauthenticated("the token has no valid subject") from None
+        if claimed is not None and claimed != user:
+            raise errors.PermissionDenied(f"user_id {claimed} is not the authenticated user")
+        return user
+    if auth_required:
+        raise errors.Unauthenticated("authentication required: send Authorization: Bearer <token>")
+    if claimed is None:
+        raise errors.InvalidArgument("query parameter user_id is required")
+    return claimed

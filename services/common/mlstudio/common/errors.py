@@ -1,0 +1,139 @@
+"""Domain errors: the one place that decides which HTTP status and gRPC code a failure gets.
+
+Business code raises these; the Flask error handler (`http_app`) and the gRPC interceptor
+(`grpc_server`) translate them, and `grpc_client` turns a peer's gRPC status back into the same
+exception, so an error keeps its meaning as it crosses services.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class DomainError(Exception):
+    """Base of every expected failure. 500 / INTERNAL when raised as is."""
+
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+    def to_json(self) -> dict:
+        return {"message": self.message, "code": self.code}
+
+
+class InvalidArgument(DomainError):
+    """Bad input: HTTP 400, gRPC INVALID_ARGUMENT."""
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "invalid_argument"
+
+
+class Unauthenticated(DomainError):
+    """No or bad credentials: HTTP 401, gRPC UNAUTHENTICATED."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    code = "unauthenticated"
+
+
+class PermissionDenied(DomainError):
+    """Authenticated but not allowed: HTTP 403, gRPC PERMISSION_DENIED."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    code = "permission_denied"
+
+
+class NotFound(DomainError):
+    """No such resource, or not the caller's: HTTP 404, gRPC NOT_FOUND."""
+
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    code = "not_found"
+
+
+class NotAcceptable(DomainError):
+    """A request that makes no sense in the current state (the original's 406): HTTP 406,
+    gRPC FAILED_PRECONDITION."""
+
+    http_status = 406
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "not_acceptable"
+
+
+class AlreadyExists(DomainError):
+    """Conflicts with an existing resource: HTTP 409, gRPC ALREADY_EXISTS."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    code = "already_exists"
+
+
+class PayloadTooLarge(DomainError):
+    """Body or file over its limit: HTTP 413, gRPC RESOURCE_EXHAUSTED."""
+
+    http_status = 413
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    """A file of a type the route does not take: HTTP 415, gRPC INVALID_ARGUMENT."""
+
+    http_status = 415
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "unsupported_media_type"
+
+
+class Unprocessable(DomainError):
+    """A file of the right type whose content cannot be used: HTTP 422, gRPC INVALID_ARGUMENT."""
+
+    http_status = 422
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "unprocessable"
+
+
+class NotImplementedYet(DomainError):
+    """A documented feature that this deployment does not offer: HTTP 501, gRPC UNIMPLEMENTED."""
+
+    http_status = 501
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    code = "not_implemented"
+
+
+class Unavailable(DomainError):
+    """A dependency is down or too slow: HTTP 503, gRPC UNAVAILABLE."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    code = "unavailable"
+
+
+_BY_GRPC_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: NotAcceptable,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: PayloadTooLarge,
+    grpc.StatusCode.UNIMPLEMENTED: NotImplementedYet,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def from_grpc_error(error: grpc.RpcError, peer: str) -> DomainError:
+    """The domain error a failed call to `peer` stands for."""
+    code = error.code()
+    details = error.details() or code.name.lower()
+    cls = _BY_GRPC_CODE.get(code, DomainError)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return cls(f"the {peer} service is unavailable: {details}")
+    return cls(details)

@@ -1,0 +1,85 @@
+"""Flask + flask-restx application factory pieces shared by every service.
+
+`make_app` gives a service its Flask app and flask-restx `Api` with: one error handler that
+answers JSON `{"message", "code"}` for domain errors, HTTP errors and crashes; the request id
+from the gateway; `/healthz` (alive) and `/readyz` (dependencies reachable, else 503); and the
+OpenAPI docs under `/docs/<service>/`, which the gateway routes without a token.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+
+from flask import Flask, jsonify, request
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException
+
+from . import errors, logs
+
+log = logging.getLogger(__name__)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def error_response(exc: Exception):
+    """(body, status) for any exception raised while handling a request."""
+    if isinstance(exc, errors.DomainError):
+        if exc.http_status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, exc.message)
+        return exc.to_json(), exc.http_status
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        if status == 413:
+            return {"message": "the request body is too large", "code": "too_large"}, 413
+        message = exc.description or exc.name
+        if status == 404 and "requested URL was not found" in message:
+            message = f"no such resource: {request.path}"
+        return {"message": message, "code": _snake(exc.name)}, status
+    log.exception("%s %s crashed", request.method, request.path)
+    return {"message": "internal error", "code": "internal"}, 500
+
+
+def make_app(service: str, *, title: str, description: str, readiness: Mapping[str, Callable[[], bool]], max_body_bytes: int | None = None) -> tuple[Flask, Api]:
+    """The service's Flask app and Api; add namespaces to the Api."""
+    app = Flask(service)
+    app.config["ERROR_404_HELP"] = False
+    app.config["RESTX_MASK_SWAGGER"] = False
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    api = Api(
+        app,
+        title=title,
+        description=description,
+        version="1.0",
+        doc=f"/docs/{service}/",
+        default_swagger_filename=f"docs/{service}/swagger.json",
+    )
+
+    @app.before_request
+    def _request_id():
+        logs.request_id.set(request.headers.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
+
+    def handle(exc):
+        body, status = error_response(exc)
+        return body, status
+
+    api.errorhandler(Exception)(handle)
+
+    @app.errorhandler(Exception)
+    def _app_error(exc):
+        body, status = error_response(exc)
+        return jsonify(body), status
+
+    @app.get("/healthz")
+    def _healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def _readyz():
+        results = {name: bool(check()) for name, check in readiness.items()}
+        ready = all(results.values())
+        return {"status": "ready" if ready else "unavailable", "checks": results}, 200 if ready else 503
+
+    return app, api

@@ -1,0 +1,68 @@
+"""MongoDB helpers: the client, atomic integer ids, and index declaration.
+
+Public ids are integers, as in the original API. Each service allocates its own from a
+`counters` collection with one atomic `$inc`, so concurrent creators never share an id.
+"""
+from __future__ import annotations
+
+import logging
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from . import errors
+
+log = logging.getLogger(__name__)
+
+
+def connect(uri: str, database: str, *, timeout_ms: int = 5000) -> Database:
+    """A database handle; connects lazily, so a service can start before MongoDB is up."""
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
+    return client[database]
+
+
+def next_id(db: Database, name: str) -> int:
+    """The next integer id of the sequence `name` (1, 2, 3, ...), allocated atomically."""
+    doc = db.counters.find_one_and_update(
+        {"_id": name},
+        {"$inc": {"seq": 1}},
+        upsert=True,
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
+    return int(doc["seq"])
+
+
+def reserve_ids(db: Database, name: str, count: int) -> list[int]:
+    """`count` consecutive ids of the sequence `name`, allocated with one atomic update."""
+    if count <= 0:
+        return []
+    doc = db.counters.find_one_and_update(
+        {"_id": name},
+        {"$inc": {"seq": count}},
+        upsert=True,
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
+    last = int(doc["seq"])
+    return list(range(last - count + 1, last + 1))
+
+
+def declare_indexes(collection: Collection, indexes: list[pymongo.IndexModel]) -> None:
+    """Creates the indexes a collection's queries need (a no-op when they exist)."""
+    if indexes:
+        collection.create_indexes(indexes)
+
+
+def ping(db: Database) -> bool:
+    """True when the database answers (used by /readyz)."""
+    try:
+        db.client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+
+
+def unavailable(error: PyMongoError) -> errors.Unavailable:
+    log.warning("database error: %s", error)
+    return errors.Unavailable("the database is unavailable, try again shortly")

@@ -1,0 +1,236 @@
+"""Object storage for media and model artifacts, behind one small interface.
+
+Two backends: a local directory (the embedded default) and S3/MinIO (through the `minio`
+client). Keys are immutable, slash-separated names chosen by the owning service (for example
+`images/632.jpg`); they are checked here so no user input can reach a filesystem path.
+"""
+from __future__ import annotations
+
+import abc
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from . import errors
+
+CHUNK = 1024 * 1024
+_KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+
+
+def check_key(key: str) -> str:
+    """Returns `key` if it is a safe object name, else raises InvalidArgument."""
+    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise errors.InvalidArgument(f"invalid object key {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+class ObjectStore(abc.ABC):
+    """Where bytes live. Every method is safe to call again (deletes of missing keys succeed)."""
+
+    @abc.abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> ObjectInfo:
+        """Stores everything `stream` yields under `key`, without holding it all in memory."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
+        import io
+
+        return self.put_stream(key, io.BytesIO(data), content_type)
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and ETag of `key`; NotFound when missing."""
+
+    @abc.abstractmethod
+    def read_range(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The bytes of `key` from `start`, `length` of them (all when None), in chunks."""
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.read_range(key))
+
+    def download_to(self, key: str, path: Path) -> None:
+        with open(path, "wb") as out:
+            for chunk in self.read_range(key):
+                out.write(chunk)
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Removes `key`; missing keys are not an error."""
+
+    @abc.abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix`."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Removes every key under `prefix`; returns how many."""
+        keys = self.list_keys(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    @abc.abstractmethod
+    def ping(self) -> bool:
+        """True when the backend answers (used by /readyz)."""
+
+
+class LocalObjectStore(ObjectStore):
+    """A directory on this machine; writes go to a temporary file renamed into place."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_stream(self, key, stream, content_type="application/octet-stream"):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(stream, out, CHUNK)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.stat(key)
+
+    def stat(self, key):
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise errors.NotFound(f"object {key} not found") from None
+        return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
+
+    def read_range(self, key, start=0, length=None):
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise errors.NotFound(f"object {key} not found") from None
+
+        def chunks():
+            with handle:
+                handle.seek(start)
+                remaining = length
+                while remaining is None or remaining > 0:
+                    chunk = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                    if not chunk:
+                        return
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                    yield chunk
+
+        return chunks()
+
+    def delete(self, key):
+        self._path(key).unlink(missing_ok=True)
+
+    def list_keys(self, prefix):
+        base = self.root
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith(".upload-"):
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
+
+    def ping(self):
+        return self.root.is_dir() and os.access(self.root, os.W_OK)
+
+
+class S3ObjectStore(ObjectStore):
+    """An S3 bucket (MinIO or any S3 server). Uploads are multipart, 16 MiB parts."""
+
+    PART = 16 * 1024 * 1024
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False, region: str | None = None):
+        from minio import Minio
+
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.bucket = bucket
+        if not self.client.bucket_exists(bucket):
+            self.client.make_bucket(bucket)
+
+    def put_stream(self, key, stream, content_type="application/octet-stream"):
+        self.client.put_object(self.bucket, check_key(key), stream, length=-1, part_size=self.PART, content_type=content_type)
+        return self.stat(key)
+
+    def stat(self, key):
+        from minio.error import S3Error
+
+        try:
+            st = self.client.stat_object(self.bucket, check_key(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                raise errors.NotFound(f"object {key} not found") from None
+            raise
+        return ObjectInfo(key, st.size, (st.etag or "").strip('"') or f"{st.size:x}")
+
+    def read_range(self, key, start=0, length=None):
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, check_key(key), offset=start, length=length or 0)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                raise errors.NotFound(f"object {key} not found") from None
+            raise
+
+        def chunks():
+            try:
+                yield from response.stream(CHUNK)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return chunks()
+
+    def delete(self, key):
+        self.client.remove_object(self.bucket, check_key(key))
+
+    def list_keys(self, prefix):
+        return sorted(obj.object_name for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+    def ping(self):
+        try:
+            return self.client.bucket_exists(self.bucket)
+        except Exception:
+            return False
+
+
+def open_store(url: str) -> ObjectStore:
+    """The backend a `STORAGE_URL` names: `file:///dir` or `s3[s]://key:secret@host:port/bucket`."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return LocalObjectStore(Path(urllib.parse.unquote(parsed.path)))
+    if parsed.scheme in ("s3", "s3s", "https"):
+        bucket = parsed.path.strip("/")
+        if not bucket or not parsed.hostname:
+            raise ValueError(f"STORAGE_URL {url!r} needs a host and a bucket: s3://key:secret@host:port/bucket")
+        endpoint = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+        query = urllib.parse.parse_qs(parsed.query)
+        return S3ObjectStore(
+            endpoint,
+            urllib.parse.unquote(parsed.username or ""),
+            urllib.parse.unquote(parsed.password or ""),
+            bucket,
+            secure=parsed.scheme in ("s3s", "https"),
+            region=(query.get("region") or [None])[0],
+        )
+    raise ValueError(f"STORAGE_URL {url!r}: scheme must be file, s3 or s3s")

@@ -15,7 +15,7 @@ from flask import Flask, jsonify, request
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from . import errors, logs
+from . import auth, errors, logs
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +83,26 @@ def make_app(service: str, *, title: str, description: str, readiness: Mapping[s
         return {"status": "ready" if ready else "unavailable", "checks": results}, 200 if ready else 503
 
     return app, api
+
+
+def body_fields() -> dict:
+    """The request's fields from a JSON object body or a form; 400 for malformed JSON."""
+    if request.mimetype == "application/json" or (request.data and not request.form and not request.files):
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            return {}
+        import json
+
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise errors.InvalidArgument("the request body is not valid JSON", code="bad_json") from None
+        if not isinstance(data, dict):
+            raise errors.InvalidArgument("the request body must be a JSON object", code="bad_json")
+        return data
+    return request.form.to_dict()
+
+
+def caller(auth_required: bool) -> int:
+    """The calling user's id for this request (see `auth.caller_id`)."""
+    return auth.caller_id(request.headers, request.args, auth_required)

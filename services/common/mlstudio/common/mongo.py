@@ -66,3 +66,21 @@ def ping(db: Database) -> bool:
 def unavailable(error: PyMongoError) -> errors.Unavailable:
     log.warning("database error: %s", error)
     return errors.Unavailable("the database is unavailable, try again shortly")
+
+
+def utc_now():
+    """Now, in UTC, at the millisecond precision MongoDB stores (so a created document and its
+    stored copy print the same time)."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def iso(moment) -> str:
+    """ISO 8601 UTC with a Z, as the API shows times."""
+    from datetime import timezone
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -83,7 +83,7 @@ def describe(cls) -> list[tuple[str, str, str]]:
     return rows
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ServiceSettings:
     """Settings every service has. Services subclass it with their own fields."""
 

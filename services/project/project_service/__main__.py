@@ -1,0 +1,50 @@
+"""Composition root of the project service: settings, database, the services that hold
+project data (for the delete cascade), HTTP + gRPC, and the deletion retry loop."""
+import logging
+import threading
+
+from mlstudio.common import clients, logs, mongo, runner, settings as settings_mod
+
+from .app import build_grpc, create_app
+from .core import ProjectCore
+from .repository import ProjectRepository
+from .settings import ProjectSettings
+
+log = logging.getLogger(__name__)
+
+
+def data_owners(settings):
+    """Clients of the deployed services that keep project data; videos first (their jobs stop
+    and their frames go), then models, then images."""
+    wanted = [
+        (settings.video_grpc_addr, clients.VideoClient),
+        (settings.model_grpc_addr, clients.ModelClient),
+        (settings.image_grpc_addr, clients.ImageClient),
+    ]
+    return [client(address, settings.grpc_deadline_s) for address, client in wanted if address]
+
+
+def retry_loop(core, period_s: float, stop: threading.Event) -> None:
+    while not stop.wait(period_s):
+        try:
+            core.retry_pending_deletions()
+        except Exception:  # noqa: BLE001 - keep retrying; the failure is logged
+            log.exception("retrying project deletions failed")
+
+
+def main() -> None:
+    settings = settings_mod.load(ProjectSettings)
+    logs.configure("project", settings.log_level)
+    db = mongo.connect(settings.mongo_uri, settings.database_name)
+    repository = ProjectRepository(db)
+    repository.ensure_indexes()
+    core = ProjectCore(repository, data_owners(settings))
+    server, port, _health = build_grpc(settings, core)
+    stop = threading.Event()
+    retry = threading.Thread(target=retry_loop, args=(core, settings.delete_retry_s, stop), daemon=True, name="delete-retry")
+    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)})
+    runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=1 << 20, background=[retry])
+
+
+if __name__ == "__main__":
+    main()

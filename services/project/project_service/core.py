@@ -1,0 +1,125 @@
+"""Project rules: ownership, validation, and the delete cascade; no HTTP or gRPC here.
+
+Deleting a project first hides it (marks it `deleting`), then asks every service that holds
+project data to delete it. If one of them fails, the mark stays and `retry_pending_deletions`
+(run periodically) finishes the job later: a delete is never forgotten half-way.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from mlstudio.common import errors, mongo
+
+log = logging.getLogger(__name__)
+
+PROJECT_TYPES = ("Classification", "Detection")
+MAX_TITLE = 200
+MAX_DESCRIPTION = 5000
+
+
+class ProjectDataOwner(Protocol):
+    """A service that keeps data of projects (videos, images, models)."""
+
+    peer: str
+
+    def delete_project_data(self, project_id: int) -> int: ...
+
+
+def public_project(doc: dict) -> dict:
+    return {
+        "id": doc["_id"],
+        "title": doc["title"],
+        "location": doc["location"],
+        "description": doc.get("description", ""),
+        "type": doc["type"],
+        "user": doc["user"],
+        "create_time": mongo.iso(doc["create_time"]),
+    }
+
+
+def project_type(value) -> str:
+    if not isinstance(value, str):
+        raise errors.InvalidArgument("field type is required: Classification or Detection")
+    for known in PROJECT_TYPES:
+        if value.strip().lower() == known.lower():
+            return known
+    raise errors.InvalidArgument(f"type {value!r} is unknown: use Classification or Detection")
+
+
+def _text(name: str, value, limit: int, *, required: bool) -> str:
+    if value is None or (isinstance(value, str) and not value.strip() and required):
+        if required:
+            raise errors.InvalidArgument(f"field {name} is required")
+        return ""
+    if not isinstance(value, str):
+        raise errors.InvalidArgument(f"field {name} must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise errors.InvalidArgument(f"field {name} is longer than {limit} characters")
+    return value
+
+
+class ProjectCore:
+    def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = ()):
+        self.repository = repository
+        self.data_owners = list(data_owners)
+
+    def create(self, user_id: int, fields: dict) -> dict:
+        title = _text("title", fields.get("title"), MAX_TITLE, required=True)
+        description = _text("description", fields.get("description"), MAX_DESCRIPTION, required=False)
+        return public_project(self.repository.create(user_id, title, description, project_type(fields.get("type"))))
+
+    def list(self, user_id: int) -> list[dict]:
+        return [public_project(doc) for doc in self.repository.list_for(user_id)]
+
+    def _owned(self, project_id: int, user_id: int) -> dict:
+        doc = self.repository.get(project_id)
+        if doc is None or doc["user"] != user_id:
+            raise errors.NotFound(f"project {project_id} not found")
+        return doc
+
+    def get(self, project_id: int, user_id: int) -> dict:
+        return public_project(self._owned(project_id, user_id))
+
+    def update(self, project_id: int, user_id: int, fields: dict) -> dict:
+        doc = self._owned(project_id, user_id)
+        changes = {}
+        if fields.get("title") is not None:
+            changes["title"] = _text("title", fields["title"], MAX_TITLE, required=True)
+        if fields.get("description") is not None:
+            changes["description"] = _text("description", fields["description"], MAX_DESCRIPTION, required=False)
+        if fields.get("type") is not None and project_type(fields["type"]) != doc["type"]:
+            raise errors.InvalidArgument("a project's type cannot change: its models and images depend on it")
+        if not changes:
+            raise errors.InvalidArgument("nothing to update: give title or description")
+        updated = self.repository.update(project_id, changes)
+        if updated is None:
+            raise errors.NotFound(f"project {project_id} not found")
+        return public_project(updated)
+
+    def delete(self, project_id: int, user_id: int) -> None:
+        self._owned(project_id, user_id)
+        self.repository.mark_deleting(project_id)
+        try:
+            self._delete_data(project_id)
+        except errors.DomainError as exc:
+            log.warning("project %s: data deletion unfinished, will retry: %s", project_id, exc.message)
+
+    def _delete_data(self, project_id: int) -> None:
+        for owner in self.data_owners:
+            deleted = owner.delete_project_data(project_id)
+            log.info("project %s: %s deleted %s items", project_id, owner.peer, deleted)
+        self.repository.remove(project_id)
+
+    def retry_pending_deletions(self) -> int:
+        """Finishes deletions that failed half-way; returns how many completed."""
+        done = 0
+        for project_id in self.repository.pending_deletions():
+            try:
+                self._delete_data(project_id)
+                done += 1
+            except errors.DomainError as exc:
+                log.warning("project %s: data deletion still unfinished: %s", project_id, exc.message)
+        return done

@@ -1,0 +1,62 @@
+"""MongoDB access for the project service's own `projects` collection."""
+from __future__ import annotations
+
+
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from mlstudio.common import mongo
+
+VISIBLE = {"deleting": {"$ne": True}}
+
+
+class ProjectRepository:
+    def __init__(self, db: Database):
+        self.db = db
+        self.projects = db.projects
+
+    def ensure_indexes(self) -> None:
+        mongo.declare_indexes(self.projects, [
+            pymongo.IndexModel([("user", 1), ("_id", 1)], name="user_projects"),
+            pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
+        ])
+
+    def _run(self, operation):
+        try:
+            return operation()
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    def create(self, user_id: int, title: str, description: str, type_: str) -> dict:
+        project_id = self._run(lambda: mongo.next_id(self.db, "projects"))
+        doc = {
+            "_id": project_id,
+            "title": title,
+            "description": description,
+            "type": type_,
+            "user": user_id,
+            "location": f"projects/{project_id}/",
+            "create_time": mongo.utc_now(),
+        }
+        self._run(lambda: self.projects.insert_one(doc))
+        return doc
+
+    def list_for(self, user_id: int) -> list[dict]:
+        return self._run(lambda: list(self.projects.find({"user": user_id, **VISIBLE}).sort("_id", 1)))
+
+    def get(self, project_id: int) -> dict | None:
+        return self._run(lambda: self.projects.find_one({"_id": project_id, **VISIBLE}))
+
+    def update(self, project_id: int, changes: dict) -> dict | None:
+        return self._run(lambda: self.projects.find_one_and_update(
+            {"_id": project_id, **VISIBLE}, {"$set": changes}, return_document=pymongo.ReturnDocument.AFTER))
+
+    def mark_deleting(self, project_id: int) -> None:
+        self._run(lambda: self.projects.update_one({"_id": project_id}, {"$set": {"deleting": True}}))
+
+    def pending_deletions(self) -> list[int]:
+        return self._run(lambda: [doc["_id"] for doc in self.projects.find({"deleting": True}, {"_id": 1})])
+
+    def remove(self, project_id: int) -> None:
+        self._run(lambda: self.projects.delete_one({"_id": project_id}))

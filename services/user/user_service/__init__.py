@@ -1,0 +1,1 @@
+"""User service: accounts, password login, and the RS256 tokens the gateway verifies."""

@@ -1,0 +1,56 @@
+"""`/users` routes: register, log in, and the JWKS the gateway verifies tokens with."""
+from flask_restx import Namespace, Resource, fields
+
+from mlstudio.common.http_app import body_fields
+
+ns = Namespace("users", path="/users", description="Accounts and login")
+
+user_model = ns.model("User", {
+    "id": fields.Integer(description="user id"),
+    "username": fields.String,
+    "email": fields.String,
+})
+register_body = ns.model("Registration", {
+    "username": fields.String(required=True, description="1-150 letters, digits or @.+-_"),
+    "password": fields.String(required=True),
+    "email": fields.String(description="email address"),
+})
+login_body = ns.model("Login", {
+    "username": fields.String(required=True),
+    "password": fields.String(required=True),
+})
+token_model = ns.model("Token", {
+    "token": fields.String(description="RS256 JWT; send as Authorization: Bearer <token>"),
+    "user_id": fields.Integer,
+    "username": fields.String,
+})
+
+
+def register_routes(api, core):
+    @ns.route("/")
+    class Users(Resource):
+        @ns.expect(register_body)
+        @ns.response(201, "Created", user_model)
+        @ns.response(409, "Username taken")
+        def post(self):
+            """Register a user."""
+            body = body_fields()
+            return core.register(body.get("username"), body.get("password"), body.get("email")), 201
+
+    @ns.route("/auth/")
+    class Auth(Resource):
+        @ns.expect(login_body)
+        @ns.response(200, "Logged in", token_model)
+        @ns.response(401, "Bad credentials")
+        def post(self):
+            """Log in; answers a token."""
+            body = body_fields()
+            return core.login(body.get("username"), body.get("password"))
+
+    @ns.route("/.well-known/jwks.json")
+    class Jwks(Resource):
+        def get(self):
+            """Public keys that verify issued tokens (JWKS)."""
+            return core.signing_key.jwks
+
+    api.add_namespace(ns)

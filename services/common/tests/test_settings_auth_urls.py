@@ -1,0 +1,83 @@
+"""Settings from the environment, caller identity, and signed media URLs."""
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlstudio.common import auth, errors
+from mlstudio.common.media_urls import MediaSigner
+from mlstudio.common.settings import ConfigError, ServiceSettings, env, load
+
+
+def test_settings_read_and_convert_the_environment():
+    settings = load(ServiceSettings, {"MONGO_URI": "mongodb://x", "HTTP_PORT": "9000", "AUTH_REQUIRED": "false", "DATA_DIR": "/tmp/d"})
+    assert settings.http_port == 9000 and settings.auth_required is False and settings.data_dir == Path("/tmp/d")
+    assert settings.object_storage_url == "file:///tmp/d/objects"
+
+
+def test_missing_required_setting_names_the_variable():
+    with pytest.raises(ConfigError, match="MONGO_URI"):
+        load(ServiceSettings, {})
+
+
+def test_malformed_setting_names_the_variable():
+    with pytest.raises(ConfigError, match="HTTP_PORT"):
+        load(ServiceSettings, {"MONGO_URI": "m", "HTTP_PORT": "eighty"})
+
+
+def test_subclass_settings_and_tuples():
+    @dataclass(frozen=True, kw_only=True)
+    class Extra(ServiceSettings):
+        origins: tuple[str, ...] = env("ORIGINS", ())
+
+    assert load(Extra, {"MONGO_URI": "m", "ORIGINS": "a, b,"}).origins == ("a", "b")
+
+
+def payload(claims):
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+def test_caller_is_the_token_subject():
+    assert auth.caller_id({auth.PAYLOAD_HEADER: payload({"sub": "7"})}, {"user_id": "7"}, True) == 7
+
+
+def test_user_id_that_is_not_the_caller_is_forbidden():
+    with pytest.raises(errors.PermissionDenied):
+        auth.caller_id({auth.PAYLOAD_HEADER: payload({"sub": "7"})}, {"user_id": "8"}, True)
+
+
+def test_no_identity_is_unauthenticated_unless_legacy_mode():
+    with pytest.raises(errors.Unauthenticated):
+        auth.caller_id({}, {"user_id": "8"}, True)
+    assert auth.caller_id({}, {"user_id": "8"}, False) == 8
+    with pytest.raises(errors.InvalidArgument):
+        auth.caller_id({}, {}, False)
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "0", "1.5"])
+def test_malformed_user_id_is_bad_input(raw):
+    with pytest.raises(errors.InvalidArgument):
+        auth.caller_id({}, {"user_id": raw}, False)
+
+
+def test_signed_url_verifies_until_it_expires():
+    signer = MediaSigner("k", "http://gw:8000/", 100)
+    url = signer.url("/images/5/file", now=1000)
+    assert url.startswith("http://gw:8000/images/5/file?expires=")
+    query = dict(part.split("=") for part in url.split("?")[1].split("&"))
+    signer.verify("/images/5/file", query["expires"], query["signature"], now=1050)
+    with pytest.raises(errors.PermissionDenied, match="expired"):
+        signer.verify("/images/5/file", query["expires"], query["signature"], now=int(query["expires"]) + 1)
+
+
+def test_tampered_signed_url_is_refused():
+    signer = MediaSigner("k", "http://gw", 100)
+    query = dict(part.split("=") for part in signer.url("/images/5/file", now=0).split("?")[1].split("&"))
+    with pytest.raises(errors.PermissionDenied):
+        signer.verify("/images/6/file", query["expires"], query["signature"], now=0)
+    with pytest.raises(errors.PermissionDenied):
+        signer.verify("/images/5/file", str(int(query["expires"]) + 100), query["signature"], now=0)
+    with pytest.raises(errors.PermissionDenied):
+        MediaSigner("other", "http://gw", 100).verify("/images/5/file", query["expires"], query["signature"], now=0)

@@ -1,0 +1,108 @@
+"""Project rules and the delete cascade, with an in-memory repository and fake data owners."""
+from datetime import datetime, timezone
+
+import pytest
+
+from mlstudio.common import errors
+from project_service.core import ProjectCore
+
+
+class FakeRepository:
+    def __init__(self):
+        self.projects = {}
+
+    def create(self, user_id, title, description, type_):
+        pid = len(self.projects) + 1
+        doc = {"_id": pid, "title": title, "description": description, "type": type_, "user": user_id,
+               "location": f"projects/{pid}/", "create_time": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+        self.projects[pid] = doc
+        return doc
+
+    def list_for(self, user_id):
+        return [d for d in self.projects.values() if d["user"] == user_id and not d.get("deleting")]
+
+    def get(self, project_id):
+        doc = self.projects.get(project_id)
+        return None if doc is None or doc.get("deleting") else doc
+
+    def update(self, project_id, changes):
+        doc = self.get(project_id)
+        if doc:
+            doc.update(changes)
+        return doc
+
+    def mark_deleting(self, project_id):
+        self.projects[project_id]["deleting"] = True
+
+    def pending_deletions(self):
+        return [pid for pid, d in self.projects.items() if d.get("deleting")]
+
+    def remove(self, project_id):
+        self.projects.pop(project_id, None)
+
+
+class Owner:
+    def __init__(self, peer, fail_times=0):
+        self.peer, self.fail_times, self.calls = peer, fail_times, []
+
+    def delete_project_data(self, project_id):
+        self.calls.append(project_id)
+        if self.fail_times:
+            self.fail_times -= 1
+            raise errors.Unavailable(f"the {self.peer} service is unavailable")
+        return 3
+
+
+def test_create_normalises_type_and_lists_only_own_projects():
+    core = ProjectCore(FakeRepository())
+    created = core.create(1, {"title": " First ", "type": "detection", "description": "d"})
+    core.create(2, {"title": "Other", "type": "Classification"})
+    assert created["title"] == "First" and created["type"] == "Detection" and created["user"] == 1
+    assert created["create_time"] == "2026-01-01T00:00:00.000Z"
+    assert [p["id"] for p in core.list(1)] == [created["id"]]
+
+
+@pytest.mark.parametrize("fields", [{}, {"title": "", "type": "Detection"}, {"title": "t"}, {"title": "t", "type": "Segmentation"},
+                                    {"title": "x" * 201, "type": "Detection"}, {"title": 5, "type": "Detection"}])
+def test_bad_projects_are_refused(fields):
+    with pytest.raises(errors.InvalidArgument):
+        ProjectCore(FakeRepository()).create(1, fields)
+
+
+def test_another_users_project_is_not_found():
+    core = ProjectCore(FakeRepository())
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    for action in (lambda: core.get(pid, 2), lambda: core.update(pid, 2, {"description": "x"}), lambda: core.delete(pid, 2)):
+        with pytest.raises(errors.NotFound):
+            action()
+
+
+def test_update_changes_description_but_never_type():
+    core = ProjectCore(FakeRepository())
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    assert core.update(pid, 1, {"description": "My second project"})["description"] == "My second project"
+    with pytest.raises(errors.InvalidArgument):
+        core.update(pid, 1, {"type": "Classification"})
+    with pytest.raises(errors.InvalidArgument):
+        core.update(pid, 1, {})
+
+
+def test_delete_cascades_to_every_data_owner():
+    owners = [Owner("video"), Owner("model"), Owner("image")]
+    core = ProjectCore(FakeRepository(), owners)
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    core.delete(pid, 1)
+    assert [o.calls for o in owners] == [[pid], [pid], [pid]]
+    assert core.repository.projects == {}
+
+
+def test_a_failed_cascade_hides_the_project_and_is_retried():
+    flaky = Owner("image", fail_times=1)
+    core = ProjectCore(FakeRepository(), [Owner("video"), flaky])
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    core.delete(pid, 1)
+    with pytest.raises(errors.NotFound):
+        core.get(pid, 1)
+    assert core.repository.pending_deletions() == [pid]
+    assert core.retry_pending_deletions() == 1
+    assert core.repository.projects == {} and flaky.calls == [pid, pid]

@@ -14,4 +14,4 @@ def create_app(settings, core, readiness=None):
 
 def build_grpc(settings, core):
     registration = grpc_server.Registration(project_pb2_grpc.add_ProjectServiceServicer_to_server, ProjectServicer(core), "mlstudio.project.v1.ProjectService")
-    return grpc_server.build_server(settings.grpc_port, [registration])
+    return grpc_server.build_server(settings.grpc_port, [registration], host=settings.grpc_host)

@@ -14,4 +14,4 @@ def create_app(settings, core, readiness=None):
 
 def build_grpc(settings, core):
     registration = grpc_server.Registration(user_pb2_grpc.add_UserServiceServicer_to_server, UserServicer(core), "mlstudio.user.v1.UserService")
-    return grpc_server.build_server(settings.grpc_port, [registration])
+    return grpc_server.build_server(settings.grpc_port, [registration], host=settings.grpc_host)

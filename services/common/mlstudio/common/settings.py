@@ -90,6 +90,7 @@ class ServiceSettings:
     service_name: str = "service"
     http_host: str = env("HTTP_HOST", "127.0.0.1", help="address the HTTP server binds")
     http_port: int = env("HTTP_PORT", 8080, help="HTTP (REST) port")
+    grpc_host: str = env("GRPC_HOST", "127.0.0.1", help="address the gRPC server binds")
     grpc_port: int = env("GRPC_PORT", 50051, help="gRPC port")
     mongo_uri: str = env("MONGO_URI", help="MongoDB connection string")
     mongo_db: str = env("MONGO_DB", "", help="database name (default mlstudio_<service>)")

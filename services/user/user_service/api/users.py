@@ -3,30 +3,23 @@ from flask_restx import Namespace, Resource, fields
 
 from mlstudio.common.http_app import body_fields
 
-ns = Namespace("users", path="/users", description="Accounts and login")
-
-user_model = ns.model("User", {
-    "id": fields.Integer(description="user id"),
-    "username": fields.String,
-    "email": fields.String,
-})
-register_body = ns.model("Registration", {
-    "username": fields.String(required=True, description="1-150 letters, digits or @.+-_"),
-    "password": fields.String(required=True),
-    "email": fields.String(description="email address"),
-})
-login_body = ns.model("Login", {
-    "username": fields.String(required=True),
-    "password": fields.String(required=True),
-})
-token_model = ns.model("Token", {
-    "token": fields.String(description="RS256 JWT; send as Authorization: Bearer <token>"),
-    "user_id": fields.Integer,
-    "username": fields.String,
-})
-
 
 def register_routes(api, core):
+    """Adds the `/users` namespace, bound to `core`, to `api`."""
+    ns = Namespace("users", path="/users", description="Accounts and login")
+    user_model = ns.model("User", {"id": fields.Integer(description="user id"), "username": fields.String, "email": fields.String})
+    register_body = ns.model("Registration", {
+        "username": fields.String(required=True, description="1-150 letters, digits or @.+-_"),
+        "password": fields.String(required=True),
+        "email": fields.String(description="email address"),
+    })
+    login_body = ns.model("Login", {"username": fields.String(required=True), "password": fields.String(required=True)})
+    token_model = ns.model("Token", {
+        "token": fields.String(description="RS256 JWT; send as Authorization: Bearer <token>"),
+        "user_id": fields.Integer,
+        "username": fields.String,
+    })
+
     @ns.route("/")
     class Users(Resource):
         @ns.expect(register_body)

@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 from . import errors
@@ -28,6 +29,12 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
         raise errors.InvalidArgument(f"invalid object key {key!r}")
     return key
+
+
+def check_range(start: int, length: int | None) -> None:
+    """Refuses negative offsets and lengths (InvalidArgument)."""
+    if start < 0 or (length is not None and length < 0):
+        raise errors.InvalidArgument(f"invalid byte range: start {start}, length {length}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,10 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def read_range(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """The bytes of `key` from `start`, `length` of them (all when None), in chunks."""
+        """The bytes of `key` from `start`, `length` of them (all when None), in chunks.
+
+        NotFound when `key` is missing (raised by the call, not by the first iteration); a range
+        that starts at or past the end yields nothing; negative values are InvalidArgument."""
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.read_range(key))
@@ -97,7 +107,13 @@ class LocalObjectStore(ObjectStore):
 
     def put_stream(self, key, stream, content_type="application/octet-stream"):
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # A directory cannot also be a file: `a` and `a/b` cannot both exist here (they can in S3).
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise errors.AlreadyExists(f"object key {key} conflicts with an existing key (a prefix of it is an object)") from None
+        if path.is_dir():
+            raise errors.AlreadyExists(f"object key {key} conflicts with existing keys under {key}/")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -112,15 +128,18 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise errors.NotFound(f"object {key} not found") from None
+        if not S_ISREG(st.st_mode):  # a "directory" is a prefix, not an object
+            raise errors.NotFound(f"object {key} not found")
         return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
 
     def read_range(self, key, start=0, length=None):
         path = self._path(key)
+        check_range(start, length)
         try:
             handle = open(path, "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise errors.NotFound(f"object {key} not found") from None
 
         def chunks():
@@ -138,7 +157,10 @@ class LocalObjectStore(ObjectStore):
         return chunks()
 
     def delete(self, key):
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except (NotADirectoryError, IsADirectoryError):
+            pass  # no object by that name (only keys under it): nothing to delete, as in S3
 
     def list_keys(self, prefix):
         base = self.root
@@ -155,9 +177,18 @@ class LocalObjectStore(ObjectStore):
 
 
 class S3ObjectStore(ObjectStore):
-    """An S3 bucket (MinIO or any S3 server). Uploads are multipart, 16 MiB parts."""
+    """An S3 bucket (MinIO or any S3 server). Uploads are multipart, 8 MiB parts, one at a time.
 
-    PART = 16 * 1024 * 1024
+    For a stream of unknown length the minio client holds about three parts in memory (the part,
+    its one-byte look-ahead copy and the next read), plus one per extra parallel upload; its
+    defaults (3 parallel parts of 16 MiB here) peaked at 80 MiB per upload. 8 MiB parts uploaded
+    one at a time keep each upload near 24 MiB, whatever the object's size, and allow objects up
+    to 80 GB (10,000 parts). Nothing here relies on the ETag of a completed multipart upload
+    (radosgw answers an empty one): `put_stream` returns what `stat` reads back.
+    """
+
+    PART = 8 * 1024 * 1024
+    PARALLEL_PARTS = 1
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False, region: str | None = None):
         from minio import Minio
@@ -165,10 +196,24 @@ class S3ObjectStore(ObjectStore):
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
         self.bucket = bucket
         if not self.client.bucket_exists(bucket):
-            self.client.make_bucket(bucket)
+            from minio.error import S3Error
+
+            try:
+                self.client.make_bucket(bucket)
+            except S3Error as exc:  # another service created it meanwhile: that is fine
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def put_stream(self, key, stream, content_type="application/octet-stream"):
-        self.client.put_object(self.bucket, check_key(key), stream, length=-1, part_size=self.PART, content_type=content_type)
+        self.client.put_object(
+            self.bucket,
+            check_key(key),
+            stream,
+            length=-1,
+            part_size=self.PART,
+            num_parallel_uploads=self.PARALLEL_PARTS,
+            content_type=content_type,
+        )
         return self.stat(key)
 
     def stat(self, key):
@@ -185,11 +230,19 @@ class S3ObjectStore(ObjectStore):
     def read_range(self, key, start=0, length=None):
         from minio.error import S3Error
 
+        check_key(key)
+        check_range(start, length)
+        if length == 0:  # minio reads length 0 as "to the end"; an empty range is empty
+            self.stat(key)
+            return iter(())
         try:
-            response = self.client.get_object(self.bucket, check_key(key), offset=start, length=length or 0)
+            response = self.client.get_object(self.bucket, key, offset=start, length=length or 0)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 raise errors.NotFound(f"object {key} not found") from None
+            if exc.code == "InvalidRange":  # starts at or past the end (416)
+                self.stat(key)
+                return iter(())
             raise
 
         def chunks():

@@ -1,0 +1,324 @@
+"""The ObjectStore contract, run against every backend.
+
+`local` is the directory backend (always). `s3` is the S3 backend against a real S3 server: a
+throwaway single-node Ceph radosgw (deploy/s3/radosgw.py), started once per session by the
+`s3_server` fixture. Those tests carry the `s3` marker; they are skipped, with the reason, only
+where Ceph cannot be installed or started (and fail instead when MLSTUDIO_REQUIRE_S3=1).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import tracemalloc
+import uuid
+
+import pytest
+
+from mlstudio.common import errors
+from mlstudio.common.settings import ServiceSettings, load
+from mlstudio.common.storage import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def backend(request, tmp_path):
+    """(store, ns): a store of each kind and a key prefix of this test's own."""
+    if request.param == "local":
+        store = open_store(f"file://{tmp_path / 'objects'}")
+        assert isinstance(store, LocalObjectStore)
+    else:
+        server = request.getfixturevalue("s3_server")
+        store = open_store(load(ServiceSettings, {"MONGO_URI": "m", "STORAGE_URL": server.url}).object_storage_url)
+        assert isinstance(store, S3ObjectStore)
+    # the S3 bucket is shared by the whole session: every test writes under its own prefix
+    return store, f"t-{uuid.uuid4().hex[:12]}/"
+
+
+class GeneratedStream(io.RawIOBase):
+    """`size` pseudo-random bytes produced on demand (never all in memory), hashed as they go."""
+
+    def __init__(self, size: int, seed: int = 7, max_read: int | None = None):
+        self.left = size
+        self.rng = random.Random(seed)
+        self.sha256 = hashlib.sha256()
+        self.max_read = max_read
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.left
+        n = min(n, self.left, self.max_read or n)
+        data = self.rng.randbytes(n)
+        self.left -= n
+        self.sha256.update(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def data_of(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+# --- put, get, stat ------------------------------------------------------------------------------
+
+
+def test_put_bytes_then_get_and_stat(backend):
+    store, ns = backend
+    data = data_of(1000)
+    info = store.put_bytes(ns + "images/1.jpg", data, "image/jpeg")
+    assert (info.key, info.size) == (ns + "images/1.jpg", 1000)
+    assert info.etag
+    assert store.get_bytes(ns + "images/1.jpg") == data
+    stat = store.stat(ns + "images/1.jpg")
+    assert (stat.key, stat.size) == (ns + "images/1.jpg", 1000)
+    assert stat.etag
+
+
+def test_put_stream_then_read(backend, tmp_path):
+    store, ns = backend
+    data = data_of(3 * MiB + 5)
+    info = store.put_stream(ns + "videos/1.mp4", io.BytesIO(data), "video/mp4")
+    assert info.size == len(data) == store.stat(ns + "videos/1.mp4").size
+    assert b"".join(store.read_range(ns + "videos/1.mp4")) == data
+    store.download_to(ns + "videos/1.mp4", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == data
+
+
+def test_empty_object(backend):
+    store, ns = backend
+    assert store.put_bytes(ns + "empty", b"").size == 0
+    assert store.stat(ns + "empty").size == 0
+    assert store.get_bytes(ns + "empty") == b""
+
+
+def test_put_again_replaces_the_object(backend):
+    store, ns = backend
+    store.put_bytes(ns + "k", b"first version")
+    store.put_bytes(ns + "k", b"second")
+    assert store.get_bytes(ns + "k") == b"second"
+    assert store.stat(ns + "k").size == 6
+    assert store.list_keys(ns) == [ns + "k"]
+
+
+SIZE = 2 * MiB + 123  # crosses the 1 MiB read chunks
+
+
+@pytest.mark.parametrize(
+    "start, length",
+    [
+        (0, 10),  # start
+        (0, None),  # everything
+        (0, SIZE),
+        (MiB - 5, 10),  # middle, across a chunk boundary
+        (MiB - 5, None),  # middle to the end
+        (SIZE // 2, MiB + 7),
+        (SIZE - 10, 10),  # end
+        (SIZE - 10, None),
+        (SIZE - 10, 100),  # runs past the end: truncated
+        (SIZE - 1, 1),
+        (SIZE, None),  # at the end: nothing
+        (SIZE + 100, 5),  # past the end: nothing
+        (5, 0),  # empty range
+    ],
+)
+def test_read_range(backend, start, length):
+    store, ns = backend
+    data = data_of(SIZE, seed=3)
+    store.put_bytes(ns + "blob", data)
+    got = b"".join(store.read_range(ns + "blob", start, length))
+    expected = data[start:] if length is None else data[start : start + length]
+    assert len(got) == len(expected) and got == expected
+
+
+def test_negative_range_is_invalid(backend):
+    store, ns = backend
+    store.put_bytes(ns + "blob", b"0123456789")
+    with pytest.raises(errors.InvalidArgument):
+        store.read_range(ns + "blob", -1)
+    with pytest.raises(errors.InvalidArgument):
+        store.read_range(ns + "blob", 0, -5)
+
+
+def test_large_streamed_object_round_trips_with_flat_memory(backend):
+    """40 MiB, generated on the fly (multipart on S3): byte-identical back, and neither the
+    upload nor the download ever holds the object in memory."""
+    store, ns = backend
+    size = 40 * MiB
+    source = GeneratedStream(size, max_read=256 * 1024)  # reads return short, like a socket
+
+    tracemalloc.start()
+    try:
+        info = store.put_stream(ns + "models/big.bin", source)
+        _, put_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        digest, received = hashlib.sha256(), 0
+        for chunk in store.read_range(ns + "models/big.bin"):
+            digest.update(chunk)
+            received += len(chunk)
+        _, get_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert source.left == 0
+    assert info.size == size == store.stat(ns + "models/big.bin").size == received
+    assert digest.hexdigest() == source.sha256.hexdigest()
+    assert info.etag  # radosgw's multipart-complete answer has none: the store must not need it
+    if isinstance(store, S3ObjectStore):
+        assert info.etag.endswith(f"-{-(-size // store.PART)}"), f"not a multipart upload: ETag {info.etag}"
+        # a bound that does not depend on the object's size: minio keeps up to 3 parts
+        assert put_peak < 3 * store.PART + 4 * MiB, f"upload peaked at {put_peak / MiB:.1f} MiB"
+    assert put_peak < size * 3 // 4, f"upload peaked at {put_peak / MiB:.1f} MiB for a {size // MiB} MiB object"
+    assert get_peak < 8 * MiB, f"download peaked at {get_peak / MiB:.1f} MiB"
+
+
+# --- listing and deleting ------------------------------------------------------------------------
+
+
+def test_list_keys_by_prefix(backend):
+    store, ns = backend
+    for key in ("a/2", "a/1", "ab/3", "b/1", "a/deep/er/4"):
+        store.put_bytes(ns + key, key.encode())
+    assert store.list_keys(ns + "a/") == [ns + "a/1", ns + "a/2", ns + "a/deep/er/4"]
+    assert store.list_keys(ns + "a") == [ns + "a/1", ns + "a/2", ns + "a/deep/er/4", ns + "ab/3"]
+    assert store.list_keys(ns + "a/deep/") == [ns + "a/deep/er/4"]
+    assert store.list_keys(ns) == sorted(ns + k for k in ("a/2", "a/1", "ab/3", "b/1", "a/deep/er/4"))
+    assert store.list_keys(ns + "zzz/") == []
+    assert store.list_keys(f"t-none-{uuid.uuid4().hex}/") == []
+
+
+def test_delete_is_idempotent(backend):
+    store, ns = backend
+    store.put_bytes(ns + "x/1", b"one")
+    store.put_bytes(ns + "x/2", b"two")
+    store.delete(ns + "x/1")
+    with pytest.raises(errors.NotFound):
+        store.stat(ns + "x/1")
+    with pytest.raises(errors.NotFound):
+        store.get_bytes(ns + "x/1")
+    store.delete(ns + "x/1")  # again: fine
+    store.delete(ns + "never/was")  # missing: fine
+    assert store.list_keys(ns) == [ns + "x/2"]
+    assert store.get_bytes(ns + "x/2") == b"two"
+
+
+def test_delete_prefix(backend):
+    store, ns = backend
+    for key in ("v/1/f0", "v/1/f1", "v/1/sub/f2", "v/10/f0", "v/2/f0"):
+        store.put_bytes(ns + key, b"x")
+    assert store.delete_prefix(ns + "v/1/") == 3
+    assert store.list_keys(ns) == [ns + "v/10/f0", ns + "v/2/f0"]
+    assert store.delete_prefix(ns + "v/1/") == 0  # again: nothing left, fine
+    assert store.delete_prefix(ns + "nothing/") == 0
+    assert store.delete_prefix(ns) == 2
+    assert store.list_keys(ns) == []
+
+
+def test_a_prefix_is_not_an_object(backend):
+    """`a/b` existing does not make `a` an object (the directory backend once said it did)."""
+    store, ns = backend
+    store.put_bytes(ns + "dir/obj", b"data")
+    with pytest.raises(errors.NotFound):
+        store.stat(ns + "dir")
+    with pytest.raises(errors.NotFound):
+        store.read_range(ns + "dir")
+    with pytest.raises(errors.NotFound):
+        store.stat(ns + "dir/obj/below")
+    with pytest.raises(errors.NotFound):
+        store.read_range(ns + "dir/obj/below")
+    store.delete(ns + "dir")  # no such object: fine, and the key below stays
+    store.delete(ns + "dir/obj/below")
+    assert store.get_bytes(ns + "dir/obj") == b"data"
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["stat", "read_range", "get_bytes"])
+def test_missing_key_is_not_found(backend, method):
+    store, ns = backend
+    with pytest.raises(errors.NotFound):
+        getattr(store, method)(ns + "missing/key")
+    if method == "read_range":
+        with pytest.raises(errors.NotFound):
+            store.read_range(ns + "missing/key", 10, 0)
+        with pytest.raises(errors.NotFound):
+            store.read_range(ns + "missing/key", 10, 5)
+
+
+INVALID_KEYS = ["../x", "a/../../x", "/abs", "/etc/passwd", "a//b", "", "a/", "/", ".", "..", "a/./b", "a b", "a\\b", "a\x00b", "é"]
+
+
+@pytest.mark.parametrize("key", INVALID_KEYS, ids=repr)
+def test_invalid_keys_are_refused(backend, key):
+    store, ns = backend
+    calls = [
+        lambda: store.put_bytes(key, b"x"),
+        lambda: store.put_stream(key, io.BytesIO(b"x")),
+        lambda: store.stat(key),
+        lambda: store.read_range(key),
+        lambda: store.get_bytes(key),
+        lambda: store.delete(key),
+    ]
+    for call in calls:
+        with pytest.raises(errors.InvalidArgument):
+            call()
+    if not key.startswith("/") and key:
+        with pytest.raises(errors.InvalidArgument):
+            store.put_bytes(ns + key, b"x")
+    assert store.list_keys(ns) == []
+
+
+def test_ping(backend):
+    store, _ = backend
+    assert store.ping() is True
+
+
+# --- backend specifics ---------------------------------------------------------------------------
+
+
+def test_local_store_cannot_hold_a_key_and_keys_below_it(tmp_path):
+    """A directory cannot be a file: the local backend says so (409), instead of an OSError."""
+    store = LocalObjectStore(tmp_path)
+    store.put_bytes("a/b", b"1")
+    with pytest.raises(errors.AlreadyExists):
+        store.put_bytes("a", b"2")
+    with pytest.raises(errors.AlreadyExists):
+        store.put_bytes("a/b/c", b"3")
+    assert store.list_keys("") == ["a/b"]
+    assert store.ping() is True
+    assert LocalObjectStore(tmp_path / "elsewhere").ping() is True
+
+
+@pytest.mark.s3
+def test_s3_open_store_is_idempotent_and_creates_its_bucket(s3_server, monkeypatch):
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    url = s3_server.url.rsplit("/", 1)[0] + "/" + bucket
+    first = open_store(url)
+    assert isinstance(first, S3ObjectStore) and first.bucket == bucket
+    assert first.client.bucket_exists(bucket)
+    first.put_bytes("k", b"v")
+    # a second service starting at the same time also finds the bucket missing, then creates it
+    from minio import Minio
+
+    monkeypatch.setattr(Minio, "bucket_exists", lambda self, name: False)
+    second = open_store(url)
+    monkeypatch.undo()
+    assert second.get_bytes("k") == b"v"
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_are_not_silently_accepted(s3_server):
+    store: ObjectStore = open_store(s3_server.url)
+    assert store.ping() is True
+    bad = s3_server.url.replace(s3_server.secret_key, "not-the-secret")
+    with pytest.raises(Exception) as info:
+        open_store(bad).put_bytes("k", b"v")
+    assert "SignatureDoesNotMatch" in str(info.value) or "AccessDenied" in str(info.value)

@@ -1,0 +1,1 @@
+"""Ways to run ML Studio: `local` starts every process on this machine (the embedded default)."""

@@ -1,0 +1,219 @@
+"""`/images` routes, as the original API had them, plus the signed media route.
+
+Werkzeug matches static paths (`/images/all`, `/images/type`, `/images/predict`,
+`/images/byVideo`) before `/images/<tag>`, and `/images/<int:id>` before `/images/<tag>` for
+digits, whatever the order of declaration; the tag rules refuse those words as tags anyway.
+"""
+from flask import Response, request
+from flask_restx import Namespace, Resource, fields
+
+from mlstudio.common import errors
+from mlstudio.common.auth import parse_int
+from mlstudio.common.http_app import body_fields, caller
+
+from ..core import Page
+from ..uploads import UploadedFile
+
+scope_params = {"user_id": "the caller's user id (must match the token)", "project_id": "the project (required)"}
+page_params = {"limit": "at most this many images (default: all)", "offset": "skip this many first"}
+model_param = {"in": "formData", "description": "the model (own or public, of the project's type)"}
+upload_params = {"files": {"in": "formData", "type": "file", "description": "one or more images (JPEG, PNG, WebP, BMP)"}}
+
+
+def declare_models(ns: Namespace):
+    """The response shapes (Image, Tag, VideoImages), declared on `ns`: one namespace per app,
+    so two apps (tests build several) never share routes."""
+    detection_model = ns.model("Detection", {
+        "label": fields.String,
+        "score": fields.Float,
+        "box": fields.List(fields.Float, description="[x1, y1, x2, y2] in pixels"),
+    })
+    image_model = ns.model("Image", {
+        "id": fields.Integer,
+        "title": fields.String(description="the uploaded file's name, or the frame's"),
+        "location": fields.String(description="object-store key of the bytes (kept for compatibility)"),
+        "description": fields.String,
+        "url": fields.String(description="signed, expiring URL of the bytes through the gateway; needs no token"),
+        "type": fields.String(description="the tag"),
+        "user": fields.Integer(description="owner's user id"),
+        "project": fields.Integer,
+        "isTrain": fields.Boolean,
+        "captions": fields.String(description="Detection: ',<label> <score>' per object; else null"),
+        "boxes": fields.String(description="Detection: ',[<x1> <y1> <x2> <y2>]' per object; else null"),
+        "video": fields.Integer(description="video the frame was cut from, or null"),
+        "frame_index": fields.Integer,
+        "timestamp_ms": fields.Integer,
+        "score": fields.Float(description="the model's confidence in the tag, when predicted"),
+        "detections": fields.List(fields.Nested(detection_model), description="Detection projects; else null"),
+        "content_type": fields.String,
+        "width": fields.Integer,
+        "height": fields.Integer,
+        "create_time": fields.String(description="ISO 8601 UTC"),
+    })
+    tag_model = ns.model("Tag", {
+        "name": fields.String,
+        "count": fields.Integer,
+        "avatarImage": fields.Nested(image_model, description="the tag's oldest image"),
+    })
+    video_images_model = ns.model("VideoImages", {
+        "type": fields.String(description="the project's type: Classification or Detection"),
+        "date": fields.List(fields.Nested(image_model), description="the original API's key"),
+        "images": fields.List(fields.Nested(image_model), description="the same list"),
+    })
+    return image_model, tag_model, video_images_model
+
+
+def _offset(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"query parameter offset must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise errors.InvalidArgument(f"query parameter offset must not be negative, got {raw!r}")
+    return value
+
+
+def page() -> Page:
+    return Page(limit=parse_int("limit", request.args.get("limit"), required=False), offset=_offset(request.args.get("offset")))
+
+
+def project_id() -> int:
+    return parse_int("project_id", request.args.get("project_id"))
+
+
+def optional_project_id() -> int | None:
+    return parse_int("project_id", request.args.get("project_id"), required=False)
+
+
+def new_tag() -> str:
+    """The `type` parameter of a retag or rename (query string, as the original, or body)."""
+    tag = request.args.get("type") or body_fields().get("type")
+    if not tag:
+        raise errors.InvalidArgument("query parameter type (the new tag) is required")
+    return tag
+
+
+def uploaded_files() -> list[UploadedFile]:
+    """Every file part of the multipart body (`files`, `files[0]`, `files[]`, `file`, ...)."""
+    return [UploadedFile(upload.filename or "", upload.stream) for _, upload in request.files.items(multi=True)]
+
+
+def register_routes(api, core, settings):
+    ns = Namespace("images", path="/images", description="A project's images, in tag collections")
+    image_model, tag_model, video_images_model = declare_models(ns)
+
+    def who() -> int:
+        return caller(settings.auth_required)
+
+    @ns.route("/all")
+    @ns.doc(params=scope_params)
+    class AllImages(Resource):
+        @ns.doc(params=page_params)
+        @ns.marshal_list_with(image_model)
+        def get(self):
+            """List all the project's images."""
+            return core.list_images(who(), project_id(), page=page())
+
+        def delete(self):
+            """Delete all the project's images and their files."""
+            core.delete_all(who(), project_id())
+            return {"message": "success"}
+
+    @ns.route("/type")
+    @ns.doc(params=scope_params)
+    class Tags(Resource):
+        @ns.marshal_list_with(tag_model)
+        def get(self):
+            """Each tag with its image count and an avatar image."""
+            return core.tag_summary(who(), project_id())
+
+    @ns.route("/predict")
+    @ns.doc(params={**scope_params, **upload_params, "model_id": model_param})
+    class Predict(Resource):
+        @ns.marshal_list_with(image_model, code=201)
+        def post(self):
+            """Store images under the tags a model predicts, with scores (or detections)."""
+            user, project = who(), project_id()
+            model_id = parse_int("model_id", request.form.get("model_id") or request.args.get("model_id"))
+            return core.predict(user, project, model_id, uploaded_files()), 201
+
+    @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
+    @ns.route("/byVideo/<int:video_id>")
+    class VideoImages(Resource):
+        @ns.doc(params=page_params)
+        @ns.marshal_with(video_images_model)
+        def get(self, video_id=None):
+            """The images made from a video, and the type of its project."""
+            video_id = video_id or parse_int("video_id", request.args.get("video_id"))
+            return core.by_video(who(), video_id, page=page())
+
+    @ns.route("/<int:image_id>")
+    @ns.doc(params={"project_id": "optional; when given, the image must belong to it"})
+    class OneImage(Resource):
+        @ns.marshal_with(image_model)
+        def get(self, image_id):
+            """Get one image."""
+            return core.get(who(), image_id, optional_project_id())
+
+        @ns.doc(params={"type": "the new tag"})
+        @ns.marshal_with(image_model)
+        def put(self, image_id):
+            """Move one image to another tag."""
+            return core.retag(who(), image_id, new_tag(), optional_project_id())
+
+        def delete(self, image_id):
+            """Delete one image and its file."""
+            core.delete_image(who(), image_id, optional_project_id())
+            return {"message": "success"}
+
+    @ns.route("/<int:image_id>/file")
+    @ns.doc(params={"expires": "from the signed URL", "signature": "from the signed URL"}, security=[])
+    class ImageFile(Resource):
+        def get(self, image_id):
+            """The image's bytes, for a signed URL (no token needed)."""
+            return media_response(core, core.media(image_id, request.args.get("expires"), request.args.get("signature")))
+
+    @ns.route("/<string:tag>")
+    @ns.doc(params={**scope_params, "tag": "the tag (case-insensitive)"})
+    class TagImages(Resource):
+        @ns.doc(params=page_params)
+        @ns.marshal_list_with(image_model)
+        def get(self, tag):
+            """List the images of one tag."""
+            return core.list_images(who(), project_id(), tag=tag, page=page())
+
+        @ns.doc(params=upload_params)
+        @ns.marshal_list_with(image_model, code=201)
+        def post(self, tag):
+            """Upload images into a tag; all are checked before any is stored."""
+            return core.upload(who(), project_id(), tag, uploaded_files()), 201
+
+        @ns.doc(params={"type": "the new tag (merged into when it exists)", **page_params})
+        @ns.marshal_list_with(image_model)
+        def put(self, tag):
+            """Rename a tag, or merge it into another; answers the images now under the new tag."""
+            return core.rename_tag(who(), project_id(), tag, new_tag(), page=page())
+
+        def delete(self, tag):
+            """Delete the images of one tag and their files."""
+            core.delete_tag(who(), project_id(), tag)
+            return {"message": "success"}
+
+    api.add_namespace(ns)
+
+
+def media_response(core, media) -> Response:
+    """The bytes with their type, an ETag (304 when the browser has them) and caching for as
+    long as the URL is valid: an image's bytes never change under its id."""
+    headers = {
+        "ETag": media.etag,
+        "Cache-Control": f"private, max-age={media.max_age_s}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.if_none_match.contains_weak(media.etag.strip('"')):
+        return Response(status=304, headers=headers)
+    body = core.media_bytes(media)
+    return Response(body, status=200, mimetype=media.content_type, headers={**headers, "Content-Length": str(media.size)},
+                    direct_passthrough=True)

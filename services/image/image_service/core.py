@@ -1,0 +1,468 @@
+"""Image rules: ownership, tags, uploads, predictions, frames, deletes; no HTTP or gRPC here.
+
+Writes are ordered so nothing is half-written: an upload checks every file, allocates ids,
+writes the bytes under immutable keys (`images/<project>/<image id>.<ext>`), then inserts all
+metadata with one `insert_many`; if anything fails, what was written is removed. A delete first
+hides the documents (`deleting`), then removes their bytes, then the documents; if it stops
+half-way, the hidden documents tell a retry (or the periodic sweep) what is left to do.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from mlstudio.common import errors, mongo
+
+from . import detections as detections_mod
+from .tags import normalize_tag, tag_from_label
+from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes
+
+log = logging.getLogger(__name__)
+
+DETECTION = "Detection"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Page:
+    """Optional `limit`/`offset` of a listing; no limit means the whole list."""
+
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass
+class NewFrame:
+    """An image another service creates (a video frame, usually), with what its model said."""
+
+    content: bytes
+    tag: str = ""
+    title: str = ""
+    video_id: int = 0
+    frame_index: int = 0
+    timestamp_ms: int = 0
+    score: float | None = None
+    detections: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """What the signed media route needs to answer: where the bytes are and their headers."""
+
+    key: str
+    content_type: str
+    size: int
+    etag: str
+    max_age_s: int
+
+
+def public_image(doc: dict, url: str) -> dict:
+    """The API's Image: the original fields, then the added ones."""
+    detections = doc.get("detections")
+    return {
+        "id": doc["_id"],
+        "title": doc.get("title", ""),
+        "location": doc["key"],
+        "description": doc.get("description", ""),
+        "url": url,
+        "type": doc["tag"],
+        "user": doc["user"],
+        "project": doc["project"],
+        "isTrain": doc.get("is_train", True),
+        "captions": detections_mod.captions(detections),
+        "boxes": detections_mod.boxes(detections),
+        "video": doc.get("video"),
+        "frame_index": doc.get("frame_index"),
+        "timestamp_ms": doc.get("timestamp_ms"),
+        "score": doc.get("score"),
+        "detections": detections,
+        "content_type": doc["content_type"],
+        "width": doc.get("width"),
+        "height": doc.get("height"),
+        "create_time": mongo.iso(doc["create_time"]),
+    }
+
+
+def media_path(image_id: int) -> str:
+    return f"/images/{image_id}/file"
+
+
+def project_prefix(project_id: int) -> str:
+    """Where a project's image bytes live in the object store."""
+    return f"images/{project_id}/"
+
+
+class ImageCore:
+    def __init__(self, repository, store, projects, signer, limits: UploadLimits, *, models=None, videos=None,
+                 predict_batch_bytes: int = 16 * MIB, clock: Callable[[], float] = time.time):
+        self.repository = repository
+        self.store = store
+        self.projects = projects
+        self.signer = signer
+        self.limits = limits
+        self.models = models
+        self.videos = videos
+        self.predict_batch_bytes = predict_batch_bytes
+        self.clock = clock
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def present(self, doc: dict) -> dict:
+        return public_image(doc, self.signer.url(media_path(doc["_id"]), now=self.clock()))
+
+    def _project(self, project_id: int, user_id: int):
+        """The caller's project (NotFound when missing or someone else's)."""
+        return self.projects.get_project(project_id, user_id)
+
+    def _owned(self, image_id: int, user_id: int, project_id: int | None, *, deleting_too: bool = False) -> dict:
+        doc = self.repository.get(image_id, include_deleting=deleting_too)
+        if doc is None or doc["user"] != user_id or (project_id is not None and doc["project"] != project_id):
+            raise errors.NotFound(f"image {image_id} not found")
+        return doc
+
+    def list_images(self, user_id: int, project_id: int, *, tag: str | None = None, video_id: int | None = None,
+                    page: Page = Page()) -> list[dict]:
+        """A project's images, or one tag's, or one video's."""
+        tag = normalize_tag(tag) if tag is not None else None
+        self._project(project_id, user_id)
+        docs = self.repository.list(project_id=project_id, tag=tag, video_id=video_id, limit=page.limit, offset=page.offset)
+        return [self.present(doc) for doc in docs]
+
+    def get(self, user_id: int, image_id: int, project_id: int | None = None) -> dict:
+        return self.present(self._owned(image_id, user_id, project_id))
+
+    def tag_summary(self, user_id: int, project_id: int) -> list[dict]:
+        """`[{name, count, avatarImage}]`, one per tag, by name; the avatar is the tag's oldest image."""
+        self._project(project_id, user_id)
+        return [{"name": row["tag"], "count": row["count"], "avatarImage": self.present(row["first"])}
+                for row in self.repository.tag_summary(project_id)]
+
+    def by_video(self, user_id: int, video_id: int, page: Page = Page()) -> dict:
+        """`{type, date, images}`: the video's frames and its project's type. The video service,
+        when deployed, says whose video it is; otherwise its frames do."""
+        if self.videos is not None:
+            video = self.videos.get_video(video_id, user_id)
+            project = self._project(video.project_id, user_id)
+        else:
+            frames = self.repository.list_by_video(video_id)
+            if not frames:
+                return {"type": None, "date": [], "images": []}
+            if any(doc["user"] != user_id for doc in frames):
+                raise errors.NotFound(f"video {video_id} not found")
+            project = self._project(frames[0]["project"], user_id)
+        docs = self.repository.list(project_id=project.id, video_id=video_id, limit=page.limit, offset=page.offset)
+        images = [self.present(doc) for doc in docs]
+        return {"type": project.type, "date": images, "images": images}
+
+    def media(self, image_id: int, expires: str | None, signature: str | None) -> MediaFile:
+        """The stored image behind a signed URL; PermissionDenied when the signature is bad or old."""
+        now = self.clock()
+        self.signer.verify(media_path(image_id), expires, signature, now=now)
+        doc = self.repository.get(image_id)
+        if doc is None:
+            raise errors.NotFound(f"image {image_id} not found")
+        max_age = max(0, int(expires) - int(now))
+        return MediaFile(doc["key"], doc["content_type"], doc["size"], f'"{doc["sha256"][:32]}"', max_age)
+
+    def media_bytes(self, media: MediaFile) -> Iterator[bytes]:
+        try:
+            return self.store.read_range(media.key)
+        except errors.DomainError:
+            raise
+        except Exception as exc:
+            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
+
+    def dataset(self, user_id: int, project_id: int) -> Iterator[tuple[dict, bytes]]:
+        """Every image of the project with its bytes, for training. An image whose bytes are
+        gone (deleted meanwhile) is skipped."""
+        self._project(project_id, user_id)
+        for doc in self.repository.iterate(project_id):
+            try:
+                content = self.store.get_bytes(doc["key"])
+            except errors.NotFound:
+                log.warning("image %s: object %s is missing; left out of the dataset", doc["_id"], doc["key"])
+                continue
+            yield doc, content
+
+    # ---- creating --------------------------------------------------------------------------
+
+    def upload(self, user_id: int, project_id: int, tag: str, files: list[UploadedFile]) -> list[dict]:
+        """Stores the files under `tag`; one bad file stores nothing."""
+        tag = normalize_tag(tag)
+        project = self._project(project_id, user_id)
+        checked = check_all(files, self.limits)
+        facts = [{"tag": tag} for _ in checked]
+        return [self.present(doc) for doc in self._create(project, checked, facts)]
+
+    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile]) -> list[dict]:
+        """Stores the files under the tags a model predicts (with scores, or detections for a
+        Detection project). The model must be readable by the caller and of the project's type."""
+        project = self._project(project_id, user_id)
+        if self.models is None:
+            raise errors.NotImplementedYet("prediction needs the model service, which this deployment does not run",
+                                           code="no_model_service")
+        model = self.models.get_model(model_id, user_id)
+        if model.type != project.type:
+            raise errors.InvalidArgument(
+                f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
+                code="model_type_mismatch")
+        checked = check_all(files, self.limits)
+        facts = self._predictions(project.type, model_id, user_id, checked)
+        return [self.present(doc) for doc in self._create(project, checked, facts)]
+
+    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage]) -> list[dict]:
+        facts = []
+        for batch in self._batches(checked):
+            contents = [image.read() for image in batch]
+            if project_type == DETECTION:
+                results = self.models.detect(model_id, user_id, contents)
+            else:
+                results = self.models.classify(model_id, user_id, contents)
+            if len(results) != len(batch):
+                raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
+            facts.extend(_detected(result) if project_type == DETECTION else _classified(result) for result in results)
+        return facts
+
+    def _batches(self, checked: list[CheckedImage]) -> Iterator[list[CheckedImage]]:
+        """Consecutive images of at most `predict_batch_bytes` together (at least one each), so a
+        prediction request stays under gRPC's message limit."""
+        batch, size = [], 0
+        for image in checked:
+            if batch and size + image.size > self.predict_batch_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append(image)
+            size += image.size
+        if batch:
+            yield batch
+
+    def create_frames(self, user_id: int, project_id: int, frames: list[NewFrame]) -> list[dict]:
+        """Stores images sent by another service, in order. Idempotent on (video id, frame index):
+        frames stored before (a retried batch) are returned, not stored again."""
+        project = self._project(project_id, user_id)
+        wanted = [_frame_key(frame) for frame in frames]
+        existing = self._existing_frames(frames)
+        todo, seen = [], set(existing)
+        for position, (frame, key) in enumerate(zip(frames, wanted), 1):
+            if key is None or key not in seen:
+                todo.append((position, frame))
+                if key is not None:
+                    seen.add(key)
+        facts = [_frame_facts(project.type, frame, position) for position, frame in todo]
+        checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
+        created = self._create(project, checked, facts, frames=True)
+        by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
+        uploads = iter(doc for doc in created if not doc.get("video"))
+        docs = [next(uploads) if key is None else by_key.get(key) for key in wanted]
+        return [self.present(doc) for doc in docs if doc is not None]
+
+    def _existing_frames(self, frames: list[NewFrame]) -> dict[tuple[int, int], dict]:
+        by_video: dict[int, list[int]] = {}
+        for frame in frames:
+            if frame.video_id:
+                by_video.setdefault(frame.video_id, []).append(frame.frame_index)
+        found = {}
+        for video_id, indexes in by_video.items():
+            for doc in self.repository.find_frames(video_id, indexes):
+                found[(doc["video"], doc["frame_index"])] = doc
+        return found
+
+    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False) -> list[dict]:
+        """Allocates ids, writes bytes, inserts the metadata; on failure removes what it wrote.
+        With `frames`, documents whose (video, frame) a concurrent request stored first are
+        dropped (with their bytes) and the stored ones returned instead."""
+        if not checked:
+            return []
+        ids = self.repository.reserve_ids(len(checked))
+        now = mongo.utc_now()
+        docs = [_new_doc(image_id, project, image, fact, now) for image_id, image, fact in zip(ids, checked, facts)]
+        written: list[str] = []
+        try:
+            for doc, image in zip(docs, checked):
+                image.stream.seek(0)
+                self._put(doc, image)
+                written.append(doc["key"])
+            if not frames:
+                self.repository.insert_many(docs)
+                return docs
+            duplicates = self.repository.insert_frames(docs)
+        except BaseException:
+            self._undo([doc["_id"] for doc in docs], written)
+            raise
+        if duplicates:
+            self._remove_objects([doc["key"] for doc in docs if doc["_id"] in duplicates])
+            kept = [doc for doc in docs if doc["_id"] not in duplicates]
+            return kept + list(self._existing_frames_of([doc for doc in docs if doc["_id"] in duplicates]).values())
+        return docs
+
+    def _existing_frames_of(self, docs: list[dict]) -> dict:
+        frames = [NewFrame(b"", video_id=doc["video"], frame_index=doc["frame_index"]) for doc in docs]
+        return self._existing_frames(frames)
+
+    def _put(self, doc: dict, image: CheckedImage) -> None:
+        try:
+            self.store.put_stream(doc["key"], image.stream, doc["content_type"])
+        except errors.DomainError:
+            raise
+        except Exception as exc:
+            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
+
+    def _undo(self, ids: list[int], keys: list[str]) -> None:
+        """Best effort: removes the documents and objects of a failed create."""
+        try:
+            self.repository.delete_ids(ids)
+        except Exception:  # noqa: BLE001 - the original failure is the one to report
+            log.exception("could not remove the documents of a failed upload: %s", ids)
+        self._remove_objects(keys)
+
+    def _remove_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception:  # noqa: BLE001 - an orphan object is logged, the request goes on
+                log.exception("could not remove object %s", key)
+
+    # ---- changing tags ---------------------------------------------------------------------
+
+    def retag(self, user_id: int, image_id: int, new_tag: str, project_id: int | None = None) -> dict:
+        tag = normalize_tag(new_tag)
+        self._owned(image_id, user_id, project_id)
+        doc = self.repository.set_tag(image_id, tag)
+        if doc is None:
+            raise errors.NotFound(f"image {image_id} not found")
+        return self.present(doc)
+
+    def rename_tag(self, user_id: int, project_id: int, old_tag: str, new_tag: str, page: Page = Page()) -> list[dict]:
+        """Moves every image of `old_tag` to `new_tag` (merging when it exists) with one metadata
+        update; answers the images now tagged `new_tag`."""
+        old, new = normalize_tag(old_tag), normalize_tag(new_tag)
+        if old == new:
+            raise errors.NotAcceptable(f"the tag is already {new!r}", code="same_tag")
+        self._project(project_id, user_id)
+        if self.repository.rename_tag(project_id, old, new) == 0:
+            raise errors.NotFound(f"no images tagged {old!r} in project {project_id}")
+        return self.list_images(user_id, project_id, tag=new, page=page)
+
+    # ---- deleting --------------------------------------------------------------------------
+
+    def delete_image(self, user_id: int, image_id: int, project_id: int | None = None) -> None:
+        # A delete that stopped half-way left the image hidden; its retry finishes the job.
+        self._owned(image_id, user_id, project_id, deleting_too=True)
+        self._delete(image_id=image_id)
+
+    def delete_tag(self, user_id: int, project_id: int, tag: str) -> int:
+        tag = normalize_tag(tag)
+        self._project(project_id, user_id)
+        return self._delete(project_id=project_id, tag=tag)
+
+    def delete_all(self, user_id: int, project_id: int) -> int:
+        self._project(project_id, user_id)
+        return self._delete(project_id=project_id)
+
+    def delete_by_video(self, video_id: int, project_id: int | None = None) -> int:
+        """A video's frames (in `project_id` when given), for the video service. Idempotent."""
+        _require_id("video_id", video_id)
+        return self._delete(video_id=video_id, project_id=project_id or None)
+
+    def delete_project_data(self, project_id: int) -> int:
+        """Every image of a project being deleted, and any object left under its prefix by an
+        upload that crashed between writing bytes and metadata. Idempotent."""
+        _require_id("project_id", project_id)
+        deleted = self._delete(project_id=project_id)
+        leftovers = self._storage(lambda: self.store.delete_prefix(project_prefix(project_id)))
+        if leftovers:
+            log.info("project %s: removed %s objects without metadata", project_id, leftovers)
+        return deleted
+
+    def finish_pending_deletes(self) -> int:
+        """Completes deletes that stopped half-way; returns how many images it removed."""
+        return self._finish(self.repository.pending_deletes())
+
+    def _delete(self, **criteria) -> int:
+        return self._finish(self.repository.mark_deleting(**criteria))
+
+    def _finish(self, doomed: list[dict]) -> int:
+        for doc in doomed:
+            self._storage(lambda key=doc["key"]: self.store.delete(key))
+        self.repository.delete_ids([doc["_id"] for doc in doomed])
+        return len(doomed)
+
+    def _storage(self, operation):
+        try:
+            return operation()
+        except errors.DomainError:
+            raise
+        except Exception as exc:
+            log.warning("object storage failed: %s", exc)
+            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
+
+
+def _require_id(name: str, value) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise errors.InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+
+
+def _frame_key(frame: NewFrame) -> tuple[int, int] | None:
+    return (frame.video_id, frame.frame_index) if frame.video_id else None
+
+
+def _frame_title(frame: NewFrame) -> str:
+    return f"video {frame.video_id} frame {frame.frame_index}" if frame.video_id else "image"
+
+
+def _frame_facts(project_type: str, frame: NewFrame, position: int) -> dict:
+    """Tag, score and detections of a frame; a Detection frame without a tag is filed under its
+    most confident object."""
+    facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
+             "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
+             "score": None if frame.score is None else detections_mod.as_score(frame.score)}
+    if project_type == DETECTION:
+        facts["detections"] = list(frame.detections)
+    if frame.tag.strip():
+        facts["tag"] = tag_from_label(frame.tag)
+    elif project_type == DETECTION:
+        facts["tag"], best_score = detections_mod.best(facts["detections"])
+        if facts["score"] is None:
+            facts["score"] = best_score
+    else:
+        raise errors.InvalidArgument(f"image {position} has no tag", code="invalid_tag")
+    return facts
+
+
+def _classified(result) -> dict:
+    return {"tag": tag_from_label(result.label), "score": detections_mod.as_score(result.score)}
+
+
+def _detected(result) -> dict:
+    found = detections_mod.from_boxes(result.boxes)
+    tag, score = detections_mod.best(found)
+    return {"tag": tag, "score": score, "detections": found}
+
+
+def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> dict:
+    detections = facts.get("detections")
+    if project.type == DETECTION and detections is None:
+        detections = []
+    return {
+        "_id": image_id,
+        "project": project.id,
+        "user": project.user_id,
+        "tag": facts["tag"],
+        "title": image.title,
+        "description": "",
+        "key": f"{project_prefix(project.id)}{image_id}.{image.extension}",
+        "content_type": image.content_type,
+        "size": image.size,
+        "sha256": image.sha256,
+        "width": image.width,
+        "height": image.height,
+        "video": facts.get("video"),
+        "frame_index": facts.get("frame_index"),
+        "timestamp_ms": facts.get("timestamp_ms"),
+        "score": facts.get("score"),
+        "detections": detections if project.type == DETECTION else None,
+        "is_train": True,
+        "create_time": now,
+    }

@@ -1,0 +1,155 @@
+"""MongoDB access for the image service's own `images` collection.
+
+One document per image: `_id` (the public integer id), `project`, `user`, `tag`, `key` (the
+object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
+`description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
+`create_time`, and `deleting` while a delete is under way (such documents are hidden).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from mlstudio.common import mongo
+
+VISIBLE = {"deleting": {"$ne": True}}
+DUPLICATE_KEY = 11000
+
+
+def _selector(project_id=None, tag=None, video_id=None, image_id=None) -> dict:
+    """The documents a delete or a listing is about; at least one criterion must be given."""
+    selector = {}
+    if image_id is not None:
+        selector["_id"] = image_id
+    if project_id is not None:
+        selector["project"] = project_id
+    if tag is not None:
+        selector["tag"] = tag
+    if video_id is not None:
+        selector["video"] = video_id
+    if not selector:
+        raise ValueError("a selector needs at least one criterion")
+    return selector
+
+
+class ImageRepository:
+    def __init__(self, db: Database):
+        self.db = db
+        self.images = db.images
+
+    def ensure_indexes(self) -> None:
+        mongo.declare_indexes(self.images, [
+            # A project's images, in id order (list all, pagination, StreamDataset, delete all).
+            pymongo.IndexModel([("project", 1), ("_id", 1)], name="project_images"),
+            # One tag's images, the tag summary, rename/merge and delete by tag.
+            pymongo.IndexModel([("project", 1), ("tag", 1), ("_id", 1)], name="project_tag_images"),
+            # A video's frames; unique so a retried frame batch creates no duplicates. Uploaded
+            # images (no video) are outside the partial index.
+            pymongo.IndexModel([("video", 1), ("frame_index", 1)], name="video_frames", unique=True,
+                               partialFilterExpression={"video": {"$gt": 0}}),
+            # Deletes left unfinished, for the sweep.
+            pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
+        ])
+
+    def _run(self, operation):
+        try:
+            return operation()
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    def reserve_ids(self, count: int) -> list[int]:
+        return self._run(lambda: mongo.reserve_ids(self.db, "images", count))
+
+    def insert_many(self, docs: list[dict]) -> None:
+        if docs:
+            self._run(lambda: self.images.insert_many(docs, ordered=True))
+
+    def insert_frames(self, docs: list[dict]) -> set[int]:
+        """Inserts frame documents; returns the ids of those whose (video, frame_index) already
+        existed (a concurrent retry stored them first). Other failures raise."""
+        if not docs:
+            return set()
+        try:
+            self.images.insert_many(docs, ordered=False)
+            return set()
+        except BulkWriteError as exc:
+            errors_ = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors_) or exc.details.get("writeConcernErrors"):
+                raise mongo.unavailable(exc) from exc
+            return {docs[error["index"]]["_id"] for error in errors_}
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    def delete_ids(self, ids: list[int]) -> None:
+        if ids:
+            self._run(lambda: self.images.delete_many({"_id": {"$in": list(ids)}}))
+
+    def get(self, image_id: int, *, include_deleting: bool = False) -> dict | None:
+        query = {"_id": image_id} if include_deleting else {"_id": image_id, **VISIBLE}
+        return self._run(lambda: self.images.find_one(query))
+
+    def find_frames(self, video_id: int, frame_indexes: list[int]) -> list[dict]:
+        query = {"video": video_id, "frame_index": {"$in": list(frame_indexes)}, **VISIBLE}
+        return self._run(lambda: list(self.images.find(query)))
+
+    def list(self, *, project_id: int, tag: str | None = None, video_id: int | None = None,
+             limit: int | None = None, offset: int = 0) -> list[dict]:
+        """A project's images (optionally one tag's or one video's), oldest first; a video's in
+        frame order."""
+        query = {**_selector(project_id=project_id, tag=tag, video_id=video_id), **VISIBLE}
+        order = [("frame_index", 1), ("_id", 1)] if video_id is not None else [("_id", 1)]
+
+        def find():
+            cursor = self.images.find(query).sort(order).skip(offset)
+            return list(cursor.limit(limit) if limit else cursor)
+
+        return self._run(find)
+
+    def list_by_video(self, video_id: int) -> list[dict]:
+        """A video's frames in any project (used to find the video's project)."""
+        return self._run(lambda: list(self.images.find({"video": video_id, **VISIBLE}).sort([("frame_index", 1), ("_id", 1)])))
+
+    def iterate(self, project_id: int, batch_size: int = 200) -> Iterator[dict]:
+        """Every image of a project, in id order, read in batches (for the training stream)."""
+        last = 0
+        while True:
+            query = {"project": project_id, "_id": {"$gt": last}, **VISIBLE}
+            batch = self._run(lambda: list(self.images.find(query).sort("_id", 1).limit(batch_size)))
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            last = batch[-1]["_id"]
+
+    def tag_summary(self, project_id: int) -> list[dict]:
+        """`{tag, count, first}` per tag, `first` being the tag's oldest image, by tag name."""
+        pipeline = [
+            {"$match": {"project": project_id, **VISIBLE}},
+            {"$sort": {"tag": 1, "_id": 1}},
+            {"$group": {"_id": "$tag", "count": {"$sum": 1}, "first": {"$first": "$$ROOT"}}},
+            {"$sort": {"_id": 1}},
+        ]
+        return self._run(lambda: [{"tag": row["_id"], "count": row["count"], "first": row["first"]}
+                                  for row in self.images.aggregate(pipeline)])
+
+    def set_tag(self, image_id: int, tag: str) -> dict | None:
+        return self._run(lambda: self.images.find_one_and_update(
+            {"_id": image_id, **VISIBLE}, {"$set": {"tag": tag}}, return_document=pymongo.ReturnDocument.AFTER))
+
+    def rename_tag(self, project_id: int, old: str, new: str) -> int:
+        """Moves every image of tag `old` to `new` with one update; returns how many moved."""
+        result = self._run(lambda: self.images.update_many({"project": project_id, "tag": old, **VISIBLE}, {"$set": {"tag": new}}))
+        return result.modified_count
+
+    def mark_deleting(self, **criteria) -> list[dict]:
+        """Hides the selected images (those already being deleted included) and returns their
+        ids and keys, so the caller can remove their bytes and then the documents."""
+        selector = _selector(**criteria)
+        self._run(lambda: self.images.update_many(selector, {"$set": {"deleting": True}}))
+        return self._run(lambda: list(self.images.find({**selector, "deleting": True}, {"_id": 1, "key": 1})))
+
+    def pending_deletes(self, limit: int = 1000) -> list[dict]:
+        """Images whose delete stopped half-way (ids and keys)."""
+        return self._run(lambda: list(self.images.find({"deleting": True}, {"_id": 1, "key": 1}).limit(limit)))

@@ -1,0 +1,18 @@
+"""The image service's settings: upload limits and the deletion sweep."""
+from dataclasses import dataclass
+
+from mlstudio.common.settings import ServiceSettings, env
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSettings(ServiceSettings):
+    service_name: str = "image"
+    max_image_bytes: int = env("MAX_IMAGE_BYTES", 20 * MIB, help="largest accepted image file, in bytes")
+    max_images_per_request: int = env("MAX_IMAGES_PER_REQUEST", 100, help="most files one upload or prediction may carry")
+    max_image_pixels: int = env("MAX_IMAGE_PIXELS", 50_000_000, help="largest accepted image, in pixels (guards against decompression bombs)")
+    # The same variable sets the gateway's body limit of POST /images/..., so both agree.
+    max_upload_bytes: int = env("MAX_IMAGE_UPLOAD_BYTES", 256 * MIB, help="largest request body of an upload, in bytes")
+    predict_batch_bytes: int = env("PREDICT_BATCH_BYTES", 16 * MIB, help="most image bytes sent to the model service in one call")
+    delete_retry_s: float = env("DELETE_RETRY_S", 60.0, help="how often unfinished image deletions are finished")

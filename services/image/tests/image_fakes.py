@@ -1,0 +1,250 @@
+"""In-memory stand-ins for the image service's collaborators (MongoDB repository, object store,
+project/model/video services), generated test images, and the small world of users, projects
+and models the unit tests share, so the core and both adapters are tested without any process."""
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from PIL import Image
+
+from image_service.core import ImageCore
+from image_service.uploads import UploadLimits
+from mlstudio.common import errors
+from mlstudio.common.media_urls import MediaSigner
+from mlstudio.common.storage import ObjectInfo, ObjectStore, check_key
+
+
+def image_bytes(fmt: str = "PNG", size=(8, 6), color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+class FakeRepository:
+    """The `ImageRepository` interface over a dict, with the same visibility and uniqueness rules."""
+
+    def __init__(self):
+        self.docs: dict[int, dict] = {}
+        self.last_id = 0
+        self.fail_insert = False
+        self.frames_stored_meanwhile: list[dict] = []
+
+    def reserve_ids(self, count):
+        ids = list(range(self.last_id + 1, self.last_id + count + 1))
+        self.last_id += count
+        return ids
+
+    def insert_many(self, docs):
+        if self.fail_insert:
+            # Like an ordered insert that stops half-way: the first document is in.
+            self.docs[docs[0]["_id"]] = copy.deepcopy(docs[0])
+            raise errors.Unavailable("the database is unavailable, try again shortly")
+        for doc in docs:
+            self.docs[doc["_id"]] = copy.deepcopy(doc)
+
+    def insert_frames(self, docs):
+        # A concurrent retry that got there first, set up by a test.
+        for doc in self.frames_stored_meanwhile:
+            self.docs[doc["_id"]] = copy.deepcopy(doc)
+        self.frames_stored_meanwhile = []
+        taken = {(d["video"], d["frame_index"]) for d in self.docs.values() if d.get("video")}
+        duplicates = set()
+        for doc in docs:
+            key = (doc["video"], doc["frame_index"])
+            if doc.get("video") and key in taken:
+                duplicates.add(doc["_id"])
+                continue
+            taken.add(key)
+            self.docs[doc["_id"]] = copy.deepcopy(doc)
+        return duplicates
+
+    def delete_ids(self, ids):
+        for image_id in ids:
+            self.docs.pop(image_id, None)
+
+    def _visible(self):
+        return [copy.deepcopy(d) for _, d in sorted(self.docs.items()) if not d.get("deleting")]
+
+    def get(self, image_id, *, include_deleting=False):
+        doc = self.docs.get(image_id)
+        if doc is None or (doc.get("deleting") and not include_deleting):
+            return None
+        return copy.deepcopy(doc)
+
+    def find_frames(self, video_id, frame_indexes):
+        return [d for d in self._visible() if d.get("video") == video_id and d["frame_index"] in frame_indexes]
+
+    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0):
+        docs = [d for d in self._visible() if d["project"] == project_id
+                and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)]
+        if video_id is not None:
+            docs.sort(key=lambda d: (d["frame_index"], d["_id"]))
+        docs = docs[offset:]
+        return docs[:limit] if limit else docs
+
+    def list_by_video(self, video_id):
+        return sorted((d for d in self._visible() if d.get("video") == video_id), key=lambda d: (d["frame_index"], d["_id"]))
+
+    def iterate(self, project_id, batch_size=200):
+        yield from self.list(project_id=project_id)
+
+    def tag_summary(self, project_id):
+        rows = {}
+        for doc in self.list(project_id=project_id):
+            row = rows.setdefault(doc["tag"], {"tag": doc["tag"], "count": 0, "first": doc})
+            row["count"] += 1
+        return [rows[tag] for tag in sorted(rows)]
+
+    def set_tag(self, image_id, tag):
+        doc = self.get(image_id)
+        if doc is None:
+            return None
+        self.docs[image_id]["tag"] = tag
+        return self.get(image_id)
+
+    def rename_tag(self, project_id, old, new):
+        moved = 0
+        for doc in self.docs.values():
+            if doc["project"] == project_id and doc["tag"] == old and not doc.get("deleting"):
+                doc["tag"] = new
+                moved += 1
+        return moved
+
+    def mark_deleting(self, *, project_id=None, tag=None, video_id=None, image_id=None):
+        chosen = []
+        for doc in self.docs.values():
+            if ((image_id is None or doc["_id"] == image_id) and (project_id is None or doc["project"] == project_id)
+                    and (tag is None or doc["tag"] == tag) and (video_id is None or doc.get("video") == video_id)):
+                doc["deleting"] = True
+                chosen.append({"_id": doc["_id"], "key": doc["key"]})
+        return chosen
+
+    def pending_deletes(self, limit=1000):
+        return [{"_id": d["_id"], "key": d["key"]} for d in self.docs.values() if d.get("deleting")][:limit]
+
+
+class MemoryStore(ObjectStore):
+    """Objects in a dict; `fail_put_after` / `fail_delete` make writes fail on purpose."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
+        self.fail_put_after: int | None = None
+        self.fail_delete = False
+
+    def put_stream(self, key, stream, content_type="application/octet-stream"):
+        check_key(key)
+        if self.fail_put_after is not None:
+            if self.fail_put_after == 0:
+                raise OSError("disk full")
+            self.fail_put_after -= 1
+        self.objects[key] = stream.read()
+        self.content_types[key] = content_type
+        return self.stat(key)
+
+    def stat(self, key):
+        if key not in self.objects:
+            raise errors.NotFound(f"object {key} not found")
+        return ObjectInfo(key, len(self.objects[key]), "etag")
+
+    def read_range(self, key, start=0, length=None):
+        data = self.stat(key) and self.objects[key]
+        end = None if length is None else start + length
+        return iter([data[start:end]])
+
+    def delete(self, key):
+        if self.fail_delete:
+            raise OSError("storage down")
+        self.objects.pop(key, None)
+
+    def list_keys(self, prefix):
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+    def ping(self):
+        return True
+
+
+class FakeProjects:
+    """The project service: `projects[id] = (owner, type)`."""
+
+    def __init__(self, projects=None):
+        self.projects = projects or {}
+
+    def get_project(self, project_id, user_id):
+        owner_type = self.projects.get(project_id)
+        if owner_type is None or owner_type[0] != user_id:
+            raise errors.NotFound(f"project {project_id} not found")
+        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1])
+
+
+class FakeModels:
+    """The model service: models by id, scripted answers, and a record of the calls."""
+
+    def __init__(self, models=None, labels=None, boxes=None):
+        self.models = models or {}
+        self.labels = labels or []
+        self.boxes = boxes or []
+        self.calls: list[tuple[str, int]] = []
+
+    def get_model(self, model_id, user_id):
+        model = self.models.get(model_id)
+        if model is None or (model["user"] != user_id and not model.get("public")):
+            raise errors.NotFound(f"model {model_id} not found")
+        return SimpleNamespace(id=model_id, type=model["type"])
+
+    def classify(self, model_id, user_id, images):
+        self.calls.append(("classify", len(images)))
+        answers, self.labels = self.labels[: len(images)], self.labels[len(images):]
+        return [SimpleNamespace(label=label, score=score) for label, score in answers]
+
+    def detect(self, model_id, user_id, images, threshold=0.0):
+        self.calls.append(("detect", len(images)))
+        answers, self.boxes = self.boxes[: len(images)], self.boxes[len(images):]
+        return [SimpleNamespace(boxes=[SimpleNamespace(label=b[0], score=b[1], x1=b[2], y1=b[3], x2=b[4], y2=b[5]) for b in found])
+                for found in answers]
+
+
+class FakeVideos:
+    """The video service: `videos[id] = (owner, project)`."""
+
+    def __init__(self, videos=None):
+        self.videos = videos or {}
+
+    def get_video(self, video_id, user_id):
+        owner_project = self.videos.get(video_id)
+        if owner_project is None or owner_project[0] != user_id:
+            raise errors.NotFound(f"video {video_id} not found")
+        return SimpleNamespace(id=video_id, user_id=owner_project[0], project_id=owner_project[1])
+
+
+# ---- the world of the unit tests ---------------------------------------------------------------
+# User 1 owns project 10 (Classification) and 11 (Detection); user 2 owns project 20. Model 7 is
+# user 1's Classification model, 8 a public Detection model, 9 user 2's private model. Video 5
+# is user 1's, in project 10; video 6 user 2's, in project 20.
+
+NOW = 1_700_000_000.0
+
+
+@dataclass
+class World:
+    core: ImageCore
+    repository: FakeRepository
+    store: MemoryStore
+    models: FakeModels
+    signer: MediaSigner
+
+
+def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024) -> World:
+    repository, store = FakeRepository(), MemoryStore()
+    projects = FakeProjects({10: (1, "Classification"), 11: (1, "Detection"), 20: (2, "Classification")})
+    models = FakeModels({7: {"user": 1, "type": "Classification"}, 8: {"user": 3, "type": "Detection", "public": True},
+                         9: {"user": 2, "type": "Classification"}})
+    videos = FakeVideos({5: (1, 10), 6: (2, 20)})
+    signer = MediaSigner("test-key", "http://gateway.test", 3600)
+    core = ImageCore(repository, store, projects, signer, UploadLimits(max_bytes=4096, max_files=5, max_pixels=10_000),
+                     models=models if with_models else None, videos=videos if with_videos else None,
+                     predict_batch_bytes=predict_batch_bytes, clock=lambda: NOW)
+    return World(core, repository, store, models, signer)

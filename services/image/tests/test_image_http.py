@@ -1,0 +1,161 @@
+"""The `/images` REST adapter over the core with fakes: route precedence, parameters, multipart
+uploads, response shapes, error JSON, and the signed media route's headers."""
+import base64
+import io
+import json
+import urllib.parse
+
+import pytest
+from image_fakes import image_bytes
+
+from image_service.app import create_app
+from image_service.core import NewFrame
+from image_service.settings import ImageSettings
+
+
+def identity(user_id):
+    payload = base64.urlsafe_b64encode(json.dumps({"sub": str(user_id)}).encode()).decode().rstrip("=")
+    return {"x-jwt-payload": payload}
+
+
+@pytest.fixture
+def client(world):
+    settings = ImageSettings(mongo_uri="mongodb://unused", max_upload_bytes=1 << 20)
+    app = create_app(settings, world.core)
+    return app.test_client()
+
+
+def upload(client, tag, named_files, user=1, project=10):
+    data = {"files": [(io.BytesIO(content), name) for name, content in named_files]}
+    return client.post(f"/images/{tag}?project_id={project}", data=data, headers=identity(user), content_type="multipart/form-data")
+
+
+def get(client, path, user=1):
+    return client.get(path, headers=identity(user))
+
+
+def test_upload_then_list_all_by_tag_and_one(client):
+    created = upload(client, "Cat", [("a.png", image_bytes()), ("b.jpg", image_bytes("JPEG"))])
+    assert created.status_code == 201
+    images = created.get_json()
+    assert [i["type"] for i in images] == ["cat", "cat"]
+    assert images[0]["captions"] is None and images[0]["detections"] is None and images[0]["video"] is None
+    assert [i["id"] for i in get(client, "/images/all?project_id=10").get_json()] == [i["id"] for i in images]
+    assert [i["id"] for i in get(client, "/images/CAT?project_id=10&limit=1&offset=1").get_json()] == [images[1]["id"]]
+    one = get(client, f"/images/{images[0]['id']}")
+    assert one.status_code == 200 and one.get_json()["title"] == "a.png"
+
+
+def test_static_routes_win_over_tags(client, world):
+    upload(client, "cat", [("a.png", image_bytes())])
+    world.core.create_frames(1, 10, [NewFrame(image_bytes("JPEG"), tag="dog", video_id=5, frame_index=3)])
+    summary = get(client, "/images/type?project_id=10").get_json()
+    assert [(row["name"], row["count"]) for row in summary] == [("cat", 1), ("dog", 1)]
+    assert summary[0]["avatarImage"]["type"] == "cat"
+    for path in ("/images/byVideo/5", "/images/byVideo?video_id=5"):
+        answer = get(client, path).get_json()
+        assert answer["type"] == "Classification" and [i["frame_index"] for i in answer["date"]] == [3]
+        assert answer["images"] == answer["date"]
+
+
+def test_reserved_words_are_not_tags_on_any_method(client):
+    for method, path in [("post", "/images/all?project_id=10"), ("put", "/images/type?project_id=10&type=x"),
+                         ("post", "/images/byvideo?project_id=10"), ("get", "/images/Predict?project_id=10")]:
+        response = getattr(client, method)(path, headers=identity(1))
+        assert response.status_code == 400, path
+        assert response.get_json()["code"] == "invalid_tag"
+
+
+def test_project_id_is_required_and_checked(client):
+    missing = get(client, "/images/all")
+    assert missing.status_code == 400 and "project_id" in missing.get_json()["message"]
+    assert get(client, "/images/all?project_id=20").status_code == 404
+    assert get(client, "/images/all?project_id=abc").status_code == 400
+    assert get(client, "/images/all?project_id=10&limit=-1").status_code == 400
+    assert get(client, "/images/all?project_id=10&offset=x").status_code == 400
+
+
+def test_identity_is_required_and_user_id_must_match(client):
+    assert client.get("/images/all?project_id=10").status_code == 401
+    assert client.get("/images/all?project_id=10&user_id=2", headers=identity(1)).status_code == 403
+
+
+def test_bad_uploads_answer_json_naming_the_file_and_store_nothing(client, world):
+    cases = [
+        ([("a.png", image_bytes()), ("empty.png", b"")], 400, "empty.png"),
+        ([("a.png", image_bytes()), ("notes.txt", b"plain text")], 415, "notes.txt"),
+        ([("huge.bmp", image_bytes("BMP", size=(40, 40)))], 413, "huge.bmp"),
+    ]
+    for named_files, status, name in cases:
+        response = upload(client, "cat", named_files)
+        assert response.status_code == status
+        assert name in response.get_json()["message"]
+    no_files = client.post("/images/cat?project_id=10", headers=identity(1))
+    assert no_files.status_code == 400 and no_files.get_json()["code"] == "no_files"
+    assert world.store.objects == {} and world.repository.docs == {}
+
+
+def test_retag_rename_and_deletes(client, world):
+    a, b = upload(client, "cat", [("a.png", image_bytes()), ("b.png", image_bytes())]).get_json()
+    retagged = client.put(f"/images/{a['id']}?type=Dog", headers=identity(1))
+    assert retagged.status_code == 200 and retagged.get_json()["type"] == "dog"
+    same = client.put("/images/cat?project_id=10&type=CAT", headers=identity(1))
+    assert same.status_code == 406
+    merged = client.put("/images/cat?project_id=10&type=dog", headers=identity(1))
+    assert sorted(i["id"] for i in merged.get_json()) == sorted([a["id"], b["id"]])
+    assert client.put("/images/dog?project_id=10", headers=identity(1)).status_code == 400
+    assert client.delete(f"/images/{a['id']}", headers=identity(2)).status_code == 404
+    deleted = client.delete(f"/images/{a['id']}", headers=identity(1))
+    assert deleted.status_code == 200 and deleted.get_json() == {"message": "success"}
+    assert client.delete("/images/dog?project_id=10", headers=identity(1)).get_json() == {"message": "success"}
+    assert client.delete("/images/all?project_id=10", headers=identity(1)).get_json() == {"message": "success"}
+    assert world.store.objects == {} and world.repository.docs == {}
+
+
+def test_predict_route(client, world):
+    world.models.labels = [("Cat", 0.8)]
+    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "7"}
+    response = client.post("/images/predict?project_id=10", data=data, headers=identity(1), content_type="multipart/form-data")
+    assert response.status_code == 201
+    (image,) = response.get_json()
+    assert (image["type"], image["score"]) == ("cat", pytest.approx(0.8))
+    no_model = client.post("/images/predict?project_id=10", data={"files": [(io.BytesIO(image_bytes()), "a.png")]},
+                           headers=identity(1), content_type="multipart/form-data")
+    assert no_model.status_code == 400
+
+
+def test_detection_images_show_their_boxes(client, world):
+    world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
+    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8"}
+    (image,) = client.post("/images/predict?project_id=11", data=data, headers=identity(1), content_type="multipart/form-data").get_json()
+    assert (image["captions"], image["boxes"]) == (",car 0.750", ",[1 2 30 41]")
+    assert image["detections"] == [{"label": "car", "score": 0.75, "box": [pytest.approx(1.2), 2.0, 30.0, pytest.approx(40.6)]}]
+
+
+def media_path(url):
+    parts = urllib.parse.urlparse(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def test_signed_media_needs_no_token_and_has_caching_headers(client, world):
+    (image,) = upload(client, "cat", [("a.jpg", image_bytes("JPEG"))]).get_json()
+    response = client.get(media_path(image["url"]))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    assert response.data == world.store.objects[image["location"]]
+    assert response.headers["Content-Length"] == str(len(response.data))
+    assert response.headers["Cache-Control"].startswith("private, max-age=")
+    etag = response.headers["ETag"]
+    again = client.get(media_path(image["url"]), headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+    other = client.get(media_path(image["url"]), headers={"If-None-Match": '"something-else"'})
+    assert other.status_code == 200
+
+
+def test_tampered_media_urls_are_refused(client):
+    (image,) = upload(client, "cat", [("a.png", image_bytes())]).get_json()
+    path = media_path(image["url"])
+    tampered = path.replace("signature=", "signature=0")
+    response = client.get(tampered)
+    assert response.status_code == 403 and response.get_json()["code"] == "signature_invalid"
+    assert client.get(f"/images/{image['id']}/file").status_code == 403

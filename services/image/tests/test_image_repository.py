@@ -1,0 +1,164 @@
+"""The MongoDB repository against a real, throwaway `mongod`: the queries, the indexes (the
+unique partial index that makes frames idempotent), the tag summary aggregation, and deletes
+that hide first. The core runs on it too, with a local-directory object store, to check that
+storage and metadata agree after every kind of delete."""
+import io
+import socket
+import subprocess
+import time
+
+import pymongo
+import pytest
+from image_fakes import FakeProjects, image_bytes
+
+from deploy.local.mongo import find_mongod
+from image_service.core import ImageCore, NewFrame, Page
+from image_service.repository import ImageRepository
+from image_service.uploads import UploadedFile, UploadLimits
+from mlstudio.common import mongo
+from mlstudio.common.media_urls import MediaSigner
+from mlstudio.common.storage import LocalObjectStore
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mongo_uri(tmp_path_factory):
+    port = free_port()
+    dbpath = tmp_path_factory.mktemp("mongo")
+    process = subprocess.Popen(
+        [find_mongod(), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
+         "--wiredTigerCacheSizeGB", "0.25", "--setParameter", "diagnosticDataCollectionEnabled=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    uri = f"mongodb://127.0.0.1:{port}/"
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
+    try:
+        for _ in range(120):
+            try:
+                client.admin.command("ping")
+                break
+            except pymongo.errors.PyMongoError:
+                if process.poll() is not None:
+                    pytest.fail("mongod exited at start-up")
+                time.sleep(0.25)
+        else:
+            pytest.fail("mongod did not start")
+        yield uri
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def repository(mongo_uri, request):
+    db = mongo.connect(mongo_uri, f"images_{request.node.name[:40]}")
+    db.client.drop_database(db.name)
+    repo = ImageRepository(db)
+    repo.ensure_indexes()
+    return repo
+
+
+@pytest.fixture
+def core(repository, tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    projects = FakeProjects({10: (1, "Classification"), 11: (1, "Detection"), 20: (2, "Classification")})
+    return ImageCore(repository, store, projects, MediaSigner("k", "http://gw", 600), UploadLimits(1 << 20, 10, 1 << 20))
+
+
+def upload(core, tag, count, project=10, user=1):
+    files = [UploadedFile(f"{tag}{i}.png", io.BytesIO(image_bytes())) for i in range(count)]
+    return core.upload(user, project, tag, files)
+
+
+def frame(index, video=5, tag="cat"):
+    return NewFrame(image_bytes("JPEG"), tag=tag, video_id=video, frame_index=index, timestamp_ms=index)
+
+
+def test_the_indexes_the_queries_need_exist(repository):
+    indexes = repository.images.index_information()
+    assert indexes["project_tag_images"]["key"] == [("project", 1), ("tag", 1), ("_id", 1)]
+    assert indexes["project_images"]["key"] == [("project", 1), ("_id", 1)]
+    assert indexes["video_frames"]["unique"] is True
+    assert indexes["video_frames"]["partialFilterExpression"] == {"video": {"$gt": 0}}
+
+
+def test_list_tag_summary_rename_and_paging(core, repository):
+    cats = upload(core, "cat", 3)
+    upload(core, "dog", 2)
+    upload(core, "cat", 1, project=20, user=2)
+    assert [i["id"] for i in core.list_images(1, 10, tag="cat")] == [c["id"] for c in cats]
+    assert [i["id"] for i in core.list_images(1, 10, page=Page(limit=2, offset=2))] == [cats[2]["id"], cats[2]["id"] + 1]
+    summary = core.tag_summary(1, 10)
+    assert [(row["name"], row["count"], row["avatarImage"]["id"]) for row in summary] == [("cat", 3, cats[0]["id"]), ("dog", 2, cats[2]["id"] + 1)]
+    merged = core.rename_tag(1, 10, "dog", "cat")
+    assert len(merged) == 5 and {i["type"] for i in merged} == {"cat"}
+    assert core.list_images(2, 20, tag="cat")[0]["project"] == 20
+
+
+def test_uploaded_images_never_collide_on_the_frame_index(core, repository):
+    upload(core, "cat", 3)
+    assert repository.images.count_documents({"video": None}) == 3
+
+
+def test_frames_are_unique_per_video_and_frame_index(core, repository):
+    first = core.create_frames(1, 10, [frame(0), frame(1)])
+    again = core.create_frames(1, 10, [frame(1), frame(2)])
+    assert again[0]["id"] == first[1]["id"]
+    assert repository.images.count_documents({"video": 5}) == 3
+    docs = [{**repository.get(first[0]["id"]), "_id": 9999}]
+    assert repository.insert_frames(docs) == {9999}
+    assert repository.images.count_documents({"video": 5}) == 3
+
+
+def test_by_video_is_in_frame_order(core):
+    core.create_frames(1, 10, [frame(30), frame(10), frame(20)])
+    assert [i["frame_index"] for i in core.list_images(1, 10, video_id=5)] == [10, 20, 30]
+
+
+def objects(core, project):
+    return core.store.list_keys(f"images/{project}/")
+
+
+def test_storage_and_metadata_agree_after_every_delete(core, repository):
+    a, b = upload(core, "cat", 2)
+    upload(core, "dog", 2)
+    core.create_frames(1, 10, [frame(0), frame(1)])
+    other = upload(core, "cat", 1, project=20, user=2)
+
+    def agree():
+        keys = sorted(doc["key"] for doc in repository.images.find({"project": 10}))
+        assert objects(core, 10) == keys
+        return keys
+
+    assert len(agree()) == 6
+    core.delete_image(1, a["id"])
+    assert len(agree()) == 5
+    core.delete_tag(1, 10, "dog")
+    assert len(agree()) == 3
+    assert core.delete_by_video(5, 10) == 2
+    assert agree() == [b["location"]]
+    core.delete_all(1, 10)
+    assert agree() == []
+    assert objects(core, 20) == [other[0]["location"]]
+
+
+def test_a_half_done_delete_is_hidden_and_swept(core, repository):
+    upload(core, "cat", 2)
+    repository.mark_deleting(project_id=10, tag="cat")
+    assert core.list_images(1, 10) == []
+    assert len(objects(core, 10)) == 2
+    assert core.finish_pending_deletes() == 2
+    assert objects(core, 10) == [] and repository.images.count_documents({}) == 0
+
+
+def test_the_training_stream_reads_in_batches(core, repository):
+    upload(core, "cat", 5)
+    ids = [doc["_id"] for doc in repository.iterate(10, batch_size=2)]
+    assert ids == sorted(ids) and len(ids) == 5

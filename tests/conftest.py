@@ -1,0 +1,266 @@
+"""Fixtures of the cross-service tests: the whole local stack, run by the real launcher
+(`python -m deploy.local.launcher run`) on free random ports with a temporary data directory,
+so several test runs can share a machine, and helpers to call it through the gateway.
+
+    pytestmark = pytest.mark.integration
+
+    def test_projects(stack, api, register):
+        user_id, token = register(stack, "alice")
+        response = api(stack, token).get("/projects/all", params={"user_id": user_id})
+
+- `stack`: AUTH_REQUIRED=true, started once per session (restarted if a test stopped it).
+- `legacy_stack`: AUTH_REQUIRED=false, started on first use.
+- `stack_factory(**env)`: a session stack with other settings (each start costs seconds).
+- `private_stack(**env)`: a fresh, unstarted `Stack` (own ports and data) for tests that
+  start, stop or break it; stopped after the test. `MLSTUDIO_ONLY="user,project"` runs only
+  those services (plus MongoDB and Envoy), which starts faster.
+- `api(stack, token=None)`: a requests session on the gateway's URL.
+- `register(stack, username)`: registers (or logs in) a user, returns (user_id, token).
+
+Tests that use these fixtures are marked `integration` automatically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy.local import config as stack_config
+from deploy.local import registry
+from deploy.local.processes import die_with_parent, pid_alive, signal_group
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STACK_FIXTURES = {"stack", "legacy_stack", "stack_factory", "private_stack"}
+START_TIMEOUT_S = 120.0
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free right now (held open together so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _pythonpath() -> str:
+    services = REPO_ROOT / "services"
+    paths = [REPO_ROOT, services / "common", *sorted(p for p in services.iterdir() if p.is_dir() and p.name != "common")]
+    return os.pathsep.join(str(p) for p in paths)
+
+
+class PortTaken(RuntimeError):
+    """The launcher found one of the stack's ports taken (by a process started since)."""
+
+
+class Stack:
+    """One local stack: its ports (by variable name), data directory and launcher process."""
+
+    def __init__(self, data_dir: Path, **env: str):
+        self.data_dir = Path(data_dir)
+        self.env = {key: value for key, value in os.environ.items() if key != "MONGO_URI"}
+        self.env.update(PYTHONPATH=_pythonpath(), MLSTUDIO_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", **env)
+        self.ports: dict[str, int] = {}
+        self.pick_ports()
+        self.process: subprocess.Popen | None = None
+
+    def pick_ports(self) -> None:
+        """A free port for every port variable of the stack (the registry's included)."""
+        declared = [*stack_config.INFRASTRUCTURE_PORTS, *registry.declared_ports()]
+        self.ports = dict(zip((port.env_var for port in declared), free_ports(len(declared)), strict=True))
+        self.env.update({name: str(port) for name, port in self.ports.items()})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['GATEWAY_PORT']}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "run.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def state(self) -> dict | None:
+        """What the launcher wrote once healthy: its pid, URL and processes (name -> pid)."""
+        try:
+            return json.loads((self.data_dir / "stack.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def launcher(self, *args: str, timeout: float = START_TIMEOUT_S + 30) -> subprocess.CompletedProcess:
+        """Runs `python -m deploy.local.launcher <args>` with this stack's settings and waits."""
+        command = [sys.executable, "-m", "deploy.local.launcher", *args]
+        return subprocess.run(command, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start(self, timeout: float = START_TIMEOUT_S, attempts: int = 3) -> Stack:
+        """Starts `launcher run` (it dies with this process) and waits until it is healthy.
+        Should another process take one of the picked ports meanwhile, picks new ones."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.pick_ports()
+        return self
+
+    def _start_once(self, timeout: float) -> Stack:
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "deploy.local.launcher", "run"],
+                cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl, no locks
+            )
+        deadline = time.monotonic() + timeout
+        while (self.state() or {}).get("pid") != self.process.pid:
+            if self.process.poll() is not None:
+                error = PortTaken if self.process.returncode == 2 and "already in use" in self.log_tail() else RuntimeError
+                raise error(f"the stack exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the stack was not healthy within {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM to the launcher, which stops everything; SIGKILL if it hangs."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                signal_group(self.process.pid, signal.SIGKILL)
+                for pid in (self.state() or {}).get("processes", {}).values():
+                    if pid_alive(pid):
+                        signal_group(pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> Stack:
+        self.stop()
+        return self.start()
+
+
+class Api(requests.Session):
+    """A session whose relative URLs go to the gateway; no proxies (loopback), 30 s timeout."""
+
+    def __init__(self, base_url: str, token: str | None = None):
+        super().__init__()
+        self.base_url = base_url
+        self.trust_env = False
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, url, *args, **kwargs)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack_factory(tmp_path_factory):
+    """`stack_factory(**env)`: the session's stack with these launcher settings, started once."""
+    stacks: dict[tuple, Stack] = {}
+
+    def get(**env: str) -> Stack:
+        key = tuple(sorted(env.items()))
+        if key not in stacks:
+            stacks[key] = Stack(tmp_path_factory.mktemp("stack"), **env)
+        return stacks[key].start()
+
+    yield get
+    for stack in stacks.values():
+        stack.stop()
+
+
+@pytest.fixture
+def stack(stack_factory) -> Stack:
+    """The stack with authentication on (the default), running."""
+    return stack_factory(AUTH_REQUIRED="true")
+
+
+@pytest.fixture
+def legacy_stack(stack_factory) -> Stack:
+    """The stack with AUTH_REQUIRED=false (the legacy mode), running."""
+    return stack_factory(AUTH_REQUIRED="false")
+
+
+@pytest.fixture
+def private_stack(tmp_path_factory):
+    """`private_stack(**env)`: a new, unstarted Stack of the test's own; stopped afterwards,
+    whether it was started with `.start()` or `.launcher("up")`."""
+    made: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        made.append(Stack(tmp_path_factory.mktemp("private-stack"), **env))
+        return made[-1]
+
+    yield make
+    for stack in made:
+        stack.stop()
+        if (stack.data_dir / "stack.pid").exists():
+            stack.launcher("down", timeout=90)
+
+
+@pytest.fixture(scope="session")
+def api():
+    """`api(stack, token=None)`: a requests session on the stack's gateway."""
+    sessions: list[Api] = []
+
+    def make(stack: Stack, token: str | None = None) -> Api:
+        sessions.append(Api(stack.url, token))
+        return sessions[-1]
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture(scope="session")
+def register(api):
+    """`register(stack, username, password=...)`: registers the user (or logs in, if the name is
+    taken with this password) and returns (user_id, token)."""
+
+    def do(stack: Stack, username: str, password: str = "correct horse battery staple", email: str | None = None) -> tuple[int, str]:
+        session = api(stack)
+        created = session.post("/users/", json={"username": username, "password": password, "email": email or f"{username}@example.com"})
+        assert created.status_code in (200, 201, 409), created.text
+        login = session.post("/users/auth/", json={"username": username, "password": password})
+        assert login.status_code == 200, login.text
+        body = login.json()
+        return int(body["user_id"]), body["token"]
+
+    return do

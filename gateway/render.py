@@ -37,7 +37,7 @@ SERVICES = tuple(ROUTE_PREFIXES)
 # Media behind signed URLs (`<img src>`, `<video src>` send no token); the service checks the
 # signature in the query string.
 MEDIA_FILE_SERVICES = ("image", "video")
-MEDIA_FILE_REGEX = r"^/(images|videos)/[0-9]+/file$"
+MEDIA_FILE_REGEX = r"^/(images|videos|models)/[0-9]+/file$"
 JWKS_PATH = "/users/.well-known/jwks.json"
 JWT_ISSUER = "mlstudio"
 PAYLOAD_HEADER = "x-jwt-payload"

@@ -87,6 +87,9 @@ COMPONENTS: tuple[Component, ...] = (
     service("user", http_port=8101, grpc_port=9101, extra_env=_user_env),
     service("project", http_port=8102, grpc_port=9102),
     service("image", http_port=8103, grpc_port=9103),
+    # The real tensorflow_model_server when it is on PATH, else the local stand-in.
+    Component(name="tfserving", module="tfserving_standin.launch", ports=(TFSERVING_PORT,), extra_env=_tfserving_files),
+    service("model", http_port=8104, grpc_port=9104, extra_env=_model_env),
 )
 
 # Every service's gRPC address variable (see mlstudio.common.settings.ServiceSettings).

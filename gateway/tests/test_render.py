@@ -148,7 +148,7 @@ def test_open_paths_need_no_token_and_everything_else_does(config):
     assert {"path": "/healthz"} in open_matches
     assert {"prefix": "/docs/"} in open_matches
     assert {"path_separated_prefix": "/users"} in open_matches
-    assert {"safe_regex": {"regex": r"^/(images|videos)/[0-9]+/file$"}} in open_matches
+    assert {"safe_regex": {"regex": r"^/(images|videos|models)/[0-9]+/file$"}} in open_matches
     assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "mlstudio"}}
 
 

@@ -42,9 +42,17 @@ def error_response(exc: Exception):
     return {"message": "internal error", "code": "internal"}, 500
 
 
+class ServiceFlask(Flask):
+    """Flask whose crash logging is left to `error_response` (flask-restx would otherwise log a
+    traceback for every expected 5xx, such as 503 when a dependency is down)."""
+
+    def log_exception(self, exc_info) -> None:
+        pass
+
+
 def make_app(service: str, *, title: str, description: str, readiness: Mapping[str, Callable[[], bool]], max_body_bytes: int | None = None) -> tuple[Flask, Api]:
     """The service's Flask app and Api; add namespaces to the Api."""
-    app = Flask(service)
+    app = ServiceFlask(service)
     app.config["ERROR_404_HELP"] = False
     app.config["RESTX_MASK_SWAGGER"] = False
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes

@@ -1,0 +1,105 @@
+"""`/models` routes, as the original API had them (API.md, section 3)."""
+from flask import Response, request
+from flask_restx import Namespace, Resource, fields, reqparse
+
+from mlstudio.common import auth
+from mlstudio.common.http_app import caller
+
+from ..uploads import Upload
+
+MODEL_FIELDS = {
+    "id": fields.Integer,
+    "title": fields.String,
+    "location": fields.String(description="object-storage key of the uploaded model file"),
+    "label_location": fields.String(description="object-storage key of the label file"),
+    "description": fields.String,
+    "url": fields.String(description="signed URL of the model file (null until the model is Trained)"),
+    "type": fields.String(enum=["Classification", "Detection"]),
+    "user": fields.Integer(description="owner's user id"),
+    "project": fields.Integer(description="project id"),
+    "isPublic": fields.Boolean,
+    "create_time": fields.String(description="ISO 8601 UTC"),
+    "status": fields.String(enum=["Pending", "Training", "Trained", "Failed"]),
+    "labels": fields.List(fields.String, description="class names in index order"),
+    "input_shape": fields.List(fields.Integer, description="height, width, channels"),
+    "preprocessing": fields.String(enum=["raw", "unit", "symmetric"]),
+    "version": fields.Integer,
+    "metrics": fields.Raw,
+    "error": fields.String,
+}
+LIST_PARAMS = {
+    "user_id": "the caller's user id (must match the token)",
+    "project_id": "the project whose models (plus public ones of its type) to list",
+}
+UPLOAD_PARAMS = {**LIST_PARAMS, "method": "upload (a trained model) or create (training; not available yet)"}
+UPLOAD_FORM = reqparse.RequestParser()
+UPLOAD_FORM.add_argument("title", location="form", required=True)
+UPLOAD_FORM.add_argument("description", location="form")
+UPLOAD_FORM.add_argument("type", location="form", help="Classification or Detection (default: the project's)")
+UPLOAD_FORM.add_argument("preprocessing", location="form", help="raw (default), unit or symmetric")
+UPLOAD_FORM.add_argument("isPublic", location="form", help="true: every user may list and use it")
+UPLOAD_FORM.add_argument("files", location="files", type="file", action="append", required=True,
+                         help="twice: files[0] the model (.h5, .keras or zipped SavedModel), files[1] the label file")
+
+
+def uploaded_files() -> list[Upload]:
+    """The multipart files in order: `files` twice (the original's form), or `files[0]`, `files[1]`."""
+    items = request.files.getlist("files")
+    if not items:
+        items = [request.files[name] for name in ("files[0]", "files[1]") if name in request.files]
+    return [Upload(item.filename or "", item.stream) for item in items]
+
+
+def register_routes(api, core, settings):
+    # A namespace per app: a namespace binds to the app it is added to.
+    ns = Namespace("models", path="/models", description="Uploaded models, served by TensorFlow Serving")
+    model_model = ns.model("Model", MODEL_FIELDS)
+
+    def who() -> int:
+        return caller(settings.auth_required)
+
+    @ns.route("/all")
+    class Models(Resource):
+        @ns.doc(params=LIST_PARAMS)
+        @ns.marshal_list_with(model_model)
+        def get(self):
+            """List the project's models of the caller, plus public models, of the project's type."""
+            user = who()
+            project_id = auth.parse_int("project_id", request.args.get("project_id"))
+            return core.list(user, project_id)
+
+        @ns.doc(params=UPLOAD_PARAMS)
+        @ns.expect(UPLOAD_FORM)
+        @ns.response(201, "Created: the model is Trained (served)", model_model)
+        def post(self):
+            """Upload a model and its label file (method=upload); it is answered once TF Serving serves it."""
+            user = who()
+            project_id = auth.parse_int("project_id", request.args.get("project_id"), required=False)
+            created = core.create(user, project_id, request.args.get("method"), request.form.to_dict(), uploaded_files())
+            return ns.marshal(created, model_model), 201
+
+    @ns.route("/<int:model_id>")
+    class Model(Resource):
+        @ns.marshal_with(model_model)
+        def get(self, model_id):
+            """Get one model (yours, or a public one)."""
+            return core.get(model_id, who())
+
+        def delete(self, model_id):
+            """Delete the model: it stops being served and its files go."""
+            core.delete(model_id, who())
+            return {"message": "success"}
+
+    @ns.route("/<int:model_id>/file")
+    @ns.doc(params={"expires": "from the signed URL", "signature": "from the signed URL"})
+    class ModelFile(Resource):
+        def get(self, model_id):
+            """Download the uploaded model file (signed URL, no token needed)."""
+            chunks, size, filename = core.model_file(model_id, request.args.get("expires"), request.args.get("signature"))
+            return Response(chunks, mimetype="application/octet-stream", headers={
+                "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Cache-Control": "private, max-age=300",
+            })
+
+    api.add_namespace(ns)

@@ -1,0 +1,406 @@
+"""Model rules: who may see and use a model, registering an uploaded model until TF Serving
+serves it, deleting it everywhere, and classifying/detecting with it. No HTTP or gRPC here.
+
+Registering (one path for uploads now and trained models later): parse the label file, convert
+the model into the served SavedModel in a child process (which also validates it), check labels
+against the model's output, then allocate the id, keep the artifacts in object storage, install
+the SavedModel into TF Serving's repository, apply the config and wait until TF Serving says
+AVAILABLE; only then is the model `Trained`. A failure at any step removes everything written
+so far (the model, its files, its config entry): an upload either becomes a served model or
+leaves nothing behind. A registration whose process died is undone by `reconcile` once its
+claim expires; a delete that fails half-way is finished by `reconcile` too.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mlstudio.common import errors, mongo
+
+from . import archive, detections, labels as label_files, pixels, preprocessing, uploads
+from .conversion import Conversion
+from .tfserving_client import ModelLoadFailed
+from .tfserving_repository import ServedVersion, serving_name
+
+log = logging.getLogger(__name__)
+
+CLASSIFICATION = "Classification"
+DETECTION = "Detection"
+MODEL_TYPES = (CLASSIFICATION, DETECTION)
+PENDING, TRAINED, FAILED = "Pending", "Trained", "Failed"
+MAX_TITLE = 200
+MAX_DESCRIPTION = 5000
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class Projects(Protocol):
+    """The project service, as this service needs it."""
+
+    def get_project(self, project_id: int, user_id: int): ...
+
+
+class Converter(Protocol):
+    def convert(self, source: Path, fmt: str, model_type: str, preprocessing: str, work_dir: Path) -> Conversion: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_model_bytes: int = 2 << 30
+    max_batch: int = 64
+    # How long a registration may take before `reconcile` treats it as abandoned.
+    registration_claim_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """What a caller asks to register (checked already)."""
+
+    user: int
+    project: int
+    title: str
+    description: str
+    type: str
+    preprocessing: str
+    is_public: bool
+    source: str  # "upload" or "training"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model converted and checked, ready to be stored and served."""
+
+    format: str
+    model_file: Path  # named after its format: model.h5, model.keras or model.zip
+    labels: list[str]
+    conversion: Conversion
+
+
+def model_type(value, default: str | None = None) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default:
+            return default
+        raise errors.InvalidArgument("field type is required: Classification or Detection")
+    for known in MODEL_TYPES:
+        if str(value).strip().lower() == known.lower():
+            return known
+    raise errors.InvalidArgument(f"type {value!r} is unknown: use Classification or Detection")
+
+
+def _text(name: str, value, limit: int, *, required: bool) -> str:
+    text = "" if value is None else str(value).strip()
+    if required and not text:
+        raise errors.InvalidArgument(f"field {name} is required")
+    if len(text) > limit:
+        raise errors.InvalidArgument(f"field {name} is longer than {limit} characters")
+    return text
+
+
+def flag(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise errors.InvalidArgument(f"field {name} must be true or false, got {value!r}")
+
+
+def artifact_keys(model_id: int, fmt: str, version: int) -> dict:
+    """Object-storage keys of a model's files (immutable, by id)."""
+    return {
+        "model": f"models/{model_id}/model.{uploads.extension(fmt)}",
+        "labels": f"models/{model_id}/labels.txt",
+        "saved_model": f"models/{model_id}/v{version}/saved_model.tar.gz",
+    }
+
+
+def served_versions(repository) -> list[ServedVersion]:
+    """The model versions TF Serving must hold, from the database."""
+    return [ServedVersion(serving_name(doc["_id"]), doc.get("version", 1)) for doc in repository.served()]
+
+
+class ModelCore:
+    def __init__(self, repository, projects: Projects, store, serving, converter: Converter, signer, limits: Limits = Limits()):
+        self.repository = repository
+        self.projects = projects
+        self.store = store
+        self.serving = serving
+        self.converter = converter
+        self.signer = signer
+        self.limits = limits
+
+    # ----- what callers see
+
+    def public(self, doc: dict) -> dict:
+        model_key = doc.get("artifacts", {}).get("model")
+        return {
+            "id": doc["_id"],
+            "title": doc["title"],
+            "location": doc.get("location", ""),
+            "label_location": doc.get("label_location", ""),
+            "description": doc.get("description", ""),
+            "url": self.signer.url(f"/models/{doc['_id']}/file") if model_key and doc["status"] == TRAINED else None,
+            "type": doc["type"],
+            "user": doc["user"],
+            "project": doc["project"],
+            "isPublic": bool(doc.get("isPublic")),
+            "create_time": mongo.iso(doc["create_time"]),
+            "status": doc["status"],
+            "labels": list(doc.get("labels", [])),
+            "input_shape": list(doc.get("input_shape", [])),
+            "preprocessing": doc.get("preprocessing", preprocessing.DEFAULT),
+            "version": doc.get("version", 1),
+            "metrics": doc.get("metrics") or {},
+            "error": doc.get("error"),
+        }
+
+    def _readable(self, model_id: int, user_id: int) -> dict:
+        doc = self.repository.get(model_id)
+        if doc is None or (doc["user"] != user_id and not (doc.get("isPublic") and doc["status"] == TRAINED)):
+            raise errors.NotFound(f"model {model_id} not found")
+        return doc
+
+    def list(self, user_id: int, project_id: int) -> list[dict]:
+        """The project's models of this user plus public models, of the project's type."""
+        project = self.projects.get_project(project_id, user_id)
+        return [self.public(doc) for doc in self.repository.visible(project_id, user_id, project.type)]
+
+    def get(self, model_id: int, user_id: int) -> dict:
+        return self.public(self._readable(model_id, user_id))
+
+    # ----- creating
+
+    def create(self, user_id: int, project_id: int | None, method: str | None, fields: dict, files: list[uploads.Upload]) -> dict:
+        """POST /models/all: `method=upload` registers an uploaded model."""
+        method = (method or "").strip().lower()
+        if method == "create":
+            raise errors.NotImplementedYet(
+                "training models on the server (method=create) is not available yet; "
+                "train the model elsewhere and send it with method=upload", code="training_not_available")
+        if method != "upload":
+            raise errors.InvalidArgument(f"method must be upload or create, got {method or 'nothing'!r}", code="bad_method")
+        if project_id is None:
+            raise errors.InvalidArgument("query parameter project_id is required")
+        return self.upload(user_id, project_id, fields, files)
+
+    def upload(self, user_id: int, project_id: int, fields: dict, files: list[uploads.Upload]) -> dict:
+        project = self.projects.get_project(project_id, user_id)
+        new = NewModel(
+            user=user_id,
+            project=project_id,
+            title=_text("title", fields.get("title"), MAX_TITLE, required=True),
+            description=_text("description", fields.get("description"), MAX_DESCRIPTION, required=False),
+            type=model_type(fields.get("type"), default=project.type),
+            preprocessing=preprocessing.mode(fields.get("preprocessing")),
+            is_public=flag("isPublic", fields.get("isPublic")),
+            source="upload",
+        )
+        if new.type != project.type:
+            raise errors.InvalidArgument(f"a {new.type} model cannot belong to a {project.type} project")
+        if len(files) != 2:
+            raise errors.InvalidArgument("send two files named files: files[0] the model, files[1] its label file", code="files_required")
+        with self.serving.workspace() as workspace:
+            model_path = workspace / "upload"
+            uploads.save(files[0], model_path, self.limits.max_model_bytes, "model file")
+            label_path = workspace / "labels"
+            uploads.save(files[1], label_path, label_files.MAX_LABEL_FILE_BYTES, "label file")
+            return self.register(new, model_path, label_path.read_bytes(), workspace)
+
+    def register(self, new: NewModel, model_path: Path, label_bytes: bytes, workspace: Path) -> dict:
+        """Converts, checks, stores and serves a model; the new model, `Trained`."""
+        prepared = self.prepare(new.type, new.preprocessing, model_path, label_bytes, workspace)
+        model_id = self.repository.allocate_id()
+        keys = artifact_keys(model_id, prepared.format, 1)
+        now = mongo.utc_now()
+        doc = self.repository.insert({
+            "_id": model_id, "title": new.title, "description": new.description, "type": new.type,
+            "user": new.user, "project": new.project, "isPublic": new.is_public, "create_time": now,
+            "status": PENDING, "labels": prepared.labels, "input_shape": prepared.conversion.input_shape,
+            "preprocessing": new.preprocessing, "version": 1, "metrics": {}, "error": None,
+            "location": keys["model"], "label_location": keys["labels"], "artifacts": keys,
+            "format": prepared.format, "source": new.source, "served": False,
+            "claimed_until": now + datetime.timedelta(seconds=self.limits.registration_claim_s),
+        })
+        try:
+            self._store_artifacts(keys, prepared.model_file, label_bytes, prepared.conversion.saved_model, workspace)
+            self._serve(doc, prepared.conversion.saved_model)
+        except BaseException:
+            self._undo(doc)
+            raise
+        return self.public(self.repository.get(model_id))
+
+    def prepare(self, type_: str, mode: str, model_path: Path, label_bytes: bytes, workspace: Path) -> Prepared:
+        """Parses the labels and converts the model; 4xx with the reason when they do not fit."""
+        label_file = label_files.parse_label_file(label_bytes)
+        if type_ == CLASSIFICATION and label_file.first_index != 0:
+            raise errors.Unprocessable("the label file's class indexes must start at 0 for a classification model", code="bad_label_file")
+        fmt = uploads.model_format(model_path)
+        model_file = model_path.with_name(f"model.{uploads.extension(fmt)}")
+        if model_file != model_path:
+            model_path.replace(model_file)
+        conversion = self.converter.convert(model_file, fmt, type_, mode, workspace)
+        if type_ == CLASSIFICATION and conversion.output_size != len(label_file.labels):
+            raise errors.Unprocessable(
+                f"the label file names {len(label_file.labels)} classes but the model outputs {conversion.output_size} scores",
+                code="labels_mismatch")
+        return Prepared(fmt, model_file, label_file.labels, conversion)
+
+    def _store_artifacts(self, keys: dict, model_path: Path, label_bytes: bytes, saved_model: Path, workspace: Path) -> None:
+        with open(model_path, "rb") as stream:
+            self.store.put_stream(keys["model"], stream)
+        self.store.put_bytes(keys["labels"], label_bytes, "text/plain; charset=utf-8")
+        packed = workspace / "saved_model.tar.gz"
+        archive.pack_tree(saved_model, packed)
+        with open(packed, "rb") as stream:
+            self.store.put_stream(keys["saved_model"], stream, "application/gzip")
+
+    def _serve(self, doc: dict, saved_model: Path) -> None:
+        name, version = serving_name(doc["_id"]), doc["version"]
+        self.serving.repository.install(name, version, saved_model)
+        self.repository.update(doc["_id"], {"served": True})
+        self.serving.publish(name, version)
+        self.repository.update(doc["_id"], {"status": TRAINED}, unset=("claimed_until",))
+        log.info("model %s is served as %s version %s", doc["_id"], name, version)
+
+    # ----- deleting
+
+    def delete(self, model_id: int, user_id: int) -> None:
+        doc = self._readable(model_id, user_id)
+        if doc["user"] != user_id:
+            raise errors.PermissionDenied(f"model {model_id} is public but not yours: only its owner can delete it")
+        self._discard(doc)
+
+    def delete_project_data(self, project_id: int) -> int:
+        """Deletes every model of the project; raises (so the caller retries) if one is unfinished."""
+        docs = self.repository.of_project(project_id)
+        for doc in docs:
+            self.repository.mark_deleting(doc["_id"])
+        for doc in docs:
+            self._finish_removal(doc)
+        return len(docs)
+
+    def _discard(self, doc: dict) -> None:
+        """Hides the model at once, then removes it everywhere (or leaves that to reconcile)."""
+        try:
+            self.repository.mark_deleting(doc["_id"])
+            self._finish_removal(doc)
+        except errors.DomainError as exc:
+            log.warning("model %s: removal unfinished, will retry: %s", doc["_id"], exc.message)
+
+    def _undo(self, doc: dict) -> None:
+        """Removes a registration that failed; a failure here is left to reconcile, and never
+        hides the error that made the registration fail."""
+        try:
+            self._discard(doc)
+        except Exception:  # noqa: BLE001 - the model stays marked and reconcile finishes it
+            log.exception("model %s: undoing the failed registration failed", doc["_id"])
+
+    def _finish_removal(self, doc: dict) -> None:
+        self.serving.withdraw(serving_name(doc["_id"]))
+        self.store.delete_prefix(f"models/{doc['_id']}/")
+        self.repository.remove(doc["_id"])
+        log.info("model %s removed", doc["_id"])
+
+    # ----- keeping TF Serving in step
+
+    def reconcile(self) -> None:
+        """Undoes abandoned registrations, finishes deletes, restores SavedModels missing from
+        TF Serving's repository (a fresh TF Serving), and re-applies the config if needed."""
+        for doc in self.repository.abandoned_registrations(mongo.utc_now()):
+            log.warning("model %s: registration was abandoned; removing it", doc["_id"])
+            self._discard(doc)
+        for doc in self.repository.pending_deletions():
+            self._discard(doc)
+        if self.restore_missing() or self.serving.dirty:
+            try:
+                self.serving.apply()
+            except ModelLoadFailed:
+                self._fail_unloadable()
+                self.serving.apply()
+
+    def _fail_unloadable(self) -> None:
+        """Marks `Failed` (and stops serving) the models TF Serving could not load, so that one
+        broken model does not make every later config reload fail."""
+        ids = {serving_name(doc["_id"]): doc["_id"] for doc in self.repository.served()}
+        for item, message in self.serving.failed(served_versions(self.repository)).items():
+            model_id = ids[item.name]
+            log.error("model %s: TF Serving cannot load it: %s", model_id, message)
+            self.repository.update(model_id, {"status": FAILED, "served": False, "error": f"TensorFlow Serving cannot load it: {message}"})
+
+    def restore_missing(self) -> int:
+        """Copies back from object storage each served SavedModel missing from the repository."""
+        restored = 0
+        for doc in self.repository.served():
+            name, version = serving_name(doc["_id"]), doc.get("version", 1)
+            if self.serving.repository.has(name, version):
+                continue
+            try:
+                with self.serving.workspace() as workspace:
+                    packed = workspace / "saved_model.tar.gz"
+                    self.store.download_to(doc["artifacts"]["saved_model"], packed)
+                    archive.unpack_tree(packed, workspace / "saved_model")
+                    self.serving.repository.install(name, version, workspace / "saved_model")
+            except errors.NotFound:
+                log.error("model %s: its SavedModel is missing from object storage too", doc["_id"])
+                self.repository.update(doc["_id"], {"status": FAILED, "served": False,
+                                                    "error": "the served copy of this model was lost; upload it again"})
+                self.serving.dirty = True
+                continue
+            log.info("model %s: SavedModel restored from object storage", doc["_id"])
+            restored += 1
+        return restored
+
+    # ----- inference
+
+    def _usable(self, model_id: int, user_id: int, wanted_type: str) -> dict:
+        doc = self._readable(model_id, user_id)
+        if doc["type"] != wanted_type:
+            verb = "Classify" if doc["type"] == CLASSIFICATION else "Detect"
+            raise errors.InvalidArgument(f"model {model_id} is a {doc['type']} model; use {verb}", code="wrong_model_type")
+        if doc["status"] != TRAINED:
+            raise errors.NotAcceptable(f"model {model_id} is not ready (status {doc['status']})", code="model_not_ready")
+        return doc
+
+    def _predict(self, doc: dict, images: list[bytes], output_keys: list[str]) -> tuple[dict, list[tuple[int, int]]]:
+        """One Predict call per at most `max_batch` images; outputs joined in image order."""
+        height, width, _ = doc["input_shape"]
+        batch = pixels.to_batch(images, height, width)
+        name, version = serving_name(doc["_id"]), doc.get("version", 1)
+        parts = [self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
+                 for part in pixels.chunks(len(images), self.limits.max_batch)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in output_keys}, batch.sizes
+
+    def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list[detections.Classification]:
+        doc = self._usable(model_id, user_id, CLASSIFICATION)
+        outputs, _sizes = self._predict(doc, images, ["probabilities"])
+        return detections.classify(outputs["probabilities"], doc["labels"])
+
+    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0) -> list[list[detections.Detection]]:
+        if threshold == 0:
+            threshold = detections.DEFAULT_THRESHOLD
+        if not 0 < threshold <= 1:
+            raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
+        doc = self._usable(model_id, user_id, DETECTION)
+        keys = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
+        outputs, sizes = self._predict(doc, images, keys)
+        return detections.boxes_in_pixels(outputs, sizes, doc["labels"], threshold)
+
+    # ----- the model file, through a signed URL
+
+    def model_file(self, model_id: int, expires: str | None, signature: str | None) -> tuple[Iterator[bytes], int, str]:
+        """(chunks, size, download name) of the uploaded model file, for a valid signed URL."""
+        self.signer.verify(f"/models/{model_id}/file", expires, signature)
+        doc = self.repository.get(model_id)
+        if doc is None or doc["status"] != TRAINED:
+            raise errors.NotFound(f"model {model_id} not found")
+        key = doc["artifacts"]["model"]
+        info = self.store.stat(key)
+        return self.store.read_range(key), info.size, f"model-{model_id}.{key.rsplit('.', 1)[-1]}"

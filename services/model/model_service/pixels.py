@@ -1,0 +1,69 @@
+"""Encoded images -> one uint8 batch at a model's input size, remembering each original size.
+
+Decoding uses Pillow (JPEG, PNG, WebP, BMP, GIF's first frame), applies the EXIF orientation
+(so phone photos are upright, as a browser shows them), converts to RGB and resizes bilinearly
+to the model's (height, width); large JPEGs are decoded at a reduced scale that still covers it. The batch stays uint8: the served signature does the scaling.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mlstudio.common import errors
+
+
+@dataclass(frozen=True)
+class Batch:
+    """`pixels` is uint8 [n, height, width, 3]; `sizes[i]` is image i's original (width, height)."""
+
+    pixels: np.ndarray
+    sizes: list[tuple[int, int]]
+
+
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_ORIENTATION = 0x0112
+
+
+def decode(data: bytes, index: int = 0, at_least: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Image `index` of a request as an upright RGB picture, and its full upright (width, height);
+    422 when it cannot be decoded.
+
+    With `at_least`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale whose sides stay
+    at least that long (libjpeg's DCT scaling): a large photo or frame bound for a small model
+    input decodes several times faster, and sizes (for boxes) still refer to the full image."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            width, height = picture.size
+            if picture.getexif().get(_ORIENTATION) in _TRANSPOSED:
+                width, height = height, width
+            if at_least:
+                picture.draft("RGB", (at_least, at_least))
+            picture.load()
+            upright = ImageOps.exif_transpose(picture)
+            return upright.convert("RGB"), (width, height)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise errors.Unprocessable(f"image {index + 1} cannot be decoded: {exc}", code="bad_image") from None
+
+
+def to_batch(images: list[bytes], height: int, width: int) -> Batch:
+    """All `images` decoded and resized to (height, width), in order."""
+    if not images:
+        raise errors.InvalidArgument("no images given")
+    pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
+    sizes = []
+    for index, data in enumerate(images):
+        picture, size = decode(data, index, at_least=max(height, width))
+        sizes.append(size)
+        if picture.size != (width, height):
+            picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+        pixels[index] = np.asarray(picture, dtype=np.uint8)
+    return Batch(pixels, sizes)
+
+
+def chunks(count: int, max_batch: int) -> list[slice]:
+    """Slices cutting `count` items into batches of at most `max_batch`."""
+    step = max(1, max_batch)
+    return [slice(start, min(start + step, count)) for start in range(0, count, step)]

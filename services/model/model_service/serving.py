@@ -1,0 +1,99 @@
+"""Keeps TF Serving holding exactly the model versions the database says are served.
+
+The model config is always derived from the database (`served_versions`), written to the config
+file (which a restarted TF Serving reads) and applied with HandleReloadConfigRequest, under one
+lock, so concurrent uploads and deletes converge on the same config. When TF Serving cannot be
+reached the config is marked dirty and the service's reconcile loop applies it again later.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mlstudio.common import errors
+
+from .tfserving_client import ModelLoadFailed
+from .tfserving_repository import ServedVersion, TFServingRepository
+
+log = logging.getLogger(__name__)
+
+
+class Serving:
+    def __init__(self, repository: TFServingRepository, client, served_versions: Callable[[], list[ServedVersion]], *, load_timeout_s: float = 120.0):
+        self.repository = repository
+        self.client = client
+        self.served_versions = served_versions
+        self.load_timeout_s = load_timeout_s
+        self.dirty = True
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def workspace(self) -> Iterator[Path]:
+        """A scratch directory on the repository's filesystem (so installs are renames)."""
+        path = self.repository.staging_dir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def apply(self) -> None:
+        """Writes the config from the database and makes TF Serving apply it."""
+        with self._lock:
+            config = self.repository.write_config(self.served_versions())
+            try:
+                self.client.reload_config(config)
+            except errors.DomainError:
+                self.dirty = True
+                raise
+            self.dirty = False
+
+    def publish(self, name: str, version: int) -> None:
+        """Applies the config (which now names `name`/`version`) and waits until it is served.
+
+        TF Serving answers a reload with an error when any configured model failed to load;
+        whether *this* model loaded is what its own state says."""
+        try:
+            self.apply()
+        except ModelLoadFailed as exc:
+            log.warning("TF Serving reported a load failure while adding %s: %s", name, exc.message)
+        self.client.wait_available(name, version, self.load_timeout_s)
+
+    def failed(self, served: list[ServedVersion]) -> dict[ServedVersion, str]:
+        """The versions among `served` that TF Serving gave up loading, with its reason."""
+        found = {}
+        for item in served:
+            state, message = self.client.version_state(item.name, item.version)
+            if state == "END" and message:
+                found[item] = message
+        return found
+
+    def withdraw(self, name: str) -> None:
+        """Stops serving `name` (already gone from the database's served list), then removes its
+        files. An unreachable TF Serving does not stop the delete: the config file no longer
+        names the model and the reconcile loop re-applies it."""
+        try:
+            self.apply()
+        except errors.DomainError as exc:
+            log.warning("TF Serving not updated after removing %s, will retry: %s", name, exc.message)
+        self.repository.remove(name)
+
+    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str]) -> dict[str, np.ndarray]:
+        try:
+            return self.client.predict(name, version, inputs, output_keys)
+        except errors.Unavailable as exc:
+            if exc.code == "model_not_loaded":
+                self.dirty = True  # TF Serving lost the model (restarted?): re-apply the config
+            raise
+
+    def apply_if_dirty(self) -> bool:
+        """Re-applies the config when an earlier apply failed; True when it was applied."""
+        if not self.dirty:
+            return False
+        self.apply()
+        return True

@@ -1,0 +1,71 @@
+"""numpy arrays <-> TensorFlow `TensorProto`, the payload of TF Serving's Predict.
+
+Arrays travel in `tensor_content` (raw little-endian bytes), the compact form TF Serving itself
+answers with; reading also accepts the typed `*_val` fields other servers may fill.
+Importing this module imports TensorFlow's protobuf package (the whole of `tensorflow`), so only
+the model service and the stand-in import it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+_BY_NUMPY = {
+    np.dtype(np.float32): types_pb2.DT_FLOAT,
+    np.dtype(np.float64): types_pb2.DT_DOUBLE,
+    np.dtype(np.float16): types_pb2.DT_HALF,
+    np.dtype(np.uint8): types_pb2.DT_UINT8,
+    np.dtype(np.int8): types_pb2.DT_INT8,
+    np.dtype(np.uint16): types_pb2.DT_UINT16,
+    np.dtype(np.int16): types_pb2.DT_INT16,
+    np.dtype(np.int32): types_pb2.DT_INT32,
+    np.dtype(np.int64): types_pb2.DT_INT64,
+    np.dtype(np.bool_): types_pb2.DT_BOOL,
+}
+_BY_PROTO = {proto: dtype for dtype, proto in _BY_NUMPY.items()}
+# Which repeated field holds the values when `tensor_content` is empty.
+_VALUE_FIELD = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_BOOL: "bool_val",
+}
+
+
+def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """`array` as a TensorProto with its bytes in `tensor_content`."""
+    array = np.asarray(array, order="C")  # (ascontiguousarray would make scalars 1-d)
+    if array.dtype not in _BY_NUMPY:
+        raise TypeError(f"cannot send a tensor of dtype {array.dtype}")
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape])
+    return tensor_pb2.TensorProto(dtype=_BY_NUMPY[array.dtype], tensor_shape=shape, tensor_content=little.tobytes())
+
+
+def from_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The numpy array a TensorProto holds."""
+    if proto.dtype not in _BY_PROTO:
+        raise TypeError(f"cannot read a tensor of dtype {types_pb2.DataType.Name(proto.dtype)}")
+    dtype = _BY_PROTO[proto.dtype]
+    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    count = int(np.prod(shape)) if shape else 1
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    values = list(getattr(proto, _VALUE_FIELD[proto.dtype]))
+    if proto.dtype == types_pb2.DT_HALF:
+        flat = np.array(values, dtype=np.uint16).view(np.float16)
+    else:
+        flat = np.array(values, dtype=dtype)
+    if flat.size == count:
+        return flat.reshape(shape)
+    if flat.size == 0:
+        return np.zeros(shape, dtype=dtype)
+    # TensorFlow's rule: a shorter list is padded with its last value.
+    padded = np.concatenate([flat, np.full(count - flat.size, flat[-1], dtype=dtype)])
+    return padded.reshape(shape)

@@ -1,0 +1,141 @@
+"""gRPC client of TensorFlow Serving (tensorflow-serving-api): reload the model config, watch a
+model version's state, predict, and read a model's signatures.
+
+Every call carries a deadline. TF Serving being down or too slow becomes `Unavailable` (503),
+never a hang; its other failures become domain errors that say what happened.
+"""
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from tensorflow_serving.config import model_server_config_pb2
+
+from mlstudio.common import errors
+
+from . import tensors
+
+SIGNATURE = "serving_default"
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class ModelLoadFailed(errors.Unprocessable):
+    """TF Serving tried to load a model version and gave up (422: the model is unusable)."""
+
+
+class TFServingClient:
+    def __init__(self, address: str, *, predict_deadline_s: float = 30.0, control_deadline_s: float = 10.0, reload_deadline_s: float = 120.0, max_message_mb: int = 256):
+        self.address = address
+        self.predict_deadline_s = predict_deadline_s
+        self.control_deadline_s = control_deadline_s
+        # TF Serving answers a reload once the configured models are loaded (or failed).
+        self.reload_deadline_s = reload_deadline_s
+        options = [
+            ("grpc.max_receive_message_length", max_message_mb << 20),
+            ("grpc.max_send_message_length", max_message_mb << 20),
+            # Reconnect quickly once a restarted TF Serving listens again.
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        self.channel = grpc.insecure_channel(address, options=options)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def _error(self, exc: grpc.RpcError, doing: str) -> errors.DomainError:
+        if exc.code() in _DOWN:
+            return errors.Unavailable(f"TensorFlow Serving at {self.address} is unavailable ({doing}): {exc.details() or exc.code().name}")
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return errors.Unavailable(f"TensorFlow Serving does not hold the model yet ({doing}); try again shortly", code="model_not_loaded")
+        if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            return errors.Unprocessable(f"the model could not run ({doing}): {exc.details()}", code="prediction_failed")
+        return errors.DomainError(f"TensorFlow Serving failed ({doing}): {exc.code().name} {exc.details()}")
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Applies `config` (HandleReloadConfigRequest). TF Serving answers once every configured
+        model is loaded, or with an error naming those that could not be."""
+        request = model_management_pb2.ReloadConfigRequest(config=config)
+        try:
+            response = self.models.HandleReloadConfigRequest(request, timeout=self.reload_deadline_s)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "reloading the model config") from None
+        if response.status.error_code:
+            raise ModelLoadFailed(f"TensorFlow Serving could not apply the model config: {response.status.error_message}", code="model_load_failed")
+
+    def version_state(self, name: str, version: int) -> tuple[str, str]:
+        """(state, error message) of `name`/`version`: START, LOADING, AVAILABLE, UNLOADING,
+        END or UNKNOWN (TF Serving does not know it)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = name
+        request.model_spec.version.value = version
+        try:
+            response = self.models.GetModelStatus(request, timeout=self.control_deadline_s)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return "UNKNOWN", ""
+            raise self._error(exc, f"reading the state of {name}") from None
+        for status in response.model_version_status:
+            if status.version == version:
+                return _STATE.Name(status.state), status.status.error_message
+        return "UNKNOWN", ""
+
+    def wait_available(self, name: str, version: int, timeout_s: float, poll_s: float = 0.2) -> None:
+        """Returns once `name`/`version` is AVAILABLE; ModelLoadFailed when TF Serving gave up
+        on it, Unavailable when it takes longer than `timeout_s`."""
+        give_up = time.monotonic() + timeout_s
+        while True:
+            state, message = self.version_state(name, version)
+            if state == "AVAILABLE":
+                return
+            if state == "END" and message:
+                raise ModelLoadFailed(f"TensorFlow Serving could not load the model: {message}", code="model_load_failed")
+            if time.monotonic() >= give_up:
+                raise errors.Unavailable(f"TensorFlow Serving did not make {name} version {version} available within {timeout_s:.0f} s (state {state})")
+            time.sleep(poll_s)
+
+    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """One Predict call on the `serving_default` signature of `name`/`version`."""
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.model_spec.version.value = version
+        request.model_spec.signature_name = SIGNATURE
+        for key, array in inputs.items():
+            request.inputs[key].CopyFrom(tensors.to_proto(array))
+        request.output_filter.extend(output_keys or [])
+        try:
+            response = self.predictions.Predict(request, timeout=self.predict_deadline_s)
+        except grpc.RpcError as exc:
+            raise self._error(exc, f"predicting with {name}") from None
+        return {key: tensors.from_proto(value) for key, value in response.outputs.items()}
+
+    def signatures(self, name: str, version: int):
+        """The model's SignatureDefMap (GetModelMetadata), keyed by signature name."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = name
+        request.model_spec.version.value = version
+        try:
+            response = self.predictions.GetModelMetadata(request, timeout=self.control_deadline_s)
+        except grpc.RpcError as exc:
+            raise self._error(exc, f"reading the signatures of {name}") from None
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return signature_map.signature_def
+
+    def ping(self, timeout_s: float = 2.0) -> bool:
+        """True when TF Serving answers at all (any status but unavailable)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "readiness-probe"
+        try:
+            self.models.GetModelStatus(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc.code() not in _DOWN
+        return True

@@ -1,0 +1,233 @@
+"""The model service through the gateway, against the real local stack (TF Serving stand-in when
+`tensorflow_model_server` is not on PATH): uploading Keras and SavedModel files, the listing
+rules, predictions filed by `/images/predict` with exact scores and boxes, refused uploads that
+leave nothing behind, deletes that stop serving, and TF Serving repopulated from storage."""
+from __future__ import annotations
+
+import io
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from model_service import sample_models
+
+pytestmark = pytest.mark.integration
+
+MODEL_FIELDS = {"id", "title", "location", "label_location", "description", "url", "type", "user", "project", "isPublic",
+                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error"}
+LIGHT, DARK = sample_models.light_dark_scores(255), sample_models.light_dark_scores(0)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("models")
+    sample_models.write_samples(directory)
+    return directory
+
+
+def png(value: int, size=(64, 48)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (value, value, value)).save(out, "PNG")
+    return out.getvalue()
+
+
+class User:
+    """A registered user with a session carrying their token, and one project."""
+
+    def __init__(self, stack, api, register, project_type="Classification"):
+        self.user_id, token = register(stack, f"models-{uuid.uuid4().hex[:8]}")
+        self.session = api(stack, token)
+        self.project_id = self.new_project(project_type)
+
+    def new_project(self, project_type: str) -> int:
+        created = self.session.post("/projects/all", params={"user_id": self.user_id},
+                                    json={"title": "models", "description": "", "type": project_type})
+        assert created.status_code in (200, 201), created.text
+        return created.json()["id"]
+
+    def params(self, project_id=None, **extra):
+        return {"user_id": self.user_id, "project_id": project_id or self.project_id, **extra}
+
+    def upload(self, model: tuple[str, bytes], labels: bytes, *, project_id=None, method="upload", **fields):
+        fields.setdefault("title", "uploaded model")
+        return self.session.post("/models/all", params=self.params(project_id, method=method), data=fields,
+                                 files=[("files", model), ("files", ("labels.txt", labels))])
+
+    def uploaded(self, *args, **kwargs) -> dict:
+        response = self.upload(*args, **kwargs)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def models(self, project_id=None) -> list[dict]:
+        response = self.session.get("/models/all", params=self.params(project_id))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def predict(self, model_id, images: list[bytes], project_id=None):
+        return self.session.post("/images/predict", params=self.params(project_id), data={"model_id": str(model_id)},
+                                 files=[("files", (f"image{i}.png", data)) for i, data in enumerate(images)])
+
+
+@pytest.fixture
+def alice(stack, api, register):
+    return User(stack, api, register)
+
+
+@pytest.fixture
+def bob(stack, api, register):
+    return User(stack, api, register)
+
+
+def h5(samples) -> tuple[str, bytes]:
+    return "model.h5", (samples / "light_dark.h5").read_bytes()
+
+
+def all_model_objects(stack) -> list[str]:
+    prefix = stack.data_dir / "objects" / "models"
+    return sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if p.is_file()) if prefix.exists() else []
+
+
+def served_files(stack, model_id: int) -> list[str]:
+    base = stack.data_dir / "model" / "tfserving-models" / f"model-{model_id}"
+    return sorted(p.name for p in base.rglob("*")) if base.exists() else []
+
+
+def stored_objects(stack, model_id: int) -> list[str]:
+    prefix = stack.data_dir / "objects" / "models" / str(model_id)
+    return sorted(p.name for p in prefix.rglob("*") if p.is_file()) if prefix.exists() else []
+
+
+def test_h5_with_the_original_class_label_file_classifies_light_and_dark(stack, alice, samples):
+    model = alice.uploaded(h5(samples), b"{'light': 0, 'dark': 1}\n", title="light or dark", description="mean pixel")
+    assert set(model) == MODEL_FIELDS
+    assert (model["status"], model["labels"], model["input_shape"], model["preprocessing"], model["type"]) == (
+        "Trained", ["light", "dark"], [32, 32, 3], "raw", "Classification")
+    assert [m["id"] for m in alice.models()] == [model["id"]]
+    assert "saved_model.pb" in served_files(stack, model["id"])
+    assert stored_objects(stack, model["id"]) == ["labels.txt", "model.h5", "saved_model.tar.gz"]
+
+    response = alice.predict(model["id"], [png(255), png(0), png(255, (300, 200))])
+    assert response.status_code in (200, 201), response.text
+    images = response.json()
+    assert [image["type"] for image in images] == ["light", "dark", "light"]
+    assert [image["score"] for image in images] == pytest.approx([LIGHT[0], DARK[1], LIGHT[0]], abs=1e-4)
+    listed = alice.session.get("/images/light", params=alice.params()).json()
+    assert sorted(image["id"] for image in listed) == sorted([images[0]["id"], images[2]["id"]])
+
+
+def test_keras_file_with_teachable_machine_labels_and_unit_preprocessing(alice, samples):
+    keras_file = ("model.keras", (samples / "light_dark.keras").read_bytes())
+    model = alice.uploaded(keras_file, b"0 light\n1 dark\n", preprocessing="unit")
+    assert model["preprocessing"] == "unit" and model["labels"] == ["light", "dark"]
+    # Scaled to 0..1, even white is far below the rule's 127.5: dark, with the rule's exact score.
+    image = alice.predict(model["id"], [png(255)]).json()[0]
+    assert image["type"] == "dark"
+    assert image["score"] == pytest.approx(sample_models.light_dark_scores(1.0)[1], abs=1e-4)
+
+
+def test_detection_project_predictions_carry_boxes_in_both_forms(stack, api, register, samples):
+    owner = User(stack, api, register, project_type="Detection")
+    detector = ("detector.zip", (samples / "detector.zip").read_bytes())
+    model = owner.uploaded(detector, sample_models.DETECTOR_LABELS.encode(), title="bottles")
+    assert (model["status"], model["type"], model["labels"]) == ("Trained", "Detection", ["bottle", "can"])
+    response = owner.predict(model["id"], [png(255, (200, 100)), png(0, (200, 100))])
+    assert response.status_code in (200, 201), response.text
+    white, black = response.json()
+    assert [(d["label"], round(d["score"], 3)) for d in white["detections"]] == [("bottle", 1.0)]
+    assert white["detections"][0]["box"] == pytest.approx([20, 25, 100, 75], abs=0.01)
+    assert white["captions"] == ",bottle 1.000" and white["boxes"] == ",[20 25 100 75]"
+    assert black["detections"] == []
+
+
+def test_listing_and_access_rules(stack, api, register, alice, bob, samples):
+    public = alice.uploaded(h5(samples), b"light\ndark\n", title="public", isPublic="true")
+    private = alice.uploaded(h5(samples), b"light\ndark\n", title="private")
+    assert public["isPublic"] is True and private["isPublic"] is False
+    assert {m["id"] for m in alice.models()} >= {public["id"], private["id"]}
+
+    listed = {m["id"] for m in bob.models()}
+    assert public["id"] in listed and private["id"] not in listed
+    detection_project = bob.new_project("Detection")
+    assert public["id"] not in {m["id"] for m in bob.models(detection_project)}
+
+    assert bob.session.get(f"/models/{public['id']}").status_code == 200
+    assert bob.session.get(f"/models/{private['id']}").status_code == 404
+    assert bob.predict(private["id"], [png(255)]).status_code == 404
+    assert bob.predict(public["id"], [png(255)]).json()[0]["type"] == "light"
+    assert bob.session.delete(f"/models/{public['id']}").status_code == 403
+    assert bob.session.get("/models/all", params={"user_id": bob.user_id, "project_id": alice.project_id}).status_code == 404
+
+
+@pytest.mark.parametrize("case, status, code", [
+    ("truncated h5", 422, "bad_model_file"),
+    ("not a model", 415, "unsupported_model_format"),
+    ("three labels for two outputs", 422, "labels_mismatch"),
+    ("label file with code", 422, "bad_label_file"),
+])
+def test_refused_uploads_leave_nothing(stack, alice, samples, tmp_path, case, status, code):
+    model, labels = h5(samples), b"{'light': 0, 'dark': 1}"
+    marker = tmp_path / "executed"
+    if case == "truncated h5":
+        model = ("model.h5", model[1][: len(model[1]) // 2])
+    elif case == "not a model":
+        model = ("model.h5", b"def train(data_dir, output_dir, params):\n    pass\n")
+    elif case == "three labels for two outputs":
+        labels = b"light\ndark\ngrey\n"
+    else:
+        labels = f"{{'light': __import__('os').system('touch {marker}'), 'dark': 1}}".encode()
+    objects_before = all_model_objects(stack)
+    response = alice.upload(model, labels)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code and response.json()["message"]
+    assert [m for m in alice.models() if m["user"] == alice.user_id] == []
+    assert all_model_objects(stack) == objects_before
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("method, status", [("create", 501), ("retrain", 400), ("", 400)])
+def test_methods_other_than_upload(alice, samples, method, status):
+    response = alice.upload(h5(samples), b"light\ndark\n", method=method)
+    assert response.status_code == status and response.json()["message"]
+
+
+def test_deleting_a_model_stops_serving_it_and_removes_its_files(stack, alice, samples):
+    model = alice.uploaded(h5(samples), b"light\ndark\n")
+    assert alice.predict(model["id"], [png(0)]).status_code in (200, 201)
+    deleted = alice.session.delete(f"/models/{model['id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"message": "success"}
+    assert alice.session.get(f"/models/{model['id']}").status_code == 404
+    assert alice.predict(model["id"], [png(0)]).status_code == 404
+    assert served_files(stack, model["id"]) == [] and stored_objects(stack, model["id"]) == []
+    config = (stack.data_dir / "model" / "tfserving-models" / "models.config").read_text()
+    assert f'"model-{model["id"]}"' not in config
+
+
+def test_deleting_the_project_deletes_its_models(stack, alice, samples):
+    model = alice.uploaded(h5(samples), b"light\ndark\n")
+    assert alice.session.delete(f"/projects/{alice.project_id}").status_code == 200
+    assert alice.session.get(f"/models/{model['id']}").status_code == 404
+    assert served_files(stack, model["id"]) == [] and stored_objects(stack, model["id"]) == []
+
+
+def test_the_model_file_downloads_from_its_url(alice, samples):
+    model = alice.uploaded(h5(samples), b"light\ndark\n")
+    response = requests.get(model["url"], timeout=30)  # no token: the signature is the credential
+    assert response.status_code == 200 and response.content == h5(samples)[1]
+    assert requests.get(model["url"].replace("signature=", "signature=0"), timeout=30).status_code == 403
+
+
+def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, register, samples):
+    stack = private_stack().start()
+    owner = User(stack, api, register)
+    model = owner.uploaded(h5(samples), b"light\ndark\n")
+    stack.stop()
+    shutil.rmtree(stack.data_dir / "model" / "tfserving-models")
+    stack.start()
+    assert owner.session.get(f"/models/{model['id']}").json()["status"] == "Trained"
+    image = owner.predict(model["id"], [png(0)]).json()[0]
+    assert image["type"] == "dark" and image["score"] == pytest.approx(DARK[1], abs=1e-4)
+    assert "saved_model.pb" in served_files(stack, model["id"])

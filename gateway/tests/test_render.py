@@ -162,8 +162,8 @@ def test_legacy_mode_lets_a_missing_token_pass_but_verifies_a_present_one(caplog
 
 def test_media_regex_opens_only_file_paths():
     pattern = re.compile(gw.MEDIA_FILE_REGEX)
-    assert pattern.search("/images/632/file") and pattern.search("/videos/1/file")
-    for path in ["/images/632", "/images/all/file", "/models/3/file", "/images/1/file/x", "/x/images/1/file"]:
+    assert pattern.search("/images/632/file") and pattern.search("/videos/1/file") and pattern.search("/models/3/file")
+    for path in ["/images/632", "/images/all/file", "/projects/3/file", "/images/1/file/x", "/x/images/1/file"]:
         assert not pattern.search(path), path
 
 

@@ -11,7 +11,8 @@ def to_proto(image: dict) -> image_pb2.Image:
         id=image["id"], project_id=image["project"], user_id=image["user"], tag=image["type"], title=image["title"],
         description=image["description"], video_id=image["video"] or 0, frame_index=image["frame_index"] or 0,
         timestamp_ms=image["timestamp_ms"] or 0, is_train=image["isTrain"], content_type=image["content_type"],
-        url=image["url"],
+        url=image["url"], location=image["location"], create_time=image["create_time"],
+        width=image["width"] or 0, height=image["height"] or 0,
         detections=[image_pb2.Detection(label=d["label"], score=d["score"], x1=x1, y1=y1, x2=x2, y2=y2)
                     for d in image["detections"] or () for x1, y1, x2, y2 in [d["box"]]],
     )

@@ -90,6 +90,9 @@ COMPONENTS: tuple[Component, ...] = (
     # The real tensorflow_model_server when it is on PATH, else the local stand-in.
     Component(name="tfserving", module="tfserving_standin.launch", ports=(TFSERVING_PORT,), extra_env=_tfserving_files),
     service("model", http_port=8104, grpc_port=9104, extra_env=_model_env),
+    service("video", http_port=8105, grpc_port=9105),
+    # Splits uploaded videos into labelled frames (jobs leased from the video service's database).
+    Component(name="video-worker", module="video_service.worker"),
 )
 
 # Every service's gRPC address variable (see mlstudio.common.settings.ServiceSettings).

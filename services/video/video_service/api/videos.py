@@ -1,0 +1,123 @@
+"""`/videos` routes, as the original API had them, plus the signed media route for playback."""
+from flask import Response, request
+from flask_restx import Namespace, Resource, fields
+
+from mlstudio.common import auth
+from mlstudio.common.http_app import caller
+
+from ..core import MediaFile, UploadedFile
+from ..media import RangeNotSatisfiable, requested_range
+from ..upload_form import upload_options
+from .multipart import SpooledUpload
+
+user_params = {"user_id": "the caller's user id (must match the token)", "project_id": "the project"}
+
+
+def build_namespace(core, settings) -> Namespace:
+    ns = Namespace("videos", path="/videos", description="Videos split into auto-labelled frames")
+    progress = ns.model("Progress", {"done": fields.Integer(description="frames labelled and stored"),
+                                     "total": fields.Integer(description="frames expected (an estimate until done)")})
+    video = ns.model("Video", {
+        "id": fields.Integer,
+        "title": fields.String,
+        "description": fields.String,
+        "url": fields.String(description="signed URL of the video file; plays in a browser, honours Range"),
+        "type": fields.String(description="the project's type", enum=["Classification", "Detection"]),
+        "user": fields.Integer(description="owner's user id"),
+        "project": fields.Integer,
+        "create_time": fields.String(description="ISO 8601 UTC"),
+        "status": fields.String(enum=["queued", "processing", "done", "failed"]),
+        "progress": fields.Nested(progress),
+        "frame_count": fields.Integer(description="frames in the video (the container's estimate until decoded)"),
+        "fps": fields.Float,
+        "interval": fields.Integer(description="every interval-th frame is sampled (null when sampling by time)"),
+        "interval_ms": fields.Integer(description="one frame per interval_ms milliseconds (null when sampling by count)"),
+        "model": fields.Integer(description="the model that labels the frames"),
+        "error": fields.String(description="why processing failed, for a person"),
+        "content_type": fields.String,
+        "size": fields.Integer(description="bytes"),
+        "width": fields.Integer,
+        "height": fields.Integer,
+    })
+    video_with_images = ns.model("VideoWithImages", {
+        "video": fields.Nested(video),
+        "images": fields.List(fields.Raw, description="the Images made from the video's frames, in frame order"),
+    })
+    upload_parser = ns.parser()
+    upload_parser.add_argument("file", location="files", type="file", required=True, help="the video")
+    upload_parser.add_argument("model_id", location="form", type=int, required=True, help="model that labels the frames")
+    upload_parser.add_argument("interval", location="form", type=int, help=f"sample every N-th frame (default {settings.default_interval})")
+    upload_parser.add_argument("interval_ms", location="form", type=int, help="sample one frame every N ms instead")
+    upload_parser.add_argument("wait", location="form", type=bool, help="answer only when processing ends (bounded)")
+
+    def who() -> int:
+        return caller(settings.auth_required)
+
+    def project_param() -> int:
+        return auth.parse_int("project_id", request.args.get("project_id"))
+
+    @ns.route("/all")
+    @ns.doc(params=user_params)
+    class Videos(Resource):
+        @ns.marshal_list_with(video)
+        def get(self):
+            """List the project's videos with their processing state."""
+            return core.list(who(), project_param())
+
+        @ns.expect(upload_parser)
+        @ns.response(202, "Queued (or, with wait, finished)", video_with_images)
+        def post(self):
+            """Upload a video (multipart: file, model_id, interval or interval_ms, wait); its frames
+            are labelled in the background."""
+            user_id, project_id = who(), project_param()
+            core.check_project(project_id, user_id)
+            with SpooledUpload(settings.tmp_dir) as spooled:
+                spooled.read(settings.max_upload_bytes)
+                fields_ = {**spooled.fields, **({"wait": request.args["wait"]} if "wait" in request.args else {})}
+                options = upload_options(fields_, spooled.filename, settings.default_interval)
+                answer = core.upload(user_id, project_id, options, UploadedFile(spooled.path, spooled.filename, spooled.content_type))
+            if options.wait:
+                answer = core.wait_for(answer["video"]["id"], user_id)
+            finished = answer["video"]["status"] in ("done", "failed")
+            return answer, 200 if finished else 202
+
+    @ns.route("/<int:video_id>")
+    class Video(Resource):
+        @ns.response(200, "The video and its images", video_with_images)
+        def get(self, video_id):
+            """The video's current state and the images made from it so far."""
+            return core.get_with_images(video_id, who())
+
+        def delete(self, video_id):
+            """Delete the video, its file and its images (stopping its processing first)."""
+            core.delete(video_id, who())
+            return {"message": "success"}
+
+    @ns.route("/<int:video_id>/file")
+    @ns.doc(security=[], params={"expires": "signature expiry (Unix seconds)", "signature": "HMAC of path and expiry"})
+    class VideoFile(Resource):
+        @ns.response(206, "Partial content (Range)")
+        @ns.response(416, "Range not satisfiable")
+        def get(self, video_id):
+            """The video's bytes, for a signed URL; honours Range so players can seek."""
+            media = core.media_file(video_id, request.args.get("expires"), request.args.get("signature"))
+            return media_response(core, media)
+
+    return ns
+
+
+def media_response(core, media: MediaFile) -> Response:
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{media.etag}"', "Cache-Control": f"private, max-age={media.max_age_s}"}
+    try:
+        wanted = requested_range(request.headers.get("Range"), media.size, if_range=request.headers.get("If-Range"), etag=media.etag)
+    except RangeNotSatisfiable:
+        return Response(status=416, headers={**headers, "Content-Range": f"bytes */{media.size}"})
+    if wanted is None and request.headers.get("If-None-Match", "").strip().strip('"') == media.etag:
+        return Response(status=304, headers=headers)
+    if wanted is None:
+        body, status, length = core.read_media(media), 200, media.size
+    else:
+        body, status, length = core.read_media(media, wanted.start, wanted.length), 206, wanted.length
+        headers["Content-Range"] = wanted.content_range(media.size)
+    headers["Content-Length"] = str(length)
+    return Response(body, status=status, headers=headers, mimetype=media.content_type, direct_passthrough=True)

@@ -1,0 +1,227 @@
+"""The frame pipeline: decode sampled frames, label them in batches, store them in batches.
+
+Two threads keep both cores busy: a decoding thread fills a small bounded queue with batches of
+JPEG frames while the calling thread sends the previous batch to the model service (one
+`Classify` or `Detect` call per batch) and then to the image service (one `CreateImages` call
+per batch). The bounded queue keeps memory flat whatever the video's length: decoding waits
+when labelling falls behind.
+
+After each stored batch, progress and a checkpoint (the last stored frame index) are saved, so an
+attempt that dies part-way is resumed by the next one from there; a batch stored twice (after a
+crash between storing and checkpointing) creates nothing twice, because `CreateImages` is
+idempotent on (video id, frame index).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mlstudio.common import errors
+from mlstudio.image.v1 import image_pb2
+
+from .frames import Frame, FrameDecoder, FrameSampler, batches
+
+DETECTION = "Detection"
+# What a Detection frame in which nothing was found is filed under (the image service's word).
+NO_DETECTION_TAG = "unlabeled"
+
+
+class Labeller(Protocol):
+    """The model service's inference calls (`clients.ModelClient`)."""
+
+    def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list: ...
+
+    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0) -> list: ...
+
+
+class FrameStore(Protocol):
+    """The image service's frame storage (`clients.ImageClient`)."""
+
+    def create_images(self, project_id: int, user_id: int, images: list[image_pb2.NewImage]) -> list: ...
+
+
+class FramesRefused(Exception):
+    """The model service could not label the frames, or the image service would not store them,
+    for a reason that retrying will not fix; the message says which, for a person."""
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    """What to do with one video."""
+
+    video_id: int
+    project_id: int
+    user_id: int
+    model_id: int
+    project_type: str
+    title: str
+    interval: int | None
+    interval_ms: int | None
+    frame_count_estimate: int = 0
+    duration_ms_estimate: int = 0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where an earlier attempt stopped: frames after `after_frame` are still to do."""
+
+    after_frame: int = -1
+    done: int = 0
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    frames_decoded: int
+    images: int
+    fps: float
+
+
+ProgressCallback = Callable[[int, int, int], None]
+"""report(done, total, last_frame_index): saves progress; raises when the work must stop."""
+
+
+class _DecodingFailed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+class FramePipeline:
+    def __init__(self, labeller: Labeller, frame_store: FrameStore, *, batch_size: int = 32, batch_bytes: int = 16 << 20,
+                 jpeg_quality: int = 90, queue_depth: int = 2):
+        self.labeller = labeller
+        self.frame_store = frame_store
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.jpeg_quality = jpeg_quality
+        self.queue_depth = queue_depth
+
+    def run(self, request: SplitRequest, path: Path, report: ProgressCallback, resume: Resume = Resume()) -> SplitSummary:
+        """Splits the video at `path`; returns what was decoded and stored."""
+        sampler = FrameSampler(request.interval, request.interval_ms)
+        estimate = sampler.estimate(request.frame_count_estimate, request.duration_ms_estimate)
+        decoder = FrameDecoder(path, sampler, jpeg_quality=self.jpeg_quality, resume_after=resume.after_frame)
+        done = resume.done
+        last_index = resume.after_frame
+        with _DecodingThread(decoder, self.batch_size, self.batch_bytes, self.queue_depth) as decoding:
+            for batch in decoding.batches():
+                self._store(request, batch, self._label(request, batch))
+                done += len(batch)
+                last_index = batch[-1].index
+                report(done, max(estimate, done), last_index)
+        report(done, done, last_index)
+        return SplitSummary(frames_decoded=decoder.decoded, images=done, fps=decoder.fps)
+
+    def _label(self, request: SplitRequest, batch: Sequence[Frame]) -> list:
+        images = [frame.jpeg for frame in batch]
+        try:
+            if request.project_type == DETECTION:
+                results = self.labeller.detect(request.model_id, request.user_id, images)
+            else:
+                results = self.labeller.classify(request.model_id, request.user_id, images)
+        except errors.Unavailable:
+            raise
+        except errors.NotFound as exc:
+            raise FramesRefused(f"model {request.model_id} cannot label the frames any more: {exc.message} (was it deleted?)") from None
+        except errors.DomainError as exc:
+            raise FramesRefused(f"model {request.model_id} could not label the frames: {exc.message}") from None
+        if len(results) != len(batch):
+            raise FramesRefused(f"model {request.model_id} answered {len(results)} results for {len(batch)} frames")
+        return results
+
+    def _store(self, request: SplitRequest, batch: Sequence[Frame], results: Sequence) -> None:
+        if request.project_type == DETECTION:
+            images = [detection_frame(request, frame, result) for frame, result in zip(batch, results)]
+        else:
+            images = [classified_frame(request, frame, result) for frame, result in zip(batch, results)]
+        try:
+            self.frame_store.create_images(request.project_id, request.user_id, images)
+        except errors.Unavailable:
+            raise
+        except errors.DomainError as exc:
+            raise FramesRefused(f"the frames could not be stored: {exc.message}") from None
+
+
+def _new_image(request: SplitRequest, frame: Frame, **labels) -> image_pb2.NewImage:
+    return image_pb2.NewImage(
+        content=frame.jpeg,
+        content_type="image/jpeg",
+        title=f"{request.title} frame {frame.index}"[:200],
+        video_id=request.video_id,
+        frame_index=frame.index,
+        timestamp_ms=frame.timestamp_ms,
+        **labels,
+    )
+
+
+def classified_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.NewImage:
+    """A frame filed under the label its model predicted, with the model's confidence."""
+    return _new_image(request, frame, tag=result.label.strip().lower(), score=result.score)
+
+
+def detection_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.NewImage:
+    """A frame with every object found in it, filed under the most confident object's label."""
+    boxes = list(result.boxes)
+    detections = [image_pb2.Detection(label=b.label, score=b.score, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2) for b in boxes]
+    if not boxes:
+        return _new_image(request, frame, tag=NO_DETECTION_TAG, detections=detections)
+    best = max(boxes, key=lambda box: box.score)
+    return _new_image(request, frame, tag=best.label.strip().lower(), score=best.score, detections=detections)
+
+
+class _DecodingThread:
+    """Runs the decoder in its own thread, handing batches of frames over a bounded queue."""
+
+    def __init__(self, decoder: FrameDecoder, batch_size: int, batch_bytes: int, depth: int):
+        self.decoder = decoder
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="frame-decoder", daemon=True)
+
+    def _put(self, item) -> bool:
+        """Blocks while the queue is full; gives up (False) once the consumer has gone."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        frames = self.decoder.frames(self.stop)
+        try:
+            for batch in batches(frames, self.batch_size, self.batch_bytes):
+                if not self._put(batch):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            self._put(_DecodingFailed(exc))
+            return
+        finally:
+            frames.close()
+        self._put(_END)
+
+    def batches(self) -> Iterator[list[Frame]]:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            if isinstance(item, _DecodingFailed):
+                raise item.error
+            yield item
+
+    def __enter__(self) -> _DecodingThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        self.thread.join()

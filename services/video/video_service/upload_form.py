@@ -1,0 +1,81 @@
+"""The fields of a video upload, checked: which model, which frames to sample, whether to wait.
+
+Pure parsing of the multipart form's text fields, so every refusal has one sentence saying what
+is wrong, before anything is stored.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mlstudio.common import errors
+
+MAX_INTERVAL = 1_000_000
+MAX_TITLE = 200
+MAX_DESCRIPTION = 5000
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    model_id: int
+    interval: int | None
+    interval_ms: int | None
+    wait: bool
+    title: str
+    description: str
+
+
+def _positive_int(name: str, raw, what: str) -> int:
+    text = str(raw).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"field {name} must be a positive integer ({what}), got {text!r}", code=f"invalid_{name}") from None
+    if value <= 0 or value > MAX_INTERVAL:
+        raise errors.InvalidArgument(f"field {name} must be a positive integer up to {MAX_INTERVAL} ({what}), got {text!r}", code=f"invalid_{name}")
+    return value
+
+
+def _flag(name: str, raw) -> bool:
+    text = str(raw or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise errors.InvalidArgument(f"field {name} must be true or false, got {raw!r}", code=f"invalid_{name}")
+
+
+def _text(name: str, raw, limit: int) -> str:
+    text = str(raw or "").strip()
+    if len(text) > limit:
+        raise errors.InvalidArgument(f"field {name} is longer than {limit} characters", code=f"invalid_{name}")
+    return text
+
+
+def upload_options(fields: Mapping[str, str], filename: str, default_interval: int) -> UploadOptions:
+    """The upload's options from its form fields (`wait` may also come as a query parameter).
+
+    `interval_ms`, when given, samples by time and takes precedence over `interval`; with
+    neither, every `default_interval`-th frame is sampled."""
+    if not str(fields.get("model_id") or "").strip():
+        raise errors.InvalidArgument("field model_id is required: the model that labels the frames", code="invalid_model_id")
+    model_id = _positive_int("model_id", fields["model_id"], "a model's id")
+    interval_ms = None
+    interval = None
+    if str(fields.get("interval_ms") or "").strip():
+        interval_ms = _positive_int("interval_ms", fields["interval_ms"], "sample one frame every N milliseconds")
+    elif fields.get("interval") is not None and str(fields["interval"]).strip() != "":
+        interval = _positive_int("interval", fields["interval"], "sample every N-th frame")
+    else:
+        interval = default_interval
+    title = _text("title", fields.get("title"), MAX_TITLE) or (filename or "").strip()[:MAX_TITLE] or "video"
+    return UploadOptions(
+        model_id=model_id,
+        interval=interval,
+        interval_ms=interval_ms,
+        wait=_flag("wait", fields.get("wait")),
+        title=title,
+        description=_text("description", fields.get("description"), MAX_DESCRIPTION),
+    )

@@ -1,0 +1,59 @@
+"""The video worker process (`python -m video_service.worker`): claims `split_video` jobs from
+the video service's database and splits each video into labelled frames.
+
+Run as many as the machine (or cluster) allows: jobs are claimed under a lease, so two workers
+never work on one video at once, and a worker that dies leaves its job to the others once the
+lease expires. SIGTERM (or Ctrl-C) stops the worker after the batch in progress and hands its job
+back to the queue at once.
+"""
+import logging
+import os
+import signal
+import socket
+import uuid
+
+from mlstudio.common import clients, jobs, logs, mongo, settings as settings_mod, storage
+
+from .core import SPLIT_JOB
+from .pipeline import FramePipeline
+from .repository import VideoRepository
+from .settings import VideoSettings
+from .split_job import SplitVideoHandler
+
+log = logging.getLogger(__name__)
+
+
+def worker_name(settings: VideoSettings) -> str:
+    return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def build_worker(settings: VideoSettings) -> jobs.Worker:
+    db = mongo.connect(settings.mongo_uri, settings.database_name)
+    job_queue = jobs.JobQueue(db.jobs, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, retry_delay_s=settings.job_retry_delay_s)
+    job_queue.ensure_indexes()
+    images = clients.ImageClient(settings.image_grpc_addr)
+    pipeline = FramePipeline(clients.ModelClient(settings.model_grpc_addr), images, batch_size=settings.batch_size,
+                             batch_bytes=settings.batch_bytes, jpeg_quality=settings.jpeg_quality)
+    handler = SplitVideoHandler(VideoRepository(db), storage.open_store(settings.object_storage_url), pipeline, images, settings.tmp_dir)
+    return jobs.Worker(job_queue, {SPLIT_JOB: handler}, worker_name(settings), poll_s=settings.worker_poll_s)
+
+
+def main() -> None:
+    settings = settings_mod.load(VideoSettings)
+    logs.configure("video-worker", settings.log_level)
+    for name, address in (("MODEL_GRPC_ADDR", settings.model_grpc_addr), ("IMAGE_GRPC_ADDR", settings.image_grpc_addr)):
+        if not address:
+            raise settings_mod.ConfigError(f"required setting {name} is not set (the video worker needs that service)")
+    worker = build_worker(settings)
+
+    def stop(signum, _frame):
+        log.info("stopping after the current batch", extra={"signal": signal.Signals(signum).name})
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run_forever()
+
+
+if __name__ == "__main__":
+    main()

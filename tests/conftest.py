@@ -36,6 +36,7 @@ import requests
 from deploy.local import config as stack_config
 from deploy.local import registry
 from deploy.local.processes import die_with_parent, pid_alive, signal_group
+from deploy.s3.fixtures import s3_server  # noqa: F401  (session-scoped throwaway radosgw, for tests/test_s3_stack.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK_FIXTURES = {"stack", "legacy_stack", "stack_factory", "private_stack"}

@@ -40,6 +40,7 @@ INFRASTRUCTURE_PORTS = (GATEWAY_PORT, ENVOY_ADMIN_PORT, MONGO_PORT)
 class StackConfig:
     data_dir: Path = env("MLSTUDIO_DATA_DIR", Path(".data"), help="where the stack keeps its data, logs and secrets")
     mongo_uri: str = env("MONGO_URI", "", help="an existing MongoDB to use instead of starting mongod")
+    external_storage_url: str = env("STORAGE_URL", "", help="object storage (s3://key:secret@host:port/bucket) instead of <data>/objects")
     auth_required: bool = env("AUTH_REQUIRED", True, help="false: legacy mode, requests without a token pass the gateway")
     log_level: str = env("LOG_LEVEL", "INFO", help="the services' log level")
     cors_origins: tuple[str, ...] = env("CORS_ORIGINS", DEFAULT_CORS_ORIGINS, help="origins browsers may call the API from")
@@ -78,7 +79,7 @@ class StackConfig:
 
     @property
     def storage_url(self) -> str:
-        return f"file://{self.data_dir / 'objects'}"
+        return self.external_storage_url or f"file://{self.data_dir.resolve() / 'objects'}"
 
     @property
     def starts_mongod(self) -> bool:

@@ -38,7 +38,7 @@ log = logging.getLogger("launcher")
 # --- data directory and secrets ---------------------------------------------------------------
 
 def prepare_data_dir(config: StackConfig, components: tuple[registry.Component, ...]) -> None:
-    for directory in (config.data_dir, config.logs_dir, config.data_dir / "objects"):
+    for directory in (config.data_dir, config.logs_dir):
         directory.mkdir(parents=True, exist_ok=True)
     config.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for component in components:

@@ -1,8 +1,6 @@
 """Composition root of the image service: settings, database, object store, the services it
 asks (projects always; models and videos when deployed), HTTP + gRPC, and the sweep that
 finishes deletes left half-way."""
-import logging
-import threading
 
 from mlstudio.common import clients, logs, mongo, runner, settings as settings_mod
 from mlstudio.common.media_urls import MediaSigner
@@ -13,8 +11,6 @@ from .core import ImageCore
 from .repository import ImageRepository
 from .settings import ImageSettings
 from .uploads import UploadLimits
-
-log = logging.getLogger(__name__)
 
 
 def optional_client(address: str, client_class, deadline_s: float):
@@ -38,18 +34,6 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
     )
 
 
-def sweep_loop(core: ImageCore, period_s: float, stop: threading.Event) -> None:
-    while True:
-        try:
-            finished = core.finish_pending_deletes()
-            if finished:
-                log.info("finished %s image deletions left half-way", finished)
-        except Exception:  # noqa: BLE001 - keep sweeping; the failure is logged
-            log.exception("finishing image deletions failed")
-        if stop.wait(period_s):
-            return
-
-
 def main() -> None:
     settings = settings_mod.load(ImageSettings)
     logs.configure("image", settings.log_level)
@@ -59,8 +43,7 @@ def main() -> None:
     store = open_store(settings.object_storage_url)
     core = build_core(settings, repository, store)
     server, port, _health = build_grpc(settings, core)
-    stop = threading.Event()
-    sweep = threading.Thread(target=sweep_loop, args=(core, settings.delete_retry_s, stop), daemon=True, name="delete-sweep")
+    sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.finish_pending_deletes)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping})
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=settings.max_upload_bytes, background=[sweep])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mlstudio.common import errors, mongo
+from mlstudio.common.media_files import MediaFile
 
 from . import detections as detections_mod
 from .tags import normalize_tag, tag_from_label
@@ -45,17 +46,6 @@ class NewFrame:
     timestamp_ms: int = 0
     score: float | None = None
     detections: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class MediaFile:
-    """What the signed media route needs to answer: where the bytes are and their headers."""
-
-    key: str
-    content_type: str
-    size: int
-    etag: str
-    max_age_s: int
 
 
 def public_image(doc: dict, url: str) -> dict:
@@ -164,11 +154,11 @@ class ImageCore:
         if doc is None:
             raise errors.NotFound(f"image {image_id} not found")
         max_age = max(0, int(expires) - int(now))
-        return MediaFile(doc["key"], doc["content_type"], doc["size"], f'"{doc["sha256"][:32]}"', max_age)
+        return MediaFile(doc["key"], doc["content_type"], doc["size"], doc["sha256"][:32], max_age)
 
-    def media_bytes(self, media: MediaFile) -> Iterator[bytes]:
+    def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
-            return self.store.read_range(media.key)
+            return self.store.read_range(media.key, start, length)
         except errors.DomainError:
             raise
         except Exception as exc:

@@ -1,7 +1,5 @@
 """Composition root of the project service: settings, database, the services that hold
 project data (for the delete cascade), HTTP + gRPC, and the deletion retry loop."""
-import logging
-import threading
 
 from mlstudio.common import clients, logs, mongo, runner, settings as settings_mod
 
@@ -9,8 +7,6 @@ from .app import build_grpc, create_app
 from .core import ProjectCore
 from .repository import ProjectRepository
 from .settings import ProjectSettings
-
-log = logging.getLogger(__name__)
 
 
 def data_owners(settings):
@@ -24,14 +20,6 @@ def data_owners(settings):
     return [client(address, settings.grpc_deadline_s) for address, client in wanted if address]
 
 
-def retry_loop(core, period_s: float, stop: threading.Event) -> None:
-    while not stop.wait(period_s):
-        try:
-            core.retry_pending_deletions()
-        except Exception:  # noqa: BLE001 - keep retrying; the failure is logged
-            log.exception("retrying project deletions failed")
-
-
 def main() -> None:
     settings = settings_mod.load(ProjectSettings)
     logs.configure("project", settings.log_level)
@@ -40,8 +28,7 @@ def main() -> None:
     repository.ensure_indexes()
     core = ProjectCore(repository, data_owners(settings))
     server, port, _health = build_grpc(settings, core)
-    stop = threading.Event()
-    retry = threading.Thread(target=retry_loop, args=(core, settings.delete_retry_s, stop), daemon=True, name="delete-retry")
+    retry = runner.periodic("delete-retry", settings.delete_retry_s, core.retry_pending_deletions)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)})
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=1 << 20, background=[retry])
 

@@ -1,8 +1,6 @@
 """Composition root of the video service's API process: settings, database, object storage,
 the job queue, the peers it asks (projects, models, images), HTTP + gRPC, and the sweep that
 finishes deletions that could not finish at once. The frames are made by `video_service.worker`."""
-import logging
-import threading
 
 from mlstudio.common import clients, jobs, logs, media_urls, mongo, runner, settings as settings_mod, storage
 
@@ -10,16 +8,6 @@ from .app import build_grpc, create_app
 from .core import VideoCore
 from .repository import VideoRepository
 from .settings import VideoSettings
-
-log = logging.getLogger(__name__)
-
-
-def deletion_sweep(core, period_s: float, stop: threading.Event) -> None:
-    while not stop.wait(period_s):
-        try:
-            core.retry_pending_deletions()
-        except Exception:  # noqa: BLE001 - keep sweeping; the failure is logged
-            log.exception("finishing video deletions failed")
 
 
 def main() -> None:
@@ -45,8 +33,7 @@ def main() -> None:
         cancel_wait_s=settings.cancel_wait_s,
     )
     server, port, _health = build_grpc(settings, core)
-    stop = threading.Event()
-    sweep = threading.Thread(target=deletion_sweep, args=(core, settings.delete_retry_s, stop), daemon=True, name="delete-sweep")
+    sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.retry_pending_deletions)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping})
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=settings.max_upload_bytes, background=[sweep])

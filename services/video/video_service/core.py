@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlstudio.common import errors, jobs, mongo
+from mlstudio.common.media_files import MediaFile
 
 from .frames import FrameSampler
 from .image_view import image_json
@@ -52,17 +53,6 @@ class Images(Protocol):
     def list_images(self, project_id: int, user_id: int, *, tag: str = "", video_id: int = 0) -> list: ...
 
     def delete_images_by_video(self, video_id: int, project_id: int) -> int: ...
-
-
-@dataclass(frozen=True)
-class MediaFile:
-    """What the signed media route needs to answer: where the bytes are and their headers."""
-
-    key: str
-    content_type: str
-    size: int
-    etag: str
-    max_age_s: int
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ Werkzeug matches static paths (`/images/all`, `/images/type`, `/images/predict`,
 `/images/byVideo`) before `/images/<tag>`, and `/images/<int:id>` before `/images/<tag>` for
 digits, whatever the order of declaration; the tag rules refuse those words as tags anyway.
 """
-from flask import Response, request
+from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from mlstudio.common import errors
+from mlstudio.common import errors, media_files
 from mlstudio.common.auth import parse_int
 from mlstudio.common.http_app import body_fields, caller
 
@@ -173,7 +173,8 @@ def register_routes(api, core, settings):
     class ImageFile(Resource):
         def get(self, image_id):
             """The image's bytes, for a signed URL (no token needed)."""
-            return media_response(core, core.media(image_id, request.args.get("expires"), request.args.get("signature")))
+            media = core.media(image_id, request.args.get("expires"), request.args.get("signature"))
+            return media_files.media_response(media, lambda start, length: core.read_media(media, start, length))
 
     @ns.route("/<string:tag>")
     @ns.doc(params={**scope_params, "tag": "the tag (case-insensitive)"})
@@ -202,18 +203,3 @@ def register_routes(api, core, settings):
             return {"message": "success"}
 
     api.add_namespace(ns)
-
-
-def media_response(core, media) -> Response:
-    """The bytes with their type, an ETag (304 when the browser has them) and caching for as
-    long as the URL is valid: an image's bytes never change under its id."""
-    headers = {
-        "ETag": media.etag,
-        "Cache-Control": f"private, max-age={media.max_age_s}",
-        "X-Content-Type-Options": "nosniff",
-    }
-    if request.if_none_match.contains_weak(media.etag.strip('"')):
-        return Response(status=304, headers=headers)
-    body = core.media_bytes(media)
-    return Response(body, status=200, mimetype=media.content_type, headers={**headers, "Content-Length": str(media.size)},
-                    direct_passthrough=True)

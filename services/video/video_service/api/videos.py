@@ -1,12 +1,11 @@
 """`/videos` routes, as the original API had them, plus the signed media route for playback."""
-from flask import Response, request
+from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from mlstudio.common import auth
+from mlstudio.common import auth, media_files
 from mlstudio.common.http_app import caller
 
-from ..core import MediaFile, UploadedFile
-from ..media import RangeNotSatisfiable, requested_range
+from ..core import UploadedFile
 from ..upload_form import upload_options
 from .multipart import SpooledUpload
 
@@ -101,23 +100,6 @@ def build_namespace(core, settings) -> Namespace:
         def get(self, video_id):
             """The video's bytes, for a signed URL; honours Range so players can seek."""
             media = core.media_file(video_id, request.args.get("expires"), request.args.get("signature"))
-            return media_response(core, media)
+            return media_files.media_response(media, lambda start, length: core.read_media(media, start, length))
 
     return ns
-
-
-def media_response(core, media: MediaFile) -> Response:
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{media.etag}"', "Cache-Control": f"private, max-age={media.max_age_s}"}
-    try:
-        wanted = requested_range(request.headers.get("Range"), media.size, if_range=request.headers.get("If-Range"), etag=media.etag)
-    except RangeNotSatisfiable:
-        return Response(status=416, headers={**headers, "Content-Range": f"bytes */{media.size}"})
-    if wanted is None and request.headers.get("If-None-Match", "").strip().strip('"') == media.etag:
-        return Response(status=304, headers=headers)
-    if wanted is None:
-        body, status, length = core.read_media(media), 200, media.size
-    else:
-        body, status, length = core.read_media(media, wanted.start, wanted.length), 206, wanted.length
-        headers["Content-Range"] = wanted.content_range(media.size)
-    headers["Content-Length"] = str(length)
-    return Response(body, status=status, headers=headers, mimetype=media.content_type, direct_passthrough=True)

@@ -18,7 +18,7 @@ from model_service import sample_models
 pytestmark = pytest.mark.integration
 
 MODEL_FIELDS = {"id", "title", "location", "label_location", "description", "url", "type", "user", "project", "isPublic",
-                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error"}
+                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error", "progress", "training"}
 LIGHT, DARK = sample_models.light_dark_scores(255), sample_models.light_dark_scores(0)
 
 
@@ -188,7 +188,8 @@ def test_refused_uploads_leave_nothing(stack, alice, samples, tmp_path, case, st
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("method, status", [("create", 501), ("retrain", 400), ("", 400)])
+# create takes one file (a training script), not a model and its labels: tests/test_training.py.
+@pytest.mark.parametrize("method, status", [("create", 400), ("retrain", 400), ("", 400)])
 def test_methods_other_than_upload(alice, samples, method, status):
     response = alice.upload(h5(samples), b"light\ndark\n", method=method)
     assert response.status_code == status and response.json()["message"]

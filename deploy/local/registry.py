@@ -83,6 +83,10 @@ def _model_env(context: Context) -> Mapping[str, str]:
     return {**_tfserving_files(context), "TFSERVING_ADDR": f"127.0.0.1:{context.config.ports[TFSERVING_PORT.name]}"}
 
 
+def _trainer_env(context: Context) -> Mapping[str, str]:
+    return {**_model_env(context), "SANDBOX_HIDE_PATHS": str(context.config.data_dir)}
+
+
 COMPONENTS: tuple[Component, ...] = (
     service("user", http_port=8101, grpc_port=9101, extra_env=_user_env),
     service("project", http_port=8102, grpc_port=9102),
@@ -93,6 +97,9 @@ COMPONENTS: tuple[Component, ...] = (
     service("video", http_port=8105, grpc_port=9105),
     # Splits uploaded videos into labelled frames (jobs leased from the video service's database).
     Component(name="video-worker", module="video_service.worker"),
+    # Trains models (jobs leased from the model service's database) and registers them as the model
+    # service does; training scripts never see the stack's data directory.
+    Component(name="model-trainer", module="model_service.trainer", extra_env=_trainer_env),
 )
 
 # Every service's gRPC address variable (see mlstudio.common.settings.ServiceSettings).

@@ -636,17 +636,20 @@ def test_the_trainer_has_no_general_egress(clusters, overlay):
         for rule in policy["spec"].get("egress") or []:
             assert rule.get("to") and rule.get("ports"), f"{policy['metadata']['name']}: an open egress rule"
             assert not any("ipBlock" in peer for peer in rule["to"]), policy["metadata"]["name"]
-    # Behaviourally: nothing outside, no other service than the image service, nothing else.
+    # Behaviourally: nothing outside; the image service (training images) and TF Serving's gRPC
+    # (registering what it trained); nothing else.
     for port in (53, 80, 443, 8080, 27017):
         assert not cluster.allows(trainer, network.OUTSIDE, port), f"trainer -> outside:{port}"
     assert not cluster.allows(trainer, cluster.external("default", "anything"), 443)
     assert cluster.allows(trainer, cluster.pods["image"], 50051)
+    assert cluster.allows(trainer, cluster.pods["tf-serving"], 8500)
     for name, pod in cluster.pods.items():
-        if name in ("image", "mongodb", "minio", "model-trainer"):
+        if name in ("image", "tf-serving", "mongodb", "minio", "model-trainer"):
             continue
         for port in (8000, 8080, 50051, 8500, 8501):
             assert not cluster.allows(trainer, pod, port), f"trainer -> {name}:{port}"
     assert not cluster.allows(trainer, cluster.pods["image"], 8080)
+    assert not cluster.allows(trainer, cluster.pods["tf-serving"], 8501)
     if "mongodb" in cluster.pods:
         assert cluster.allows(trainer, cluster.pods["mongodb"], 27017)
         assert cluster.allows(trainer, cluster.pods["minio"], 9000)

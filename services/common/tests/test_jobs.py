@@ -95,6 +95,15 @@ def test_an_expired_lease_lets_another_worker_take_the_job(queue):
     assert queue.complete(taken, {"images": 10}).status == jobs.DONE
 
 
+def test_progress_details_are_kept_with_the_progress(queue):
+    queue.enqueue("a", "training", {})
+    job = queue.claim("w")
+    queue.report(job, 2, 10, details={"metrics": {"$loss": 0.5, "accuracy": 0.75}})
+    assert queue.get("a").progress == {"done": 2, "total": 10, "metrics": {"$loss": 0.5, "accuracy": 0.75}}
+    queue.report(job, 3, 10)
+    assert queue.get("a").progress == {"done": 3, "total": 10}
+
+
 def test_renewing_keeps_the_lease(queue):
     queue.enqueue("a", "video", {})
     job = queue.claim("worker-1")

@@ -4,16 +4,11 @@ import logging
 import threading
 import time
 
-from mlstudio.common import clients, logs, media_urls, mongo, runner, settings as settings_mod, storage
+from mlstudio.common import logs, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app, max_body_bytes
-from .conversion import SubprocessConverter
-from .core import Limits, ModelCore, served_versions
-from .repository import ModelRepository
-from .serving import Serving
+from .composition import build_core
 from .settings import ModelSettings
-from .tfserving_client import TFServingClient
-from .tfserving_repository import TFServingRepository
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +38,6 @@ def first_reconcile(core, wait_s: float) -> None:
                 log.warning("TF Serving is not in step yet, serving anyway: %s", getattr(exc, "message", exc))
                 return
             time.sleep(0.5)
-
-
-def build_core(settings: ModelSettings, db) -> ModelCore:
-    if not settings.project_grpc_addr:
-        raise settings_mod.ConfigError("required setting PROJECT_GRPC_ADDR is not set")
-    repository = ModelRepository(db)
-    repository.ensure_indexes()
-    tfserving_repository = TFServingRepository(settings.model_base, settings.config_file, settings.tfserving_model_base_in_server or None)
-    tfserving_repository.prepare()
-    client = TFServingClient(settings.tfserving_addr, predict_deadline_s=settings.tfserving_predict_deadline_s,
-                             control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s)
-    serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
-    converter = SubprocessConverter(timeout_s=settings.convert_timeout_s, dynamic_size=settings.dynamic_input_size,
-                                    concurrency=settings.convert_concurrency)
-    limits = Limits(max_model_bytes=settings.model_upload_max_bytes, max_batch=settings.predict_max_batch,
-                    registration_claim_s=settings.convert_timeout_s + settings.model_load_timeout_s + 600)
-    core = ModelCore(
-        repository,
-        clients.ProjectClient(settings.project_grpc_addr, settings.grpc_deadline_s),
-        storage.open_store(settings.object_storage_url),
-        serving,
-        converter,
-        media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s),
-        limits,
-    )
-    return core
 
 
 def main() -> None:

@@ -9,11 +9,16 @@ AVAILABLE; only then is the model `Trained`. A failure at any step removes every
 so far (the model, its files, its config entry): an upload either becomes a served model or
 leaves nothing behind. A registration whose process died is undone by `reconcile` once its
 claim expires; a delete that fails half-way is finished by `reconcile` too.
+
+Trained models (`method=create`, see `trainings.py`) are recorded at once as `Pending` and
+trained by the trainer worker, which hands the result to `register_trained`: the same
+conversion, checks, storage and serving as an upload, on the model already recorded.
 """
 from __future__ import annotations
 
 import datetime
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +27,9 @@ from typing import Protocol
 import numpy as np
 
 from mlstudio.common import errors, mongo
+from mlstudio.common.media_files import MediaFile
 
-from . import archive, detections, labels as label_files, pixels, preprocessing, uploads
+from . import archive, detections, labels as label_files, pixels, preprocessing, trainings as training_status, uploads
 from .conversion import Conversion
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, serving_name
@@ -128,7 +134,8 @@ def served_versions(repository) -> list[ServedVersion]:
 
 
 class ModelCore:
-    def __init__(self, repository, projects: Projects, store, serving, converter: Converter, signer, limits: Limits = Limits()):
+    def __init__(self, repository, projects: Projects, store, serving, converter: Converter, signer, limits: Limits = Limits(),
+                 trainings=None):
         self.repository = repository
         self.projects = projects
         self.store = store
@@ -136,31 +143,42 @@ class ModelCore:
         self.converter = converter
         self.signer = signer
         self.limits = limits
+        self.trainings = trainings  # training_status.Trainings, or None where training is not deployed
 
     # ----- what callers see
 
-    def public(self, doc: dict) -> dict:
+    def public(self, doc: dict, job=None) -> dict:
+        """The API's Model; a trained model's status, error and progress come from its `job`."""
         model_key = doc.get("artifacts", {}).get("model")
+        status, error = training_status.status_and_error(doc, job)
+        trained = doc.get("source") == "training"
         return {
             "id": doc["_id"],
             "title": doc["title"],
             "location": doc.get("location", ""),
             "label_location": doc.get("label_location", ""),
             "description": doc.get("description", ""),
-            "url": self.signer.url(f"/models/{doc['_id']}/file") if model_key and doc["status"] == TRAINED else None,
+            "url": self.signer.url(f"/models/{doc['_id']}/file") if model_key and status == TRAINED else None,
             "type": doc["type"],
             "user": doc["user"],
             "project": doc["project"],
             "isPublic": bool(doc.get("isPublic")),
             "create_time": mongo.iso(doc["create_time"]),
-            "status": doc["status"],
+            "status": status,
             "labels": list(doc.get("labels", [])),
             "input_shape": list(doc.get("input_shape", [])),
             "preprocessing": doc.get("preprocessing", preprocessing.DEFAULT),
             "version": doc.get("version", 1),
             "metrics": doc.get("metrics") or {},
-            "error": doc.get("error"),
+            "error": error,
+            "progress": training_status.progress(job) if trained else None,
+            "training": doc.get("training") if trained else None,
         }
+
+    def _job(self, doc: dict):
+        if doc.get("source") != "training" or self.trainings is None:
+            return None
+        return self.trainings.job(doc["_id"])
 
     def _readable(self, model_id: int, user_id: int) -> dict:
         doc = self.repository.get(model_id)
@@ -171,40 +189,30 @@ class ModelCore:
     def list(self, user_id: int, project_id: int) -> list[dict]:
         """The project's models of this user plus public models, of the project's type."""
         project = self.projects.get_project(project_id, user_id)
-        return [self.public(doc) for doc in self.repository.visible(project_id, user_id, project.type)]
+        docs = self.repository.visible(project_id, user_id, project.type)
+        found = self.trainings.jobs_of(docs) if self.trainings is not None else {}
+        return [self.public(doc, found.get(doc["_id"])) for doc in docs]
 
     def get(self, model_id: int, user_id: int) -> dict:
-        return self.public(self._readable(model_id, user_id))
+        doc = self._readable(model_id, user_id)
+        return self.public(doc, self._job(doc))
 
     # ----- creating
 
     def create(self, user_id: int, project_id: int | None, method: str | None, fields: dict, files: list[uploads.Upload]) -> dict:
-        """POST /models/all: `method=upload` registers an uploaded model."""
+        """POST /models/all: `method=upload` registers an uploaded model, `method=create` queues a training."""
         method = (method or "").strip().lower()
-        if method == "create":
-            raise errors.NotImplementedYet(
-                "training models on the server (method=create) is not available yet; "
-                "train the model elsewhere and send it with method=upload", code="training_not_available")
-        if method != "upload":
+        if method not in ("upload", "create"):
             raise errors.InvalidArgument(f"method must be upload or create, got {method or 'nothing'!r}", code="bad_method")
         if project_id is None:
             raise errors.InvalidArgument("query parameter project_id is required")
+        if method == "create":
+            return self.create_training(user_id, project_id, fields, files)
         return self.upload(user_id, project_id, fields, files)
 
     def upload(self, user_id: int, project_id: int, fields: dict, files: list[uploads.Upload]) -> dict:
         project = self.projects.get_project(project_id, user_id)
-        new = NewModel(
-            user=user_id,
-            project=project_id,
-            title=_text("title", fields.get("title"), MAX_TITLE, required=True),
-            description=_text("description", fields.get("description"), MAX_DESCRIPTION, required=False),
-            type=model_type(fields.get("type"), default=project.type),
-            preprocessing=preprocessing.mode(fields.get("preprocessing")),
-            is_public=flag("isPublic", fields.get("isPublic")),
-            source="upload",
-        )
-        if new.type != project.type:
-            raise errors.InvalidArgument(f"a {new.type} model cannot belong to a {project.type} project")
+        new = self._new_model(project, project_id, user_id, fields, "upload")
         if len(files) != 2:
             raise errors.InvalidArgument("send two files named files: files[0] the model, files[1] its label file", code="files_required")
         with self.serving.workspace() as workspace:
@@ -213,6 +221,117 @@ class ModelCore:
             label_path = workspace / "labels"
             uploads.save(files[1], label_path, label_files.MAX_LABEL_FILE_BYTES, "label file")
             return self.register(new, model_path, label_path.read_bytes(), workspace)
+
+    def _new_model(self, project, project_id: int, user_id: int, fields: dict, source: str) -> NewModel:
+        new = NewModel(
+            user=user_id,
+            project=project_id,
+            title=_text("title", fields.get("title"), MAX_TITLE, required=True),
+            description=_text("description", fields.get("description"), MAX_DESCRIPTION, required=False),
+            type=model_type(fields.get("type"), default=project.type),
+            preprocessing=preprocessing.mode(fields.get("preprocessing")),
+            is_public=flag("isPublic", fields.get("isPublic")),
+            source=source,
+        )
+        if new.type != project.type:
+            raise errors.InvalidArgument(f"a {new.type} model cannot belong to a {project.type} project")
+        return new
+
+    # ----- training (method=create)
+
+    def create_training(self, user_id: int, project_id: int, fields: dict, files: list[uploads.Upload]) -> dict:
+        """Records a model to be trained from the project's tagged images and queues its training;
+        the model, `Pending`. 400 when the project has too few tags or images."""
+        if self.trainings is None:
+            raise errors.NotImplementedYet("training models on the server is not deployed here; train the model elsewhere "
+                                           "and send it with method=upload", code="training_not_available")
+        project = self.projects.get_project(project_id, user_id)
+        new = self._new_model(project, project_id, user_id, fields, "training")
+        if new.type != CLASSIFICATION:
+            raise errors.InvalidArgument("training on the server makes Classification models; "
+                                         "upload Detection models with method=upload", code="training_not_available")
+        params = self.trainings.params(fields)
+        script = self.trainings.read_script(files)
+        self.trainings.check_dataset(project_id, user_id)
+        model_id = self.repository.allocate_id()
+        doc = self.repository.insert({
+            "_id": model_id, "title": new.title, "description": new.description, "type": new.type,
+            "user": new.user, "project": new.project, "isPublic": new.is_public, "create_time": mongo.utc_now(),
+            "status": PENDING, "labels": [], "input_shape": [], "preprocessing": new.preprocessing, "version": 1,
+            "metrics": {}, "error": None, "location": "", "label_location": "", "artifacts": {}, "source": "training",
+            "served": False, "training": {"params": params.to_dict(), "script": script is not None},
+        })
+        try:
+            job = self.trainings.start(model_id, user_id, project_id, params, script, new.preprocessing)
+        except BaseException:
+            self._undo(doc)
+            raise
+        log.info("model %s: training queued", model_id)
+        return self.public(doc, job)
+
+    def _owned_training(self, model_id: int, user_id: int) -> dict:
+        doc = self._readable(model_id, user_id)
+        if doc["user"] != user_id or doc.get("source") != "training":
+            raise errors.NotFound(f"model {model_id} has no training of yours")
+        return doc
+
+    def cancel_training(self, model_id: int, user_id: int) -> dict:
+        """Stops the model's training (at once when queued, at the trainer's next check when running)."""
+        doc = self._owned_training(model_id, user_id)
+        if doc["status"] == TRAINED or self.trainings is None:
+            raise errors.NotAcceptable(f"model {model_id} is not being trained", code="not_training")
+        return self.public(doc, self.trainings.cancel(model_id))
+
+    def training_log(self, model_id: int, user_id: int) -> str:
+        """The training's output (its last part), for the model's owner only."""
+        doc = self._owned_training(model_id, user_id)
+        return self.trainings.log(doc["_id"]) if self.trainings is not None else ""
+
+    def training_model(self, model_id: int) -> dict | None:
+        """The record of a model being trained (None once it is deleted)."""
+        return self.repository.get(model_id)
+
+    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict) -> dict:
+        """Converts, checks, stores and serves what the trainer produced, as an upload is; the
+        model, `Trained`. Repeating it (a trainer that died while registering) does the same
+        again. NotFound when the model was deleted meanwhile."""
+        doc = self.training_model(model_id)
+        if doc is None:
+            raise errors.NotFound(f"model {model_id} not found")
+        label_bytes = "\n".join(labels).encode()
+        with self.serving.workspace() as workspace:
+            source = workspace / "trained"
+            shutil.copyfile(model_file, source)
+            prepared = self.prepare(doc["type"], doc["preprocessing"], source, label_bytes, workspace)
+            keys = artifact_keys(model_id, prepared.format, doc.get("version", 1))
+            doc = self.repository.update(model_id, {
+                "labels": prepared.labels, "input_shape": prepared.conversion.input_shape, "format": prepared.format,
+                "location": keys["model"], "label_location": keys["labels"], "artifacts": keys, "metrics": dict(metrics)})
+            if doc is None or doc.get("deleting"):
+                raise errors.NotFound(f"model {model_id} not found")
+            self._store_artifacts(keys, prepared.model_file, label_bytes, prepared.conversion.saved_model, workspace)
+            self._serve(doc, prepared.conversion.saved_model)
+        if self.training_model(model_id) is None:  # deleted while it was being served
+            self._finish_removal(doc)
+            raise errors.NotFound(f"model {model_id} not found")
+        return self.public(self.repository.get(model_id))
+
+    def abandon_training(self, model_id: int) -> None:
+        """Removes what a training that ends failed or cancelled left: its served copy and
+        trained files. The model's record, script and log stay, so its owner can read why."""
+        doc = self.repository.get(model_id)
+        if doc is None:
+            self.store.delete_prefix(f"models/{model_id}/")  # deleted while training: its last log goes too
+            return
+        if doc["status"] == TRAINED:
+            return  # registered by an attempt whose job was then given up: it stays served
+        if doc.get("served"):
+            self.repository.update(model_id, {"served": False})
+            self.serving.withdraw(serving_name(model_id))
+        for key in self.store.list_keys(f"models/{model_id}/"):
+            if not key.endswith(("/train.py", "/training.log")):
+                self.store.delete(key)
+        self.repository.update(model_id, {"status": PENDING, "artifacts": {}, "location": "", "label_location": ""})
 
     def register(self, new: NewModel, model_path: Path, label_bytes: bytes, workspace: Path) -> dict:
         """Converts, checks, stores and serves a model; the new model, `Trained`."""
@@ -284,13 +403,19 @@ class ModelCore:
         for doc in docs:
             self.repository.mark_deleting(doc["_id"])
         for doc in docs:
+            self._stop_training(doc)
             self._finish_removal(doc)
         return len(docs)
+
+    def _stop_training(self, doc: dict) -> None:
+        if doc.get("source") == "training" and self.trainings is not None:
+            self.trainings.stop(doc["_id"])
 
     def _discard(self, doc: dict) -> None:
         """Hides the model at once, then removes it everywhere (or leaves that to reconcile)."""
         try:
             self.repository.mark_deleting(doc["_id"])
+            self._stop_training(doc)
             self._finish_removal(doc)
         except errors.DomainError as exc:
             log.warning("model %s: removal unfinished, will retry: %s", doc["_id"], exc.message)
@@ -395,12 +520,16 @@ class ModelCore:
 
     # ----- the model file, through a signed URL
 
-    def model_file(self, model_id: int, expires: str | None, signature: str | None) -> tuple[Iterator[bytes], int, str]:
-        """(chunks, size, download name) of the uploaded model file, for a valid signed URL."""
+    def model_file(self, model_id: int, expires: str | None, signature: str | None) -> MediaFile:
+        """The uploaded model file behind a valid signed URL."""
         self.signer.verify(f"/models/{model_id}/file", expires, signature)
         doc = self.repository.get(model_id)
         if doc is None or doc["status"] != TRAINED:
             raise errors.NotFound(f"model {model_id} not found")
         key = doc["artifacts"]["model"]
         info = self.store.stat(key)
-        return self.store.read_range(key), info.size, f"model-{model_id}.{key.rsplit('.', 1)[-1]}"
+        return MediaFile(key, "application/octet-stream", info.size, info.etag, self.signer.ttl_s,
+                         download_name=f"model-{model_id}.{key.rsplit('.', 1)[-1]}")
+
+    def read_model_file(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return self.store.read_range(media.key, start, length)

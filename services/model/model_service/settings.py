@@ -1,4 +1,5 @@
-"""The model service's settings: TF Serving's address and repository, and upload/inference limits."""
+"""The model service's settings: TF Serving's address and repository, upload/inference limits, and
+training (shared by the service, which validates training requests, and the trainer worker)."""
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,25 @@ class ModelSettings(ServiceSettings):
     dynamic_input_size: int = env("MODEL_DYNAMIC_INPUT_SIZE", 512, help="height and width given to models whose input size is not fixed")
     startup_tfserving_wait_s: float = env("STARTUP_TFSERVING_WAIT_S", 60.0, help="how long start-up waits for TF Serving to take the model config before serving anyway")
     reconcile_s: float = env("MODEL_RECONCILE_S", 30.0, help="how often TF Serving is checked against the database")
+    # Training (method=create) and the trainer worker (python -m model_service.trainer).
+    training_time_limit_s: int = env("TRAINING_TIME_LIMIT_S", 3600, help="wall-clock limit of a training that names no time_limit_s")
+    training_max_time_limit_s: int = env("TRAINING_MAX_TIME_LIMIT_S", 21600, help="largest time_limit_s a training request may ask for")
+    training_cpu_limit_s: int = env("TRAINING_CPU_LIMIT_S", 0, help="CPU seconds a training may use (0: its time limit times the CPU count)")
+    training_memory_mb: int = env("TRAINING_MEMORY_MB", 4096, help="memory a training may allocate (RLIMIT_DATA), in MiB")
+    training_max_processes: int = env("TRAINING_MAX_PROCESSES", 512, help="processes and threads of the training's user (RLIMIT_NPROC)")
+    training_max_file_mb: int = env("TRAINING_MAX_FILE_MB", 2048, help="largest file a training may write, in MiB")
+    training_min_images_per_tag: int = env("TRAINING_MIN_IMAGES_PER_TAG", 5, help="fewest images of each tag to train on")
+    training_max_dataset_mb: int = env("TRAINING_MAX_DATASET_MB", 4096, help="largest dataset (all images of a project) to train on, in MiB")
+    training_max_script_bytes: int = env("TRAINING_MAX_SCRIPT_BYTES", 1 << 20, help="largest training script accepted")
+    training_log_bytes: int = env("TRAINING_LOG_BYTES", 256 << 10, help="how much of a training's output is kept (its last bytes)")
+    sandbox_user: str = env("SANDBOX_USER", "nobody", help="who runs training scripts when the trainer runs as root (never root itself)")
+    sandbox_namespaces: bool = env("SANDBOX_NAMESPACES", True, help="isolate trainings in Linux namespaces (no network, hidden data) where the platform allows")
+    sandbox_hide_paths: str = env("SANDBOX_HIDE_PATHS", "", help="more directories trainings must not see, separated by ':' (DATA_DIR, TF Serving's repository and local object storage always are)")
+    trainer_job_lease_s: float = env("TRAINER_JOB_LEASE_S", 30.0, help="a trainer's lease on a job; a dead trainer's job is taken over after it")
+    trainer_job_max_attempts: int = env("TRAINER_JOB_MAX_ATTEMPTS", 3, help="claims of one training job before it is given up as failed")
+    trainer_job_retry_delay_s: float = env("TRAINER_JOB_RETRY_DELAY_S", 10.0, help="first delay before a training that met a transient failure is retried")
+    trainer_poll_s: float = env("TRAINER_POLL_S", 1.0, help="how often an idle trainer looks for jobs")
+    trainer_id: str = env("TRAINER_ID", "", help="name of this trainer in job leases (default host:pid)")
 
     @property
     def model_base(self) -> Path:

@@ -259,8 +259,10 @@ def test_delete_project_data_removes_every_model_of_the_project(world):
 def test_model_file_needs_a_valid_signature(world):
     model = upload(world)
     query = dict(part.split("=") for part in model["url"].split("?")[1].split("&"))
-    chunks, size, name = world.core.model_file(model["id"], query["expires"], query["signature"])
-    assert b"".join(chunks) == H5_BYTES and size == len(H5_BYTES) and name == "model-1.h5"
+    media = world.core.model_file(model["id"], query["expires"], query["signature"])
+    assert b"".join(world.core.read_model_file(media)) == H5_BYTES
+    assert (media.size, media.download_name) == (len(H5_BYTES), "model-1.h5")
+    assert b"".join(world.core.read_model_file(media, 2, 3)) == H5_BYTES[2:5]
     with pytest.raises(errors.PermissionDenied):
         world.core.model_file(model["id"], query["expires"], "0" * 64)
 

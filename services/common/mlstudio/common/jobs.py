@@ -239,10 +239,12 @@ class JobQueue:
         """Extends the lease; LeaseLost when another worker has taken the job."""
         return Job.from_doc(self._update_owned(job, [{"$set": {"lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]}}}]))
 
-    def report(self, job: Job, done: int, total: int, checkpoint: Mapping | None = None) -> Job:
-        """Records progress (and where to resume); renews the lease as well. Raises LeaseLost, or
+    def report(self, job: Job, done: int, total: int, checkpoint: Mapping | None = None, details: Mapping | None = None) -> Job:
+        """Records progress (and where to resume); renews the lease as well. `details` are shown
+        with the progress (a training's latest metrics, say). Raises LeaseLost, or
         JobCancelled when a cancel was asked for."""
-        changes = {"progress": {"done": int(done), "total": int(total)},
+        progress = {**(details or {}), "done": int(done), "total": int(total)}
+        changes = {"progress": {"$literal": progress},
                    "lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]}, "updated": "$$NOW"}
         if checkpoint is not None:
             changes["checkpoint"] = {"$literal": dict(checkpoint)}
@@ -300,13 +302,13 @@ class JobContext:
     def should_stop(self) -> bool:
         return self._lost.is_set() or self._cancelled.is_set() or self._stopping.is_set()
 
-    def report(self, done: int, total: int, checkpoint: Mapping | None = None) -> None:
-        """Saves progress and checkpoint, then raises like `check` when the job must stop (so
-        the work reported is never done again by the next attempt)."""
+    def report(self, done: int, total: int, checkpoint: Mapping | None = None, details: Mapping | None = None) -> None:
+        """Saves progress (with its `details`) and checkpoint, then raises like `check` when the
+        job must stop (so the work reported is never done again by the next attempt)."""
         if self._lost.is_set():
             raise LeaseLost(f"job {self.job.id}: lease lost")
         try:
-            self.job = self.queue.report(self.job, done, total, checkpoint)
+            self.job = self.queue.report(self.job, done, total, checkpoint, details)
         except JobCancelled:
             self._cancelled.set()
             raise

@@ -2,7 +2,7 @@
 from flask import Response, request
 from flask_restx import Namespace, Resource, fields, reqparse
 
-from mlstudio.common import auth
+from mlstudio.common import auth, media_files
 from mlstudio.common.http_app import caller
 
 from ..uploads import Upload
@@ -24,22 +24,36 @@ MODEL_FIELDS = {
     "input_shape": fields.List(fields.Integer, description="height, width, channels"),
     "preprocessing": fields.String(enum=["raw", "unit", "symmetric"]),
     "version": fields.Integer,
-    "metrics": fields.Raw,
+    "metrics": fields.Raw(description="trained models: accuracy, loss, val_accuracy, val_loss (and what a script returned)"),
     "error": fields.String,
+    "progress": fields.Raw(description="trained models: {epoch, epochs, metrics} of the training (null for uploads)"),
+    "training": fields.Raw(description="trained models: {params, script}, the training's parameters and whether a script was uploaded"),
 }
 LIST_PARAMS = {
     "user_id": "the caller's user id (must match the token)",
     "project_id": "the project whose models (plus public ones of its type) to list",
 }
-UPLOAD_PARAMS = {**LIST_PARAMS, "method": "upload (a trained model) or create (training; not available yet)"}
+UPLOAD_PARAMS = {**LIST_PARAMS, "method": "upload (a trained model) or create (train one from the project's tagged images)"}
 UPLOAD_FORM = reqparse.RequestParser()
 UPLOAD_FORM.add_argument("title", location="form", required=True)
 UPLOAD_FORM.add_argument("description", location="form")
 UPLOAD_FORM.add_argument("type", location="form", help="Classification or Detection (default: the project's)")
 UPLOAD_FORM.add_argument("preprocessing", location="form", help="raw (default), unit or symmetric")
 UPLOAD_FORM.add_argument("isPublic", location="form", help="true: every user may list and use it")
-UPLOAD_FORM.add_argument("files", location="files", type="file", action="append", required=True,
-                         help="twice: files[0] the model (.h5, .keras or zipped SavedModel), files[1] the label file")
+UPLOAD_FORM.add_argument("files", location="files", type="file", action="append",
+                         help="upload: twice, files[0] the model (.h5, .keras or zipped SavedModel), files[1] the label file; "
+                              "create: optional, files[0] a Python training script (without it the built-in recipe trains)")
+for _name, _help in (
+    ("epochs", "create: most epochs (1-500, default 10)"),
+    ("image_size", "create: the model's input height and width in pixels (16-512, default 64)"),
+    ("batch_size", "create: images per training step (1-512, default 16)"),
+    ("validation_split", "create: share of the images kept for validation (0-0.5, default 0.2)"),
+    ("learning_rate", "create: Adam's learning rate (default 0.001)"),
+    ("patience", "create: epochs without improvement before early stopping (default 3)"),
+    ("seed", "create: random seed (default 1337)"),
+    ("time_limit_s", "create: wall-clock limit of the training in seconds (default and maximum set by the server)"),
+):
+    UPLOAD_FORM.add_argument(_name, location="form", help=_help)
 
 
 def uploaded_files() -> list[Upload]:
@@ -72,7 +86,7 @@ def register_routes(api, core, settings):
         @ns.expect(UPLOAD_FORM)
         @ns.response(201, "Created: the model is Trained (served)", model_model)
         def post(self):
-            """Upload a model and its label file (method=upload); it is answered once TF Serving serves it."""
+            """Upload a model and its label file (method=upload, answered once served), or train one (method=create, answered at once, Pending)."""
             user = who()
             project_id = auth.parse_int("project_id", request.args.get("project_id"), required=False)
             created = core.create(user, project_id, request.args.get("method"), request.form.to_dict(), uploaded_files())
@@ -90,16 +104,27 @@ def register_routes(api, core, settings):
             core.delete(model_id, who())
             return {"message": "success"}
 
+    @ns.route("/<int:model_id>/logs")
+    class ModelLogs(Resource):
+        @ns.produces(["text/plain"])
+        def get(self, model_id):
+            """The training's output (its last part), for the model's owner."""
+            text = core.training_log(model_id, who())
+            return Response(text, mimetype="text/plain", headers={"Cache-Control": "no-store"})
+
+    @ns.route("/<int:model_id>/cancel")
+    class ModelCancel(Resource):
+        @ns.marshal_with(model_model)
+        def post(self, model_id):
+            """Stop the model's training (queued: at once; running: within moments). It ends Failed, "the training was cancelled"."""
+            return core.cancel_training(model_id, who())
+
     @ns.route("/<int:model_id>/file")
     @ns.doc(params={"expires": "from the signed URL", "signature": "from the signed URL"})
     class ModelFile(Resource):
         def get(self, model_id):
             """Download the uploaded model file (signed URL, no token needed)."""
-            chunks, size, filename = core.model_file(model_id, request.args.get("expires"), request.args.get("signature"))
-            return Response(chunks, mimetype="application/octet-stream", headers={
-                "Content-Length": str(size),
-                "Content-Disposition": f'attachment; filename="{filename}"',
-                "Cache-Control": "private, max-age=300",
-            })
+            media = core.model_file(model_id, request.args.get("expires"), request.args.get("signature"))
+            return media_files.media_response(media, lambda start, length: core.read_model_file(media, start, length))
 
     api.add_namespace(ns)

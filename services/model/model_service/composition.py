@@ -1,0 +1,61 @@
+"""Builds the model service's core from its settings: one place for the service process
+(`python -m model_service`) and the trainer (`python -m model_service.trainer`), so that a trained
+model is registered by the very same objects as an uploaded one."""
+from __future__ import annotations
+
+from mlstudio.common import clients, jobs, media_urls, settings as settings_mod, storage
+
+from .conversion import SubprocessConverter
+from .core import Limits, ModelCore, served_versions
+from .repository import ModelRepository
+from .serving import Serving
+from .settings import ModelSettings
+from .tfserving_client import TFServingClient
+from .tfserving_repository import TFServingRepository
+from .trainings import TrainingLimits, Trainings
+
+
+def training_queue(settings: ModelSettings, db) -> jobs.JobQueue:
+    """The training jobs, in the service's database (the shared job queue with leases)."""
+    queue = jobs.JobQueue(db.training_jobs, lease_s=settings.trainer_job_lease_s, max_attempts=settings.trainer_job_max_attempts,
+                          retry_delay_s=settings.trainer_job_retry_delay_s)
+    queue.ensure_indexes()
+    return queue
+
+
+def build_trainings(settings: ModelSettings, db, store) -> Trainings | None:
+    """Training requests, where the image service (the training data) is deployed."""
+    if not settings.image_grpc_addr:
+        return None
+    limits = TrainingLimits(default_time_limit_s=min(settings.training_time_limit_s, settings.training_max_time_limit_s),
+                            max_time_limit_s=settings.training_max_time_limit_s,
+                            min_images_per_tag=settings.training_min_images_per_tag,
+                            max_script_bytes=settings.training_max_script_bytes)
+    return Trainings(training_queue(settings, db), clients.ImageClient(settings.image_grpc_addr, settings.grpc_deadline_s), store, limits)
+
+
+def build_core(settings: ModelSettings, db) -> ModelCore:
+    if not settings.project_grpc_addr:
+        raise settings_mod.ConfigError("required setting PROJECT_GRPC_ADDR is not set")
+    repository = ModelRepository(db)
+    repository.ensure_indexes()
+    tfserving_repository = TFServingRepository(settings.model_base, settings.config_file, settings.tfserving_model_base_in_server or None)
+    tfserving_repository.prepare()
+    client = TFServingClient(settings.tfserving_addr, predict_deadline_s=settings.tfserving_predict_deadline_s,
+                             control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s)
+    serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
+    converter = SubprocessConverter(timeout_s=settings.convert_timeout_s, dynamic_size=settings.dynamic_input_size,
+                                    concurrency=settings.convert_concurrency)
+    limits = Limits(max_model_bytes=settings.model_upload_max_bytes, max_batch=settings.predict_max_batch,
+                    registration_claim_s=settings.convert_timeout_s + settings.model_load_timeout_s + 600)
+    store = storage.open_store(settings.object_storage_url)
+    return ModelCore(
+        repository,
+        clients.ProjectClient(settings.project_grpc_addr, settings.grpc_deadline_s),
+        store,
+        serving,
+        converter,
+        media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s),
+        limits,
+        trainings=build_trainings(settings, db, store),
+    )

@@ -1,0 +1,96 @@
+"""The trainer worker (`python -m model_service.trainer`): claims training jobs from the model
+service's database and trains, one at a time, each in a confined child process
+(`training/sandbox.py`), then registers the model through the model service's own core.
+
+Run as many as the machine (or cluster) allows: jobs are claimed under a lease (the shared
+`mlstudio.common.jobs` queue, as the video worker's), so two trainers never train one model, and
+a trainer that dies leaves its job to the others once the lease expires; the job starts again
+from the start, or from its trained model when only the registration was left. SIGTERM (or
+Ctrl-C) stops the training in progress and hands its job back to the queue at once.
+
+The trainer holds credentials (database, storage) that training scripts must never see: they run
+with an environment built from scratch, and the trainer makes itself non-dumpable, so that a
+script running under the same user (where no other user is available) cannot read the trainer's
+environment or memory through /proc.
+"""
+import logging
+import os
+import signal
+import socket
+import urllib.parse
+import uuid
+from pathlib import Path
+
+from mlstudio.common import clients, jobs, logs, mongo, settings as settings_mod
+
+from .composition import build_core, training_queue
+from .settings import ModelSettings
+from .training import namespaces
+from .training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler
+from .training.sandbox import Confinement, Limits
+
+log = logging.getLogger(__name__)
+
+
+def trainer_name(settings: ModelSettings) -> str:
+    return settings.trainer_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def hidden_paths(settings: ModelSettings) -> tuple[Path, ...]:
+    """What trainings must not see: this process's data, TF Serving's repository, local object
+    storage, and whatever SANDBOX_HIDE_PATHS adds (the local stack's whole data directory)."""
+    paths = [settings.data_dir, settings.model_base]
+    storage_url = urllib.parse.urlparse(settings.object_storage_url)
+    if storage_url.scheme == "file":
+        paths.append(Path(urllib.parse.unquote(storage_url.path)))
+    paths += [Path(entry) for entry in settings.sandbox_hide_paths.split(os.pathsep) if entry]
+    return tuple(sorted({path.resolve() for path in paths}))
+
+
+def trainer_config(settings: ModelSettings) -> TrainerConfig:
+    limits = Limits(
+        memory_bytes=settings.training_memory_mb << 20,
+        processes=settings.training_max_processes,
+        file_bytes=settings.training_max_file_mb << 20,
+        log_bytes=settings.training_log_bytes,
+        max_model_bytes=settings.model_upload_max_bytes,
+    )
+    confinement = Confinement(user=settings.sandbox_user or None, hide=hidden_paths(settings), isolate=settings.sandbox_namespaces)
+    return TrainerConfig(
+        work_root=(settings.data_dir / "training").resolve(),
+        limits=limits,
+        confinement=confinement,
+        max_time_limit_s=settings.training_max_time_limit_s,
+        cpu_limit_s=settings.training_cpu_limit_s,
+        min_images_per_tag=settings.training_min_images_per_tag,
+        max_dataset_bytes=settings.training_max_dataset_mb << 20,
+    )
+
+
+def build_worker(settings: ModelSettings) -> jobs.Worker:
+    db = mongo.connect(settings.mongo_uri, settings.database_name)
+    core = build_core(settings, db)
+    images = clients.ImageClient(settings.image_grpc_addr, settings.grpc_deadline_s)
+    handler = TrainModelHandler(core, images, core.store, trainer_config(settings))
+    return jobs.Worker(training_queue(settings, db), {TRAIN_JOB: handler}, trainer_name(settings), poll_s=settings.trainer_poll_s)
+
+
+def main() -> None:
+    settings = settings_mod.load(ModelSettings)
+    logs.configure("model-trainer", settings.log_level)
+    if not settings.image_grpc_addr:
+        raise settings_mod.ConfigError("required setting IMAGE_GRPC_ADDR is not set (the trainer reads training images from it)")
+    namespaces.prctl(namespaces.PR_SET_DUMPABLE, 0)
+    worker = build_worker(settings)
+
+    def stop(signum, _frame):
+        log.info("stopping: the training in progress goes back to the queue", extra={"signal": signal.Signals(signum).name})
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run_forever()
+
+
+if __name__ == "__main__":
+    main()

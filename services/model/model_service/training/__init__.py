@@ -1,0 +1,18 @@
+"""Training models on the server from a project's tagged images (`method=create`).
+
+The model service queues a training job; the trainer worker (`python -m model_service.trainer`)
+claims it and, module by module:
+
+    params.py         the request's training parameters: defaults, limits, validation
+    dataset.py        the project's images -> data_dir/<tag>/<image_id>.<ext>, labels = sorted tags
+    recipe.py         the built-in recipe (a small CNN), used when no script is uploaded
+    sandbox.py        runs a training (script or recipe) in a confined child process, with limits,
+                      bounded logs and progress; says how it ended
+    confine.py        the child's first step: namespaces, resource limits, an unprivileged user
+    namespaces.py     Linux namespaces and mounts (ctypes), used by confine.py
+    script_runner.py  the confined child's last step: loads the script and calls `train`
+    job.py            the worker's handler of training jobs: dataset, sandbox, registration
+
+TensorFlow is imported only inside the confined child (the recipe and scripts), never by the
+trainer itself.
+"""

@@ -1,0 +1,291 @@
+"""The trainer's handler of `train_model` jobs: the project's images into a dataset, the training
+in the sandbox, and the trained model registered as uploaded models are (exported, served).
+
+A job's payload names the model (already recorded, `Pending`), its owner and project, the
+training parameters and, for an uploaded script, its object-storage key. Progress (epoch of
+epochs, latest metrics) goes into the job, which is what the model's `status` and `progress`
+are read from; the training's output is kept (bounded) in object storage for `GET
+/models/<id>/logs`, saved every few seconds while it runs.
+
+Restart-safety: once a training has produced its model, the model is kept in object storage and
+its key written to the job's checkpoint before registration starts, so a trainer that dies while
+registering (or a TF Serving that is down) does not make the next attempt train again.
+Registration itself may be repeated: it writes the same version of the same model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mlstudio.common import errors, jobs
+
+from . import dataset as datasets
+from . import recipe
+from .params import TrainingParams
+from .sandbox import Confinement, Limits, LogTail, Outcome, Sandbox, Training
+
+log = logging.getLogger(__name__)
+
+TRAIN_JOB = "train_model"
+LOG_SAVE_PERIOD_S = 3.0
+CANCEL_LOOK_S = 2.0
+_METRIC_NAME = re.compile(r"[^\w\-]")
+
+
+def job_id(model_id: int) -> str:
+    return f"model-{model_id}"
+
+
+def log_key(model_id: int) -> str:
+    """Object-storage key of a training's output (deleted with the model's other files)."""
+    return f"models/{model_id}/training.log"
+
+
+def script_key(model_id: int) -> str:
+    return f"models/{model_id}/train.py"
+
+
+def trained_key(model_id: int, name: str) -> str:
+    return f"models/{model_id}/trained/{name}"
+
+
+def training_payload(model_id: int, user_id: int, project_id: int, params: TrainingParams, has_script: bool, preprocessing: str) -> dict:
+    """What a training job carries."""
+    return {"model_id": model_id, "user_id": user_id, "project_id": project_id, "params": params.to_dict(),
+            "script_key": script_key(model_id) if has_script else None, "preprocessing": preprocessing}
+
+
+def clean_metrics(metrics: dict) -> dict[str, float]:
+    """Metric names safe as database field names, values plain floats."""
+    return {_METRIC_NAME.sub("_", str(name))[:64]: float(value) for name, value in metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
+
+
+class Registrar(Protocol):
+    """The model service's core, as training needs it."""
+
+    def training_model(self, model_id: int) -> dict | None:
+        """The model record being trained, or None when it is gone (deleted)."""
+
+    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict) -> dict:
+        """Exports, stores and serves a trained model as uploads are; the model, `Trained`.
+        NotFound when the model was deleted meanwhile."""
+
+    def abandon_training(self, model_id: int) -> None:
+        """Removes what a training that will not finish left (served copy, trained files)."""
+
+
+class Images(Protocol):
+    def stream_dataset(self, project_id: int, user_id: int): ...
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The trainer's settings for each job."""
+
+    work_root: Path
+    limits: Limits
+    confinement: Confinement
+    max_time_limit_s: int
+    cpu_limit_s: int  # 0: the job's time limit times the CPU count
+    min_images_per_tag: int
+    max_dataset_bytes: int
+
+
+class TrainModelHandler:
+    def __init__(self, registrar: Registrar, images: Images, store, config: TrainerConfig,
+                 sandbox_factory: Callable[[Limits, Confinement], Sandbox] = Sandbox):
+        self.registrar = registrar
+        self.images = images
+        self.store = store
+        self.config = config
+        self.sandbox_factory = sandbox_factory
+
+    # ----- jobs.JobHandler
+
+    def run(self, job: jobs.Job, context: jobs.JobContext) -> dict:
+        payload = job.payload
+        model_id = int(payload["model_id"])
+        model = self.registrar.training_model(model_id)
+        if model is None:
+            raise jobs.JobCancelled(f"model {model_id} was deleted")
+        if model.get("status") == "Trained":
+            return {"metrics": model.get("metrics") or {}}  # registered by an attempt that died just after
+        with self._job_dir(job) as job_dir:
+            checkpoint = job.checkpoint
+            if checkpoint.get("model_key"):
+                model_file = job_dir / checkpoint["model_name"]
+                self.store.download_to(checkpoint["model_key"], model_file)
+            else:
+                checkpoint, model_file = self._train(job, context, job_dir)
+            context.check()
+            try:
+                registered = self.registrar.register_trained(model_id, model_file, checkpoint["labels"], checkpoint["metrics"])
+            except errors.NotFound:
+                raise jobs.JobCancelled(f"model {model_id} was deleted") from None
+            except errors.Unavailable:
+                raise  # TF Serving or storage away: retried later, from the kept model
+            except errors.DomainError as exc:
+                raise jobs.JobFailed(f"the trained model cannot be served: {exc.message}") from None
+        return {"metrics": registered.get("metrics") or checkpoint["metrics"]}
+
+    def cleanup(self, job: jobs.Job) -> None:
+        self.registrar.abandon_training(int(job.payload["model_id"]))
+
+    # ----- the steps
+
+    def _train(self, job: jobs.Job, context: jobs.JobContext, job_dir: Path) -> tuple[dict, Path]:
+        """Dataset, script, sandbox; the trained model's checkpoint (the model kept in storage)
+        and file."""
+        payload = job.payload
+        model_id = int(payload["model_id"])
+        workdir = job_dir / "work"
+        workdir.mkdir()
+        data = self._materialise(payload, workdir / "data")
+        context.check()
+        script, trusted = self._script(payload, workdir)
+        params = TrainingParams.from_dict(payload.get("params") or {})
+        limits = self._limits(params)
+        run_params = {**params.to_dict(), "time_limit_s": int(limits.wall_s), "labels": data.labels}
+        outcome = self._run_sandboxed(model_id, Training(workdir, script, run_params, trusted), limits, context)
+        if not outcome.ok:
+            raise jobs.JobFailed(outcome.error or "the training failed")
+        model_file = _as_model_file(outcome.model, job_dir)
+        checkpoint = {"model_key": trained_key(model_id, model_file.name), "model_name": model_file.name,
+                      "labels": data.labels, "metrics": clean_metrics(outcome.metrics)}
+        with open(model_file, "rb") as stream:
+            self.store.put_stream(checkpoint["model_key"], stream)
+        progress = context.job.progress
+        context.report(int(progress.get("done", 0)), int(progress.get("total", params.epochs)),
+                       checkpoint=checkpoint, details={"metrics": checkpoint["metrics"]})
+        return checkpoint, model_file
+
+    def _run_sandboxed(self, model_id: int, training: Training, limits: Limits, context: jobs.JobContext) -> Outcome:
+        """The run, its progress into the job, its output into storage; stops when the job must."""
+        log_tail = LogTail(self.config.limits.log_bytes)
+        saver = _LogSaver(self.store, log_key(model_id), log_tail)
+        last_look = time.monotonic()
+
+        def on_progress(epoch: int, epochs: int, metrics: dict) -> None:
+            context.report(epoch, epochs, details={"metrics": clean_metrics(metrics)})
+            saver.save_if_due()
+
+        def check() -> None:
+            nonlocal last_look
+            if time.monotonic() - last_look >= CANCEL_LOOK_S:  # a cancel is seen in seconds, not at the next epoch
+                last_look = time.monotonic()
+                context.heartbeat()
+            context.check()
+            saver.save_if_due()
+
+        try:
+            outcome = self.sandbox_factory(limits, self.config.confinement).run(training, log_tail, on_progress, check)
+        except BaseException:
+            saver.save()
+            raise
+        saver.save(header=outcome.isolation)
+        log.info("training %s ended: %s", model_id, outcome.reason, extra={"isolation": list(outcome.isolation)})
+        return outcome
+
+    def _materialise(self, payload: dict, data_dir: Path) -> datasets.Dataset:
+        items = self.images.stream_dataset(int(payload["project_id"]), int(payload["user_id"]))
+        try:
+            data = datasets.materialise(items, data_dir, min_images_per_tag=self.config.min_images_per_tag,
+                                        max_bytes=self.config.max_dataset_bytes)
+        except datasets.DatasetRefused as exc:
+            raise jobs.JobFailed(str(exc)) from None
+        except errors.NotFound:
+            raise jobs.JobFailed("the project is gone") from None
+        _share_read_only(data_dir)
+        return data
+
+    def _script(self, payload: dict, workdir: Path) -> tuple[Path, bool]:
+        """The script to run and whether it is trusted (the built-in recipe)."""
+        script = workdir / "train.py"
+        if payload.get("script_key"):
+            self.store.download_to(payload["script_key"], script)
+            trusted = False
+        else:
+            shutil.copyfile(recipe.__file__, script)
+            trusted = True
+        os.chmod(script, 0o644)
+        return script, trusted
+
+    def _limits(self, params: TrainingParams) -> Limits:
+        wall = max(1, min(int(params.time_limit_s), self.config.max_time_limit_s))
+        cpu = self.config.cpu_limit_s or wall * (os.cpu_count() or 1)
+        return dataclasses.replace(self.config.limits, wall_s=float(wall), cpu_s=float(max(cpu, 1)))
+
+    def _job_dir(self, job: jobs.Job):
+        return _JobDir(self.config.work_root, job.id)
+
+
+class _JobDir:
+    """A fresh directory for one attempt, unguessable and not listable by the sandbox's user,
+    removed afterwards whatever happens."""
+
+    def __init__(self, root: Path, name: str):
+        self.path = root / f"{name}-{secrets.token_hex(8)}"
+        self.root = root
+
+    def __enter__(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)
+        self.path.mkdir(mode=0o711)
+        os.chmod(self.path, 0o711)
+        return self.path
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class _LogSaver:
+    """Keeps the training's output in object storage: every few seconds while it changes, and at the end."""
+
+    def __init__(self, store, key: str, tail: LogTail):
+        self.store = store
+        self.key = key
+        self.tail = tail
+        self._last = 0.0
+
+    def save_if_due(self) -> None:
+        if self.tail.changed.is_set() and time.monotonic() - self._last >= LOG_SAVE_PERIOD_S:
+            self.save()
+
+    def save(self, header: tuple[str, ...] = ()) -> None:
+        self.tail.changed.clear()
+        self._last = time.monotonic()
+        text = "".join(f"[sandbox] {line}\n" for line in header) + self.tail.text()
+        try:
+            self.store.put_bytes(self.key, text.encode(), "text/plain; charset=utf-8")
+        except errors.DomainError as exc:
+            log.warning("training log %s not saved: %s", self.key, exc.message)
+
+
+def _share_read_only(data_dir: Path) -> None:
+    """The dataset readable (not writable) by the sandbox's user, whatever the umask."""
+    for folder, subfolders, files in os.walk(data_dir):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+
+
+def _as_model_file(model: Path, job_dir: Path) -> Path:
+    """The trained model as one file: a SavedModel directory is zipped, as uploads are."""
+    if model.is_file():
+        return model
+    packed = job_dir / "model.zip"
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(model.rglob("*")):
+            archive.write(path, Path("saved_model") / path.relative_to(model))
+    return packed

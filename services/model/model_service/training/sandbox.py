@@ -1,0 +1,325 @@
+"""Runs one training (an uploaded script, or the built-in recipe) in a confined child process and
+says how it ended.
+
+The trainer calls `Sandbox.run`. The child (`confine.py`, then `script_runner.py`) gets:
+- an environment built from scratch: PATH, HOME and TMPDIR in its working directory, the
+  PYTHONPATH of the runner, locale and TensorFlow's quiet flags; no database URI, storage keys,
+  signing or JWT keys, nor anything else of the trainer's environment;
+- a working directory holding only this job's data (`data/<tag>/...`), the script, an empty
+  `output/` and `tmp/`; everything else of the service is hidden where namespaces are available;
+- limits: wall-clock time here (the whole process group is killed at the deadline), CPU time,
+  memory, processes, file size in the child (see `confine.py`).
+
+While it runs, its stdout and stderr are kept, the last `log_bytes` of them, and its progress
+events are handed to `on_progress`; `check` is called a few times a second. Either may raise
+(the job was cancelled, the worker is stopping): the child is killed at once and the exception
+goes on. The outcome's `error` is a sentence for the model's owner: the script crashed (with its
+exception), has no `train`, wrote no model, ran past a limit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import confine, model_files, script_runner
+
+log = logging.getLogger(__name__)
+
+SERVICE_ROOT = Path(__file__).resolve().parents[2]  # services/model, where model_service lives
+POLL_S = 0.2
+EXIT_GRACE_S = 2.0
+# Where temporary files of other processes live: the sandbox gets private ones.
+SHARED_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 3600.0
+    cpu_s: float = 7200.0
+    memory_bytes: int = 4 << 30
+    processes: int = 512
+    file_bytes: int = 2 << 30
+    open_files: int = 1024
+    log_bytes: int = 256 << 10
+    max_model_bytes: int = 2 << 30
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How the child is confined beyond its limits."""
+
+    user: str | None = "nobody"  # who runs the training when the trainer is root
+    hide: tuple[Path, ...] = ()  # directories the training must not see (data of the service)
+    isolate: bool = True  # namespaces where the platform allows
+
+
+@dataclass(frozen=True)
+class Training:
+    """One run: the script (or recipe) in `workdir`, the dataset in `workdir/data`."""
+
+    workdir: Path
+    script: Path
+    params: dict
+    trusted: bool = False  # the built-in recipe: may run as root where no other user exists
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. `model` is the collected model (file or SavedModel directory) when ok."""
+
+    reason: str  # done | crash | load | no_train | no_model | bad_model | time_limit | cpu_limit | memory | killed | sandbox
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+    model: Path | None = None
+    isolation: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "done"
+
+
+class LogTail:
+    """The last `limit` bytes written to a stream, and how much came before them."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._buffer = bytearray()
+        self._dropped = 0
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+
+    def write(self, chunk: bytes) -> None:
+        with self._lock:
+            self._buffer += chunk
+            excess = len(self._buffer) - self.limit
+            if excess > 0:
+                del self._buffer[:excess]
+                self._dropped += excess
+        self.changed.set()
+
+    def text(self) -> str:
+        with self._lock:
+            data, dropped = bytes(self._buffer), self._dropped
+        body = data.decode("utf-8", errors="replace")
+        return f"[... {dropped} earlier bytes of output left out ...]\n{body}" if dropped else body
+
+
+def child_env(workdir: Path) -> dict[str, str]:
+    """The child's whole environment: nothing is inherited from the trainer's."""
+    return {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir / "tmp"),
+        "PYTHONPATH": str(SERVICE_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "KERAS_HOME": str(workdir / ".keras"),
+        "MPLCONFIGDIR": str(workdir / "tmp"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+
+
+def _readable_paths() -> list[str]:
+    """What the training's Python needs to reach: its installation and import paths."""
+    paths = {sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parent), str(SERVICE_ROOT)}
+    paths.update(entry for entry in sys.path if entry and Path(entry).is_dir())
+    return sorted(str(Path(path).resolve()) for path in paths)
+
+
+def _pump(stream, sink: Callable[[bytes], None]) -> None:
+    with stream:
+        while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+            sink(chunk)
+
+
+def _read_events(fd: int, events: queue.Queue) -> None:
+    with os.fdopen(fd, "rb") as stream:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.put(event)
+    events.put(None)
+
+
+def _read_status(fd: int, status: dict) -> None:
+    """The confining process's JSON lines, merged into `status` as they come."""
+    with os.fdopen(fd, "rb") as stream:
+        for line in stream:
+            try:
+                update = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(update, dict):
+                status.update(update)
+
+
+class Sandbox:
+    def __init__(self, limits: Limits, confinement: Confinement, python: str = sys.executable):
+        self.limits = limits
+        self.confinement = confinement
+        self.python = python
+
+    def prepare_workdir(self, workdir: Path) -> None:
+        """The folders a run expects (the dataset goes in `data/`)."""
+        for name in ("data", "output", "tmp"):
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+
+    def run(self, training: Training, log_tail: LogTail, on_progress: Callable[[int, int, dict], None],
+            check: Callable[[], None]) -> Outcome:
+        workdir = training.workdir
+        self.prepare_workdir(workdir)
+        events_read, events_write = os.pipe()
+        status_read, status_write = os.pipe()
+        try:
+            runner_spec = workdir / "runner.json"
+            runner_spec.write_text(json.dumps({
+                "script": str(training.script), "data_dir": str(workdir / "data"), "output_dir": str(workdir / "output"),
+                "params": training.params, "events_fd": events_write,
+            }))
+            confine_spec = workdir.parent / "confine.json"
+            self._write_confine_spec(confine_spec, training, runner_spec, status_write)
+            process = subprocess.Popen(
+                [self.python, "-s", "-m", "model_service.training.confine", str(confine_spec)],
+                cwd=workdir, env=child_env(workdir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=(events_write, status_write), start_new_session=True)
+        except BaseException:
+            os.close(events_read)
+            os.close(status_read)
+            raise
+        finally:
+            os.close(events_write)
+            os.close(status_write)
+        return self._watch(process, training, log_tail, events_read, status_read, on_progress, check)
+
+    def _write_confine_spec(self, path: Path, training: Training, runner_spec: Path, status_fd: int) -> None:
+        limits = self.limits
+        path.write_text(json.dumps({
+            "parent_pid": os.getpid(),
+            "status_fd": status_fd,
+            "workdir": str(training.workdir),
+            "runner_spec": str(runner_spec),
+            "python": self.python,
+            "user": self.confinement.user,
+            "require_unprivileged": not training.trusted,
+            "isolate": self.confinement.isolate,
+            "hide": [str(path) for path in self.confinement.hide],
+            "scratch": list(SHARED_SCRATCH),
+            "readable": _readable_paths(),
+            "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "processes": limits.processes,
+                       "file_bytes": limits.file_bytes, "open_files": limits.open_files},
+        }))
+
+    def _watch(self, process: subprocess.Popen, training: Training, log_tail: LogTail, events_read: int, status_read: int,
+               on_progress, check) -> Outcome:
+        events: queue.Queue = queue.Queue()
+        status: dict = {}
+        readers = [
+            threading.Thread(target=_pump, args=(process.stdout, log_tail.write), daemon=True, name="training-log"),
+            threading.Thread(target=_read_events, args=(events_read, events), daemon=True, name="training-events"),
+            threading.Thread(target=_read_status, args=(status_read, status), daemon=True, name="training-status"),
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + self.limits.wall_s
+        last_error: dict | None = None
+        done: dict | None = None
+        exited_at: float | None = None
+        try:
+            while True:
+                try:
+                    event = events.get(timeout=POLL_S)
+                except queue.Empty:
+                    event = {}
+                if event is None:
+                    break  # every writer is gone: the run is over
+                kind = event.get("event")
+                if kind == "progress":
+                    on_progress(int(event.get("epoch", 0)), int(event.get("epochs", 0)), dict(event.get("metrics") or {}))
+                elif kind == "error":
+                    last_error = event
+                elif kind == "done":
+                    done = event
+                check()
+                if time.monotonic() >= deadline:
+                    self._kill(process)
+                    return Outcome("time_limit", f"the training ran past its time limit of {self.limits.wall_s:.0f} s and was stopped",
+                                   isolation=tuple(status.get("isolation") or ()))
+                if exited_at is None and process.poll() is not None:
+                    exited_at = time.monotonic()
+                if exited_at is not None and time.monotonic() - exited_at > EXIT_GRACE_S:
+                    break  # a process the script left holds the pipe open; what it says no longer counts
+        except BaseException:
+            self._kill(process)
+            raise
+        self._finish(process)
+        readers[2].join(EXIT_GRACE_S)
+        return self._outcome(training, process.returncode, status, last_error, done)
+
+    @staticmethod
+    def _kill(process: subprocess.Popen) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+
+    def _finish(self, process: subprocess.Popen) -> None:
+        """The confining process has exited; anything left in its group goes too."""
+        process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _outcome(self, training: Training, returncode: int, status: dict, error: dict | None, done: dict | None) -> Outcome:
+        isolation = tuple(status.get("isolation") or ())
+        if returncode == confine.EXIT_CONFINE_FAILED or "exit_code" not in status:
+            return Outcome("sandbox", "the training sandbox could not be started on this server (see the log)", isolation=isolation)
+        exit_code = int(status.get("exit_code", -1))
+        if exit_code == confine.EXIT_CONFINE_FAILED:
+            return Outcome("sandbox", "the training sandbox could not be started on this server (see the log)", isolation=isolation)
+        if exit_code == 0 and done is not None:
+            collected = model_files.collect(training.workdir / "output", training.workdir.parent / "model", self.limits.max_model_bytes)
+            if collected.error:
+                return Outcome(collected.reason, collected.error, isolation=isolation)
+            return Outcome("done", None, dict(done.get("metrics") or {}), collected.path, isolation)
+        reason, message = self._failure(exit_code, float(status.get("cpu_s", 0.0)), error)
+        return Outcome(reason, message, isolation=isolation)
+
+    def _failure(self, exit_code: int, cpu_s: float, error: dict | None) -> tuple[str, str]:
+        limits = self.limits
+        cpu_exceeded = exit_code in (-signal.SIGXCPU, -signal.SIGKILL, script_runner.EXIT_CPU_LIMIT) and cpu_s >= limits.cpu_s - 1
+        if cpu_exceeded or (error or {}).get("kind") == "cpu_limit":
+            return "cpu_limit", f"the training used more than its {limits.cpu_s:.0f} s of CPU time and was stopped"
+        kind = (error or {}).get("kind")
+        message = (error or {}).get("message", "")
+        if kind == "no_train":
+            return "no_train", "the script defines no train(data_dir, output_dir, params) function"
+        if kind == "load":
+            return "load", f"the script could not be loaded: {message}"
+        if kind == "memory":
+            return "memory", f"the training ran out of memory (limit {limits.memory_bytes >> 20} MiB): {message}"
+        if kind == "crash":
+            return "crash", f"the training script failed: {message}"
+        if exit_code < 0:
+            name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else str(-exit_code)
+            return "killed", (f"the training process was killed by {name} (it may have run out of memory: "
+                              f"limit {limits.memory_bytes >> 20} MiB)")
+        if exit_code == 0:
+            return "crash", "the training process ended without finishing train"
+        return "crash", f"the training process exited with code {exit_code} before train returned"

@@ -1,0 +1,198 @@
+"""The trainer's job handler with fakes: the dataset from the image service, the sandbox's outcome,
+progress into the job, the trained model kept before registration, logs, failures and retries."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mlstudio.common import errors, jobs
+from mlstudio.common.storage import LocalObjectStore
+from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, training_payload
+from model_service.training.params import TrainingParams
+from model_service.training.sandbox import Confinement, Limits, Outcome
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+class FakeImages:
+    def __init__(self, tags=("red", "blue"), per_tag=3):
+        self.items = [types.SimpleNamespace(image_id=i * 10 + n, tag=tag, content=png(), content_type="image/png")
+                      for i, tag in enumerate(tags) for n in range(per_tag)]
+        self.calls = []
+
+    def stream_dataset(self, project_id, user_id):
+        self.calls.append((project_id, user_id))
+        return iter(self.items)
+
+
+class FakeRegistrar:
+    def __init__(self):
+        self.models = {7: {"_id": 7, "status": "Pending"}}
+        self.registered = []
+        self.abandoned = []
+        self.error: errors.DomainError | None = None
+
+    def training_model(self, model_id):
+        return self.models.get(model_id)
+
+    def register_trained(self, model_id, model_file, labels, metrics):
+        if self.error:
+            raise self.error
+        self.registered.append((model_id, Path(model_file).read_bytes(), labels, metrics))
+        return {"id": model_id, "status": "Trained", "metrics": metrics}
+
+    def abandon_training(self, model_id):
+        self.abandoned.append(model_id)
+
+
+class FakeSandbox:
+    """Plays a training: reports `epochs` epochs, then ends as `outcome_for(workdir)` says."""
+
+    runs = []
+
+    def __init__(self, limits, confinement, *, epochs=2, outcome=None):
+        self.limits = limits
+        self.epochs = epochs
+        self.outcome = outcome
+
+    def run(self, training, log_tail, on_progress, check):
+        seen = {"script": training.script.read_text(), "classes": sorted(p.name for p in (training.workdir / "data").iterdir())}
+        FakeSandbox.runs.append((training, self.limits, seen))
+        log_tail.write(b"epoch output\n")
+        for epoch in range(1, self.epochs + 1):
+            on_progress(epoch, self.epochs, {"accuracy": epoch / self.epochs, "bad.name$": 1.0})
+            check()
+        if self.outcome is not None:
+            return self.outcome
+        model = training.workdir.parent / "model" / "model.keras"
+        model.parent.mkdir()
+        model.write_bytes(b"trained weights")
+        return Outcome("done", None, {"accuracy": 1.0, "val_accuracy": 0.9}, model, ("network: none",))
+
+
+class FakeContext:
+    """The job context as a handler sees it; `stop_with` makes check() raise."""
+
+    def __init__(self, job: jobs.Job):
+        self.job = job
+        self.reports = []
+        self.stop_with: Exception | None = None
+
+    def report(self, done, total, checkpoint=None, details=None):
+        self.reports.append((done, total, checkpoint, details))
+        self.job = dataclasses.replace(self.job, progress={**(details or {}), "done": done, "total": total},
+                                       checkpoint=dict(checkpoint) if checkpoint is not None else self.job.checkpoint)
+        self.check()
+
+    def check(self):
+        if self.stop_with:
+            raise self.stop_with
+
+    def heartbeat(self):
+        pass
+
+
+def make_job(script=False, checkpoint=None, **params):
+    payload = training_payload(7, 1, 10, TrainingParams(**params), script, "raw")
+    return jobs.Job(id="model-7", kind=TRAIN_JOB, payload=payload, status=jobs.RUNNING, attempts=1, max_attempts=3, owner="w",
+                    lease_expires=None, progress={"done": 0, "total": 2}, checkpoint=checkpoint or {}, error="", result={},
+                    cancel_requested=False)
+
+
+@pytest.fixture
+def world(tmp_path):
+    FakeSandbox.runs = []
+    config = TrainerConfig(work_root=tmp_path / "training", limits=Limits(), confinement=Confinement(), max_time_limit_s=600,
+                           cpu_limit_s=0, min_images_per_tag=3, max_dataset_bytes=1 << 20)
+    world = types.SimpleNamespace(images=FakeImages(), registrar=FakeRegistrar(), store=LocalObjectStore(tmp_path / "objects"),
+                                  config=config, sandbox_options={})
+    world.handler = lambda: TrainModelHandler(world.registrar, world.images, world.store, world.config,
+                                              lambda limits, confinement: FakeSandbox(limits, confinement, **world.sandbox_options))
+    return world
+
+
+def test_a_training_reports_progress_keeps_its_model_and_registers_it(world, tmp_path):
+    job = make_job(epochs=2, time_limit_s=9999)
+    context = FakeContext(job)
+    result = world.handler().run(job, context)
+    assert result == {"metrics": {"accuracy": 1.0, "val_accuracy": 0.9}}
+    assert world.images.calls == [(10, 1)]
+    training, limits, seen = FakeSandbox.runs[0]
+    assert training.trusted and seen["script"].startswith('"""The built-in training recipe')
+    assert training.params["labels"] == ["blue", "red"] and training.params["epochs"] == 2
+    assert limits.wall_s == 600  # capped by the trainer's maximum
+    assert seen["classes"] == ["blue", "red"]
+    assert [r[:2] for r in context.reports] == [(1, 2), (2, 2), (2, 2)]
+    assert context.reports[0][3] == {"metrics": {"accuracy": 0.5, "bad_name_": 1.0}}
+    checkpoint = context.reports[-1][2]
+    assert checkpoint == {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"],
+                          "metrics": {"accuracy": 1.0, "val_accuracy": 0.9}}
+    assert world.store.get_bytes("models/7/trained/model.keras") == b"trained weights"
+    assert world.registrar.registered == [(7, b"trained weights", ["blue", "red"], {"accuracy": 1.0, "val_accuracy": 0.9})]
+    log_text = world.store.get_bytes(log_key(7)).decode()
+    assert log_text.startswith("[sandbox] network: none\n") and "epoch output" in log_text
+    assert list((tmp_path / "training").iterdir()) == []  # the job's directory is gone
+
+
+def test_an_uploaded_script_runs_untrusted(world):
+    world.store.put_bytes("models/7/train.py", b"def train(d, o, p): pass\n")
+    world.handler().run(make_job(script=True), FakeContext(make_job(script=True)))
+    training, _, seen = FakeSandbox.runs[0]
+    assert not training.trusted and seen["script"] == "def train(d, o, p): pass\n"
+
+
+def test_a_failed_training_fails_the_job_with_its_error_and_keeps_the_log(world):
+    world.sandbox_options["outcome"] = Outcome("crash", "the training script failed: ValueError: bad")
+    with pytest.raises(jobs.JobFailed, match="the training script failed: ValueError: bad"):
+        world.handler().run(make_job(), FakeContext(make_job()))
+    assert world.registrar.registered == [] and "epoch output" in world.store.get_bytes(log_key(7)).decode()
+
+
+def test_too_few_images_fail_the_job_before_training(world):
+    world.images = FakeImages(tags=("red",))
+    with pytest.raises(jobs.JobFailed, match="at least two tags"):
+        world.handler().run(make_job(), FakeContext(make_job()))
+    assert FakeSandbox.runs == []
+
+
+def test_a_cancel_seen_at_an_epoch_stops_the_training(world):
+    context = FakeContext(make_job())
+    context.stop_with = jobs.JobCancelled("cancelled")
+    with pytest.raises(jobs.JobCancelled):
+        world.handler().run(make_job(), context)
+    assert world.registrar.registered == []
+    world.handler().cleanup(make_job())
+    assert world.registrar.abandoned == [7]
+
+
+def test_a_retry_after_training_only_registers_again(world):
+    world.store.put_bytes("models/7/trained/model.keras", b"kept weights")
+    checkpoint = {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"], "metrics": {"accuracy": 1.0}}
+    job = make_job(checkpoint=checkpoint)
+    world.handler().run(job, FakeContext(job))
+    assert FakeSandbox.runs == [] and world.images.calls == []
+    assert world.registrar.registered == [(7, b"kept weights", ["blue", "red"], {"accuracy": 1.0})]
+
+
+def test_a_model_that_cannot_be_served_fails_with_the_reason(world):
+    world.registrar.error = errors.Unprocessable("the label file names 2 classes but the model outputs 3 scores")
+    with pytest.raises(jobs.JobFailed, match="the trained model cannot be served: the label file names 2 classes"):
+        world.handler().run(make_job(), FakeContext(make_job()))
+
+
+def test_a_deleted_or_already_registered_model_is_not_trained(world):
+    world.registrar.models[7]["status"] = "Trained"
+    assert world.handler().run(make_job(), FakeContext(make_job())) == {"metrics": {}}
+    del world.registrar.models[7]
+    with pytest.raises(jobs.JobCancelled):
+        world.handler().run(make_job(), FakeContext(make_job()))
+    assert FakeSandbox.runs == []

@@ -1,0 +1,122 @@
+"""Training parameters from form fields, and the dataset written from a project's images."""
+from __future__ import annotations
+
+import io
+import re
+import types
+
+import pytest
+from PIL import Image
+
+from mlstudio.common import errors
+from model_service.training import dataset, params
+
+
+def parse(**fields):
+    return params.parse(fields, default_time_limit_s=600, max_time_limit_s=3600)
+
+
+def test_defaults_and_given_values():
+    assert parse() == params.TrainingParams(time_limit_s=600)
+    given = parse(epochs="3", image_size=" 32 ", batch_size="8", validation_split="0", learning_rate="0.01", time_limit_s="60",
+                  title="ignored", description="ignored", dropout="0.3")
+    assert (given.epochs, given.image_size, given.batch_size, given.validation_split, given.learning_rate, given.time_limit_s) == (
+        3, 32, 8, 0.0, 0.01, 60)
+    assert given.extra == {"dropout": "0.3"}
+    assert given.to_dict()["dropout"] == "0.3" and given.to_dict()["epochs"] == 3
+    assert params.TrainingParams.from_dict(given.to_dict()) == given
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", "0", "field epochs must be between 1 and 500, got 0"),
+    ("epochs", "ten", "field epochs must be a whole number, got 'ten'"),
+    ("image_size", "8", "field image_size must be between 16 and 512"),
+    ("validation_split", "0.9", "field validation_split must be between 0.0 and 0.5"),
+    ("learning_rate", "nan", "field learning_rate must be a finite number"),
+    ("time_limit_s", "7200", "field time_limit_s must be between 1 and 3600"),
+])
+def test_bad_values_answer_400_naming_the_field(field, value, message):
+    with pytest.raises(errors.InvalidArgument, match=message) as raised:
+        parse(**{field: value})
+    assert raised.value.code == "bad_training_parameter"
+
+
+def test_extra_fields_are_bounded():
+    with pytest.raises(errors.InvalidArgument, match="too long"):
+        parse(note="x" * 2000)
+    with pytest.raises(errors.InvalidArgument, match="at most 32"):
+        parse(**{f"p{i}": "1" for i in range(40)})
+
+
+def png(rgb=(200, 0, 0)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), rgb).save(out, "PNG")
+    return out.getvalue()
+
+
+def webp() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(out, "WEBP")
+    return out.getvalue()
+
+
+def item(image_id, tag, content=None, content_type="image/png"):
+    return types.SimpleNamespace(image_id=image_id, tag=tag, content=content or png(), content_type=content_type)
+
+
+def test_images_are_written_per_tag_and_labels_are_the_sorted_tags(tmp_path):
+    items = [item(1, "red"), item(2, "red"), item(3, "blue", webp(), "image/webp"), item(4, "blue"), item(5, "", png())]
+    written = dataset.materialise(items, tmp_path / "data", min_images_per_tag=2, max_bytes=1 << 20)
+    assert written.labels == ["blue", "red"] and written.counts == {"blue": 2, "red": 2} and written.size == 4
+    assert sorted(p.name for p in (tmp_path / "data" / "red").iterdir()) == ["1.png", "2.png"]
+    assert sorted(p.name for p in (tmp_path / "data" / "blue").iterdir()) == ["3.png", "4.png"]
+    assert Image.open(tmp_path / "data" / "blue" / "3.png").format == "PNG"  # WebP converted: Keras cannot read it
+
+
+@pytest.mark.parametrize("items, message", [
+    ([], "training needs images of at least two tags; the project has no tagged images"),
+    ([item(1, "red"), item(2, "red")], "the project has only the tag 'red'"),
+    ([item(1, "red"), item(2, "red"), item(3, "blue")], "each tag needs at least 2 images to train on; too few in 'blue' (1)"),
+    ([item(1, "../etc"), item(2, "red")], "the tag '../etc' cannot be used as a class name"),
+    ([item(1, "red", b"not an image", "image/webp")], "image 1 (image/webp) could not be decoded"),
+])
+def test_datasets_that_cannot_be_trained_on_are_refused(tmp_path, items, message):
+    with pytest.raises(dataset.DatasetRefused, match=re.escape(message)):
+        dataset.materialise(items, tmp_path / "data", min_images_per_tag=2, max_bytes=1 << 20)
+
+
+def test_a_dataset_over_the_size_limit_is_refused(tmp_path):
+    with pytest.raises(dataset.DatasetRefused, match="larger than the training limit"):
+        dataset.materialise([item(i, "red") for i in range(10)], tmp_path / "data", min_images_per_tag=1, max_bytes=200)
+
+
+def visible(path, masks) -> bool:
+    """Whether `path` can be seen once `masks` are applied, outermost first."""
+    for mask in masks:
+        if mask.directory == path or mask.directory in path.parents:
+            if not any(keep == path or keep in path.parents for keep in mask.keep):
+                return False
+    return True
+
+
+def test_masks_hide_data_keep_the_job_and_open_the_way_to_python(tmp_path):
+    from model_service.training.namespaces import Mask, plan_masks
+
+    data = tmp_path / "data"
+    workdir = data / "training" / "job-1" / "work"
+    workdir.mkdir(parents=True)
+    (data / "objects").mkdir()
+    locked = tmp_path / "home"
+    python = locked / "python" / "3.11"
+    python.mkdir(parents=True)
+    (locked / "secrets").mkdir()
+    locked.chmod(0o700)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    masks = plan_masks([data, data / "objects"], [scratch], [workdir, python], other_user=True)
+    assert visible(workdir, masks) and visible(python, masks)
+    for hidden in (data / "objects", data / "training" / "job-2", scratch / "other", locked / "secrets"):
+        assert not visible(hidden, masks), hidden
+    assert any(python in mask.keep for mask in masks)  # its locked ancestor is replaced by open directories
+    # Running as the trainer's own user, only what must be hidden is masked.
+    assert plan_masks([data], [], [workdir, python], other_user=False) == [Mask(data, (workdir,))]

@@ -120,3 +120,17 @@ def test_masks_hide_data_keep_the_job_and_open_the_way_to_python(tmp_path):
     assert any(python in mask.keep for mask in masks)  # its locked ancestor is replaced by open directories
     # Running as the trainer's own user, only what must be hidden is masked.
     assert plan_masks([data], [], [workdir, python], other_user=False) == [Mask(data, (workdir,))]
+
+
+def test_the_job_stays_visible_when_the_code_lives_above_the_hidden_data(tmp_path):
+    """The local stack keeps its data inside the repository, whose code the script needs."""
+    from model_service.training.namespaces import Mask, plan_masks
+
+    repository = tmp_path / "repo"
+    data = repository / ".data"
+    workdir = data / "model-trainer" / "training" / "job-1" / "work"
+    workdir.mkdir(parents=True)
+    (data / "secrets").mkdir()
+    masks = plan_masks([data, data / "model-trainer"], [], [workdir, repository], other_user=False)
+    assert masks == [Mask(data, (workdir,))]
+    assert visible(workdir, masks) and not visible(data / "secrets", masks)

@@ -125,7 +125,10 @@ def plan_masks(hide, scratch, needed, *, other_user: bool) -> list[Mask]:
     replace with private ones; `needed`: paths the script must reach (they are kept under any
     mask, and when the script runs as `other_user`, their untraversable ancestors are masked so
     that the kept paths become reachable)."""
-    needed = _outermost(Path(p) for p in needed)
+    every_needed = [Path(p) for p in needed]
+    # The code the script runs may live above the hidden data (the local stack keeps its data
+    # inside the repository), so kept paths come from every needed path, not only the outermost.
+    needed = _outermost(every_needed)
     wanted: dict[Path, bool] = {}
     for directory in hide:
         wanted.setdefault(Path(directory), False)
@@ -143,8 +146,8 @@ def plan_masks(hide, scratch, needed, *, other_user: bool) -> list[Mask]:
         covering = [mask for mask in masks if _within(directory, mask.directory)]
         if covering and not any(_within(directory, kept) for mask in covering for kept in mask.keep):
             continue  # already hidden by an outer mask
-        keep = tuple(path for path in needed if _within(path, directory) and path != directory)
-        if directory in needed:
+        keep = tuple(_outermost(path for path in every_needed if _within(path, directory) and path != directory))
+        if directory in every_needed:
             continue  # the script needs all of it
         masks.append(Mask(directory, keep, wanted[directory]))
     return masks

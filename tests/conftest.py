@@ -35,7 +35,7 @@ import requests
 
 from deploy.local import config as stack_config
 from deploy.local import registry
-from deploy.local.processes import die_with_parent, pid_alive, signal_group
+from deploy.local.processes import pid_alive, signal_group, tied_to_parent
 from deploy.s3.fixtures import s3_server  # noqa: F401  (session-scoped throwaway radosgw, for tests/test_s3_stack.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,9 +132,9 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "deploy.local.launcher", "run"],
+                tied_to_parent([sys.executable, "-m", "deploy.local.launcher", "run"]),
                 cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl, no locks
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while (self.state() or {}).get("pid") != self.process.pid:

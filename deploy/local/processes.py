@@ -6,11 +6,11 @@ Every wait polls and gives up on a stop request, so Ctrl-C works at any moment.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import http.client
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger("launcher")
-
-PR_SET_PDEATHSIG = 1
 
 
 class StartupError(RuntimeError):
@@ -115,17 +113,14 @@ def signal_group(pid: int, signum: int) -> None:
         pass
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A `preexec_fn` that makes the child receive SIGTERM when this process dies."""
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
-    parent = os.getpid()
+def tied_to_parent(argv: list[str], signal_name: str = "TERM") -> list[str]:
+    """`argv` run so that it gets SIG<signal_name> when the process starting it dies.
 
-    def hook() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
+    `setpriv --pdeathsig` (util-linux) sets the signal before exec. A `preexec_fn` would do the
+    same but forces a plain fork() of the caller, which aborts processes that run gRPC's threads
+    (the test runner does); where setpriv is missing the child is simply not tied."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", signal_name, "--", *argv] if setpriv else list(argv)
 
 
 class Supervisor:
@@ -148,14 +143,13 @@ class Supervisor:
             output = open(spec.output, "ab")  # noqa: SIM115 - the child holds it; closed below
         try:
             process = subprocess.Popen(
-                spec.argv,
+                tied_to_parent(spec.argv),
                 env={**os.environ, **spec.env},
                 cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl, and the launcher runs no threads
             )
         except OSError as error:
             raise StartupError(f"cannot start {spec.name} ({spec.argv[0]}): {error}") from None

@@ -14,9 +14,9 @@ Use from Python (a pytest fixture anywhere):
 
 or from a shell:
 
-    python deploy/s3/radosgw.py install               # apt-get install, when the binaries are missing
-    python deploy/s3/radosgw.py start DIR [--port P]  # prints STORAGE_URL=... once S3 answers
-    python deploy/s3/radosgw.py stop DIR              # kills every daemon started in DIR
+    python -m deploy.s3.radosgw install               # apt-get install, when the binaries are missing
+    python -m deploy.s3.radosgw start DIR [--port P]  # prints STORAGE_URL=... once S3 answers
+    python -m deploy.s3.radosgw stop DIR              # kills every daemon started in DIR
 
 `start` raises `Unavailable` (with the reason and the tail of the relevant log) when Ceph cannot be
 installed or started; callers that must not fail hard (tests) turn that into a loud skip.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -39,6 +38,8 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from deploy.local.processes import tied_to_parent
 
 # What CI (and `install()`) runs on Debian 12; the packages bring mon, osd, rgw and the CLIs.
 APT_PACKAGES = ["radosgw", "ceph-mon", "ceph-osd", "ceph-common"]
@@ -183,12 +184,6 @@ rgw_init_timeout = 60
 """
 
 
-def _preexec_tie_to_parent():
-    """Run in the child: the daemon gets SIGKILL when the process that started it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _run(cmd: list[str], what: str, timeout: float = 60) -> str:
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -294,12 +289,11 @@ def start(
     def spawn(name: str, cmd: list[str]) -> None:
         out = open(workdir / "log" / f"{name}.out", "wb")
         procs[name] = subprocess.Popen(
-            cmd,
+            tied_to_parent(cmd, "KILL") if tie_to_parent else cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_preexec_tie_to_parent if tie_to_parent else None,
             close_fds=True,
         )
         out.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
 import tracemalloc
 import uuid
@@ -322,3 +323,50 @@ def test_s3_wrong_credentials_are_not_silently_accepted(s3_server):
     with pytest.raises(Exception) as info:
         open_store(bad).put_bytes("k", b"v")
     assert "SignatureDoesNotMatch" in str(info.value) or "AccessDenied" in str(info.value)
+
+
+
+def test_an_unread_stream_releases_its_object_when_closed(backend):
+    store, ns = backend
+    store.put_bytes(f"{ns}held", b"x" * 1000)
+    released = []
+    stream = store.read_range(f"{ns}held")
+    inner = stream._release
+    stream._release = lambda: (released.append(True), inner())
+    stream.close()  # a HEAD request or a client that went away: never iterated
+    stream.close()
+    assert released == [True]
+
+
+def _open_files_under(path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            found.append(target)
+    return found
+
+
+def test_the_local_backend_closes_an_unread_file(tmp_path):
+    store = open_store(f"file://{tmp_path / 'objects'}")
+    store.put_bytes("a/b", b"bytes")
+    stream = store.read_range("a/b")
+    assert _open_files_under(tmp_path / "objects") != []
+    stream.close()
+    assert _open_files_under(tmp_path / "objects") == []
+
+
+def test_an_unreachable_s3_server_is_unavailable():
+    import urllib3
+    from minio import Minio
+
+    store = S3ObjectStore.__new__(S3ObjectStore)  # skip the bucket check: nothing listens there
+    store.client = Minio("127.0.0.1:9", access_key="a", secret_key="b", secure=False, http_client=urllib3.PoolManager(retries=False))
+    store.bucket = "media"
+    for call in (lambda: store.stat("x"), lambda: store.read_range("x"), lambda: store.delete("x"),
+                 lambda: store.list_keys("x/"), lambda: store.put_bytes("x", b"1")):
+        with pytest.raises(errors.Unavailable):
+            call()

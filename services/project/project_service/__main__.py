@@ -30,7 +30,7 @@ def main() -> None:
     server, port, _health = build_grpc(settings, core)
     retry = runner.periodic("delete-retry", settings.delete_retry_s, core.retry_pending_deletions)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)})
-    runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=1 << 20, background=[retry])
+    runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=settings.max_json_body_bytes, background=[retry])
 
 
 if __name__ == "__main__":

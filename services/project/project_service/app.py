@@ -7,7 +7,7 @@ from .grpc_api import ProjectServicer
 
 
 def create_app(settings, core, readiness=None):
-    app, api = http_app.make_app("projects", title="ML Studio projects", description="A user's projects", readiness=readiness or {}, max_body_bytes=1 << 20)
+    app, api = http_app.make_app("projects", title="ML Studio projects", description="A user's projects", readiness=readiness or {}, max_body_bytes=settings.max_json_body_bytes)
     projects.register_routes(api, core, settings)
     return app
 

@@ -19,7 +19,7 @@ def main() -> None:
     core = UserCore(repository, keys.load_or_create(settings.jwt_private_key_file), issuer=settings.jwt_issuer, token_ttl_s=settings.token_ttl_s)
     server, port, _health = build_grpc(settings, core)
     logging.getLogger(__name__).info("user service starting")
-    runner.serve(create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)}), host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=1 << 20)
+    runner.serve(create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)}), host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port, max_body_bytes=settings.max_json_body_bytes)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from .grpc_api import UserServicer
 
 
 def create_app(settings, core, readiness=None):
-    app, api = http_app.make_app("users", title="ML Studio users", description="Registration and login", readiness=readiness or {}, max_body_bytes=1 << 20)
+    app, api = http_app.make_app("users", title="ML Studio users", description="Registration and login", readiness=readiness or {}, max_body_bytes=settings.max_json_body_bytes)
     users.register_routes(api, core)
     return app
 

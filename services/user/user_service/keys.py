@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +32,15 @@ def load_or_create(path: Path) -> SigningKey:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600, a name of its own
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
         try:
-            os.link(tmp, path)  # first writer wins if two processes race
+            os.link(tmp, path)  # atomic: if several processes start at once, the first key wins
         except FileExistsError:
             pass
-        tmp.unlink(missing_ok=True)
+        finally:
+            os.unlink(tmp)
     pem = path.read_bytes()
     key = serialization.load_pem_private_key(pem, password=None)
     numbers = key.public_key().public_numbers()

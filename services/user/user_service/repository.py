@@ -46,4 +46,7 @@ class UserRepository:
             raise mongo.unavailable(exc) from exc
 
     def update_password_hash(self, user_id: int, password_hash: str) -> None:
-        self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
+        try:
+            self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc

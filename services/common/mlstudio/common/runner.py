@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -47,10 +48,9 @@ def serve(app, *, host: str, http_port: int, grpc_server: grpc.Server | None = N
 def periodic(name: str, period_s: float, task: Callable[[], object]) -> threading.Thread:
     """A daemon thread (start it with `serve(background=...)`) that runs `task` every `period_s`
     seconds; a failure is logged and the next round comes anyway (retry sweeps, clean-ups)."""
-    stop = threading.Event()
-
     def loop():
-        while not stop.wait(period_s):
+        while True:
+            time.sleep(period_s)
             try:
                 task()
             except Exception:  # noqa: BLE001 - keep going; the failure is logged

@@ -106,6 +106,7 @@ class ServiceSettings:
     image_grpc_addr: str = env("IMAGE_GRPC_ADDR", "", help="host:port of the image service's gRPC API (empty: not deployed)")
     model_grpc_addr: str = env("MODEL_GRPC_ADDR", "", help="host:port of the model service's gRPC API (empty: not deployed)")
     video_grpc_addr: str = env("VIDEO_GRPC_ADDR", "", help="host:port of the video service's gRPC API (empty: not deployed)")
+    max_json_body_bytes: int = env("MAX_JSON_BODY_BYTES", 1 << 20, help="largest body of a JSON route (the gateway's limit too)")
     log_level: str = env("LOG_LEVEL", "INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     @property

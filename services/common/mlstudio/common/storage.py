@@ -7,12 +7,13 @@ client). Keys are immutable, slash-separated names chosen by the owning service 
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -35,6 +36,43 @@ def check_range(start: int, length: int | None) -> None:
     """Refuses negative offsets and lengths (InvalidArgument)."""
     if start < 0 or (length is not None and length < 0):
         raise errors.InvalidArgument(f"invalid byte range: start {start}, length {length}")
+
+
+@contextlib.contextmanager
+def backend_failures(backend: str, *failures: type[BaseException]):
+    """Turns a backend's own failures (disk, network, server errors) into Unavailable (503), so
+    callers handle one kind of error; domain errors (NotFound, ...) pass through."""
+    try:
+        yield
+    except errors.DomainError:
+        raise
+    except failures as exc:
+        raise errors.Unavailable(f"object storage ({backend}) is unavailable: {exc}") from exc
+
+
+class ObjectStream:
+    """The chunks of an opened object. `close()` releases the file or connection even when the
+    chunks were never read (a HEAD request, a client that went away); iteration ends with it."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
+        self._chunks = chunks
+        self._release = release
+        self._open = True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._release()
 
 
 @dataclass(frozen=True)
@@ -106,6 +144,10 @@ class LocalObjectStore(ObjectStore):
         return self.root / check_key(key)
 
     def put_stream(self, key, stream, content_type="application/octet-stream"):
+        with backend_failures("local", OSError):
+            return self._put_stream(key, stream)
+
+    def _put_stream(self, key, stream):
         path = self._path(key)
         # A directory cannot also be a file: `a` and `a/b` cannot both exist here (they can in S3).
         try:
@@ -126,10 +168,11 @@ class LocalObjectStore(ObjectStore):
 
     def stat(self, key):
         path = self._path(key)
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            raise errors.NotFound(f"object {key} not found") from None
+        with backend_failures("local", OSError):
+            try:
+                st = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                raise errors.NotFound(f"object {key} not found") from None
         if not S_ISREG(st.st_mode):  # a "directory" is a prefix, not an object
             raise errors.NotFound(f"object {key} not found")
         return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
@@ -141,9 +184,11 @@ class LocalObjectStore(ObjectStore):
             handle = open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise errors.NotFound(f"object {key} not found") from None
+        except OSError as exc:
+            raise errors.Unavailable(f"object storage (local) is unavailable: {exc}") from exc
 
         def chunks():
-            with handle:
+            with backend_failures("local", OSError):
                 handle.seek(start)
                 remaining = length
                 while remaining is None or remaining > 0:
@@ -154,22 +199,29 @@ class LocalObjectStore(ObjectStore):
                         remaining -= len(chunk)
                     yield chunk
 
-        return chunks()
+        return ObjectStream(chunks(), handle.close)
 
     def delete(self, key):
-        try:
-            self._path(key).unlink(missing_ok=True)
-        except (NotADirectoryError, IsADirectoryError):
-            pass  # no object by that name (only keys under it): nothing to delete, as in S3
+        path = self._path(key)
+        with backend_failures("local", OSError):
+            try:
+                path.unlink(missing_ok=True)
+            except (NotADirectoryError, IsADirectoryError):
+                pass  # no object by that name (only keys under it): nothing to delete, as in S3
 
     def list_keys(self, prefix):
-        base = self.root
+        # Only the folder the prefix names is walked, not the whole store.
+        folder = prefix.rpartition("/")[0]
+        top = self.root / check_key(folder) if folder else self.root
         found = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith(".upload-"):
-                key = path.relative_to(base).as_posix()
-                if key.startswith(prefix):
-                    found.append(key)
+        with backend_failures("local", OSError):
+            if not top.is_dir():
+                return []
+            for path in top.rglob("*"):
+                if path.is_file() and not path.name.startswith(".upload-"):
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        found.append(key)
         return sorted(found)
 
     def ping(self):
@@ -204,27 +256,37 @@ class S3ObjectStore(ObjectStore):
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
 
+    def _failures(self):
+        from minio.error import MinioException
+        from urllib3.exceptions import HTTPError
+
+        return backend_failures("s3", MinioException, HTTPError, OSError)
+
     def put_stream(self, key, stream, content_type="application/octet-stream"):
-        self.client.put_object(
-            self.bucket,
-            check_key(key),
-            stream,
-            length=-1,
-            part_size=self.PART,
-            num_parallel_uploads=self.PARALLEL_PARTS,
-            content_type=content_type,
-        )
+        check_key(key)
+        with self._failures():
+            self.client.put_object(
+                self.bucket,
+                key,
+                stream,
+                length=-1,
+                part_size=self.PART,
+                num_parallel_uploads=self.PARALLEL_PARTS,
+                content_type=content_type,
+            )
         return self.stat(key)
 
     def stat(self, key):
         from minio.error import S3Error
 
-        try:
-            st = self.client.stat_object(self.bucket, check_key(key))
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                raise errors.NotFound(f"object {key} not found") from None
-            raise
+        check_key(key)
+        with self._failures():
+            try:
+                st = self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    raise errors.NotFound(f"object {key} not found") from None
+                raise
         return ObjectInfo(key, st.size, (st.etag or "").strip('"') or f"{st.size:x}")
 
     def read_range(self, key, start=0, length=None):
@@ -235,30 +297,35 @@ class S3ObjectStore(ObjectStore):
         if length == 0:  # minio reads length 0 as "to the end"; an empty range is empty
             self.stat(key)
             return iter(())
-        try:
-            response = self.client.get_object(self.bucket, key, offset=start, length=length or 0)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                raise errors.NotFound(f"object {key} not found") from None
-            if exc.code == "InvalidRange":  # starts at or past the end (416)
-                self.stat(key)
-                return iter(())
-            raise
+        with self._failures():
+            try:
+                response = self.client.get_object(self.bucket, key, offset=start, length=length or 0)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    raise errors.NotFound(f"object {key} not found") from None
+                if exc.code == "InvalidRange":  # starts at or past the end (416)
+                    self.stat(key)
+                    return iter(())
+                raise
 
         def chunks():
-            try:
+            with self._failures():
                 yield from response.stream(CHUNK)
-            finally:
-                response.close()
-                response.release_conn()
 
-        return chunks()
+        def release():
+            response.close()
+            response.release_conn()
+
+        return ObjectStream(chunks(), release)
 
     def delete(self, key):
-        self.client.remove_object(self.bucket, check_key(key))
+        check_key(key)
+        with self._failures():
+            self.client.remove_object(self.bucket, key)
 
     def list_keys(self, prefix):
-        return sorted(obj.object_name for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        with self._failures():
+            return sorted(obj.object_name for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
 
     def ping(self):
         try:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from mlstudio.common import errors, mongo
+from mlstudio.common import detections as detection_forms, errors, mongo
 from mlstudio.common.media_files import MediaFile
 
 from . import detections as detections_mod
@@ -61,8 +61,8 @@ def public_image(doc: dict, url: str) -> dict:
         "user": doc["user"],
         "project": doc["project"],
         "isTrain": doc.get("is_train", True),
-        "captions": detections_mod.captions(detections),
-        "boxes": detections_mod.boxes(detections),
+        "captions": detection_forms.captions(detections),
+        "boxes": detection_forms.boxes(detections),
         "video": doc.get("video"),
         "frame_index": doc.get("frame_index"),
         "timestamp_ms": doc.get("timestamp_ms"),
@@ -407,7 +407,7 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int) -> dict:
     most confident object."""
     facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
              "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
-             "score": None if frame.score is None else detections_mod.as_score(frame.score)}
+             "score": None if frame.score is None else detection_forms.as_score(frame.score)}
     if project_type == DETECTION:
         facts["detections"] = list(frame.detections)
     if frame.tag.strip():
@@ -422,11 +422,11 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int) -> dict:
 
 
 def _classified(result) -> dict:
-    return {"tag": tag_from_label(result.label), "score": detections_mod.as_score(result.score)}
+    return {"tag": tag_from_label(result.label), "score": detection_forms.as_score(result.score)}
 
 
 def _detected(result) -> dict:
-    found = detections_mod.from_boxes(result.boxes)
+    found = detection_forms.from_boxes(result.boxes)
     tag, score = detections_mod.best(found)
     return {"tag": tag, "score": score, "detections": found}
 

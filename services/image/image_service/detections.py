@@ -1,50 +1,7 @@
-"""Detections: stored structured, shown also in the original API's string forms.
-
-The frontend draws boxes by parsing `captions` (",<label> <score>" per object, score with three
-decimals) and `boxes` (",[<x1> <y1> <x2> <y2>]" per object, integer pixels), so both strings are
-derived here from the structured list and nowhere else.
-"""
+"""Which tag a Detection image is filed under (the string forms live in mlstudio.common.detections)."""
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-
 from .tags import NO_DETECTION_TAG, tag_from_label
-
-
-def as_score(value: float) -> float:
-    """A model's confidence, without the float32 noise of protobuf (0.9 rather than 0.8999999761)."""
-    return round(float(value), 6)
-
-
-def detection(label: str, score: float, x1: float, y1: float, x2: float, y2: float) -> dict:
-    """One stored detection: `{label, score, box: [x1, y1, x2, y2]}` in pixels."""
-    coordinates = [round(float(value), 2) for value in (x1, y1, x2, y2)]
-    return {"label": str(label), "score": as_score(score), "box": coordinates}
-
-
-def from_boxes(boxes: Iterable) -> list[dict]:
-    """Stored detections from protobuf messages with label, score, x1, y1, x2, y2."""
-    return [detection(b.label, b.score, b.x1, b.y1, b.x2, b.y2) for b in boxes]
-
-
-def captions(detections: list[dict] | None) -> str | None:
-    """`",cat 0.923,dog 0.500"`; None for images without detections (Classification)."""
-    if detections is None:
-        return None
-    return "".join(f",{d['label']} {d['score']:.3f}" for d in detections)
-
-
-def boxes(detections: list[dict] | None) -> str | None:
-    """`",[10 20 110 220],[5 5 50 50]"`; None for images without detections (Classification)."""
-    if detections is None:
-        return None
-    return "".join(",[{} {} {} {}]".format(*(_pixel(v) for v in d["box"])) for d in detections)
-
-
-def _pixel(value: float) -> int:
-    """Nearest integer pixel, halves rounded up (Python's round() would round 0.5 to 0)."""
-    return math.floor(value + 0.5)
 
 
 def best(detections: list[dict]) -> tuple[str, float | None]:

@@ -1,7 +1,7 @@
 """gRPC adapter of the image service, for the video, model and project services."""
+from mlstudio.common import detections as detection_forms
 from mlstudio.image.v1 import image_pb2, image_pb2_grpc
 
-from . import detections
 from .core import NewFrame, Page
 
 
@@ -25,7 +25,7 @@ def to_frame(new: image_pb2.NewImage) -> NewFrame:
     return NewFrame(
         content=new.content, tag=new.tag, title=new.title, video_id=new.video_id, frame_index=new.frame_index,
         timestamp_ms=new.timestamp_ms, score=new.score if new.HasField("score") else None,
-        detections=detections.from_boxes(new.detections),
+        detections=detection_forms.from_boxes(new.detections),
     )
 
 

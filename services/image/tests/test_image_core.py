@@ -7,7 +7,7 @@ import pytest
 from image_fakes import NOW, build_world, image_bytes
 
 from image_service.core import NewFrame, Page
-from image_service.detections import detection
+from mlstudio.common.detections import detection
 from image_service.uploads import UploadedFile
 from mlstudio.common import errors, mongo
 

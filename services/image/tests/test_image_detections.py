@@ -1,5 +1,6 @@
 """Detections in the original API's string forms, which the frontend parses to draw boxes."""
-from image_service.detections import best, boxes, captions, detection
+from image_service.detections import best
+from mlstudio.common.detections import boxes, captions, detection
 
 
 def test_captions_and_boxes_concatenate_one_entry_per_object():

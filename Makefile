@@ -8,7 +8,7 @@ PROTO_STAMP := services/common/mlstudio/.protos
 PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup protos run up down test unit-test integration-test sample-models lock clean
+.PHONY: setup protos run up down test unit-test integration-test bench sample-models lock clean
 
 setup: $(STAMP) $(PROTO_STAMP)
 
@@ -45,6 +45,10 @@ unit-test: setup
 
 integration-test: setup
 	$(PY) -m pytest -m integration
+
+# Measures the performance goals side by side; writes bench/results/latest.{json,md,png}.
+bench: setup
+	$(PY) -m bench
 
 # Writes the deterministic sample models (light/dark classifier, detector) used in the README.
 sample-models: setup

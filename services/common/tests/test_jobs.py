@@ -152,12 +152,34 @@ def test_cancel_a_running_job_is_seen_by_its_worker(queue):
     assert not queue.is_active("a")
 
 
-def test_cancel_a_job_whose_worker_died_is_immediate(queue):
+def test_cancel_a_job_that_ran_before_leaves_it_for_a_worker_to_clean_up(queue):
+    queue.enqueue("a", "video", {})
+    queue.retry_later(queue.claim("w"), "the model service is unavailable")  # may have stored output
+    cancelled = queue.cancel("a")
+    assert (cancelled.status, cancelled.cancel_requested) == (jobs.QUEUED, True)
+    claimed = queue.claim("w2")  # at once: the retry delay is not waited out for a cleanup
+    assert (claimed.id, claimed.cancel_requested) == ("a", True)
+
+    queue.enqueue("b", "video", {})
+    released = queue.release(queue.claim("w3"))  # its attempt is not counted, yet it ran
+    assert released.attempts == 0 and queue.cancel("b").status == jobs.QUEUED
+
+
+def test_cancel_a_job_whose_worker_died_leaves_it_for_a_worker_to_clean_up(queue):
     queue.enqueue("a", "video", {})
     queue.claim("w")
     time.sleep(1.2)
-    assert queue.cancel("a").status == jobs.CANCELLED
-    assert queue.claim("w2") is None
+    cancelled = queue.cancel("a")
+    assert (cancelled.status, cancelled.cancel_requested, cancelled.finished) == (jobs.RUNNING, True, False)
+    assert not queue.is_active("a")
+    assert queue.claim("w2").cancel_requested
+
+
+def test_cancel_a_finished_job_changes_nothing(queue):
+    queue.enqueue("a", "video", {})
+    queue.complete(queue.claim("w"), {"images": 3})
+    job = queue.cancel("a")
+    assert (job.status, job.cancel_requested, job.result) == (jobs.DONE, False, {"images": 3})
 
 
 def test_wait_returns_when_finished_or_at_the_timeout(queue):
@@ -235,6 +257,69 @@ def test_worker_stops_a_cancelled_job_between_batches(queue):
     queue.enqueue("a", "video", {})
     _worker(queue, handler).run_once()
     assert queue.get("a").status == jobs.CANCELLED and handler.cleaned == ["a"]
+
+
+def test_a_worker_that_dies_after_a_cancel_leaves_the_cleanup_to_the_next_worker(queue):
+    queue.enqueue("a", "video", {})
+    queue.claim("dead")
+    queue.cancel("a")
+    handler = RecordingHandler(lambda job, context: pytest.fail("a cancelled job must not run again"))
+    assert not _worker(queue, handler, "w2").run_once()  # the dead worker's lease is still live
+    time.sleep(1.2)
+    assert _worker(queue, handler, "w2").run_once()
+    job = queue.get("a")
+    assert (job.status, job.owner, handler.cleaned) == (jobs.CANCELLED, None, ["a"])
+    assert queue.claim("w3") is None
+
+
+def test_a_job_cancelled_while_waiting_to_be_retried_is_cleaned_up(queue):
+    def behaviour(job, context):
+        context.report(1, 5)
+        raise errors.Unavailable("the image service is unavailable")
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    _worker(queue, handler).run_once()
+    assert queue.get("a").status == jobs.QUEUED
+    queue.cancel("a")
+    handler.behaviour = lambda job, context: pytest.fail("a cancelled job must not run again")
+    _worker(queue, handler).run_once()
+    assert queue.get("a").status == jobs.CANCELLED and handler.cleaned == ["a"]
+
+
+def test_a_cancelled_job_that_has_used_all_its_attempts_is_still_cleaned_up_and_cancelled(queue):
+    queue.enqueue("a", "video", {})
+    for owner in ("w1", "w2"):
+        queue.claim(owner)
+        time.sleep(1.1)
+    queue.cancel("a")
+    handler = RecordingHandler(lambda job, context: pytest.fail("a cancelled job must not run again"))
+    _worker(queue, handler, "w3").run_once()
+    job = queue.get("a")
+    assert (job.status, handler.cleaned) == (jobs.CANCELLED, ["a"])
+
+
+def test_a_cleanup_that_fails_is_tried_again_before_the_job_is_cancelled(queue):
+    class FlakyCleanup(RecordingHandler):
+        def cleanup(self, job):
+            if not self.cleaned:
+                self.cleaned.append("failed")
+                raise errors.Unavailable("the image service is unavailable")
+            super().cleanup(job)
+
+    def behaviour(job, context):
+        queue.cancel(job.id)
+        context.report(1, 5)
+        raise AssertionError("a cancelled job must not go on")
+
+    handler = FlakyCleanup(behaviour)
+    queue.enqueue("a", "video", {})
+    _worker(queue, handler).run_once()
+    job = queue.get("a")
+    assert (job.status, job.cancel_requested, handler.cleaned) == (jobs.QUEUED, True, ["failed"])
+    time.sleep(0.3)  # the retry delay
+    _worker(queue, handler).run_once()
+    assert queue.get("a").status == jobs.CANCELLED and handler.cleaned == ["failed", "a"]
 
 
 def test_worker_gives_up_a_job_whose_workers_keep_dying(queue):

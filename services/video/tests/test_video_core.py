@@ -40,6 +40,7 @@ def test_upload_stores_the_file_records_the_video_and_queues_its_job(world, ligh
     (1, 99, "7", errors.NotFound),          # no such project
     (1, 10, "9", errors.NotFound),          # someone else's private model
     (1, 10, "404", errors.NotFound),        # no such model
+    (1, 10, "1000001", errors.NotFound),    # ids above a million are looked up, not refused as malformed
     (1, 10, "8", errors.InvalidArgument),   # a Detection model for a Classification project
     (1, 10, "6", errors.InvalidArgument),   # a model still training
 ])
@@ -80,12 +81,71 @@ def test_upload_options_say_what_is_wrong(fields, message):
         options(**fields)
 
 
+def test_model_ids_are_not_capped_like_intervals():
+    assert options(model_id="1000001").model_id == 1_000_001
+    assert options(model_id=str(2**63 - 1)).model_id == 2**63 - 1
+    for bad in ("0", "-7", str(2**63)):  # beyond int64, no service could name that model
+        with pytest.raises(errors.InvalidArgument, match="model_id must be a positive integer"):
+            options(model_id=bad)
+    with pytest.raises(errors.InvalidArgument, match="interval must be a positive integer up to 1000000"):
+        options(interval="1000001")
+
+
 def test_upload_options_defaults_and_precedence():
     assert upload_options({"model_id": "7"}, "a.mp4", 1).interval == 1
     by_time = upload_options({"model_id": "7", "interval": "10", "interval_ms": "500"}, "a.mp4", 1)
     assert (by_time.interval, by_time.interval_ms) == (None, 500)
     assert upload_options({"model_id": "7", "wait": "true", "title": " Mine "}, "a.mp4", 1).wait is True
     assert upload_options({"model_id": "7", "title": " Mine "}, "a.mp4", 1).title == "Mine"
+
+
+def test_an_upload_that_could_not_queue_its_job_leaves_nothing(world, light_dark_video, tmp_path):
+    world.jobs.fail_with = errors.Unavailable("the database is unavailable")
+    with pytest.raises(errors.Unavailable):
+        world.core.upload(1, 10, options(), uploaded(light_dark_video, tmp_path))
+    assert nothing_stored(world)
+
+
+def interrupted_upload(world, video, tmp_path, monkeypatch) -> int:
+    """An upload whose process died right after writing the record: the record and file stay,
+    marked `job_pending`, and no job exists."""
+    def die(doc):
+        raise SystemExit("the process died after writing the record")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.core, "_enqueue", die)
+        with pytest.raises(SystemExit):
+            world.core.upload(1, 10, options(), uploaded(video, tmp_path))
+    [video_id] = world.repository.docs
+    return video_id
+
+
+def test_an_upload_interrupted_before_its_job_was_queued_is_queued_by_the_sweep(world, light_dark_video, tmp_path, monkeypatch):
+    video_id = interrupted_upload(world, light_dark_video, tmp_path, monkeypatch)
+    assert world.jobs.docs == {} and world.core.get(video_id, 1)["status"] == "queued"
+
+    assert world.core.queue_missing_jobs() == 0  # too recent: its upload may still be queuing it
+    world.core.requeue_after_s = 0
+    world.core.sweep()
+    job = world.jobs.get(job_id(video_id))
+    assert (job.kind, job.payload) == (SPLIT_JOB, {"video_id": video_id, "project_id": 10, "user_id": 1})
+    assert job.progress == {"done": 0, "total": 20}  # the same estimate an upload queues with
+    assert "job_pending" not in world.repository.docs[video_id]
+    assert world.core.queue_missing_jobs() == 0 and world.jobs.enqueued == [job_id(video_id)]
+
+
+def test_a_video_being_deleted_is_not_queued_by_the_sweep(world, light_dark_video, tmp_path, monkeypatch):
+    video_id = interrupted_upload(world, light_dark_video, tmp_path, monkeypatch)
+    world.repository.mark_deleting(video_id)
+    world.core.requeue_after_s = 0
+    assert world.core.queue_missing_jobs() == 0 and world.jobs.docs == {}
+
+
+def test_an_uploaded_video_is_not_queued_twice_by_the_sweep(world, light_dark_video, tmp_path):
+    video_id = world.core.upload(1, 10, options(), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    assert "job_pending" not in world.repository.docs[video_id]
+    world.core.requeue_after_s = 0
+    assert world.core.queue_missing_jobs() == 0 and world.jobs.enqueued == [job_id(video_id)]
 
 
 def test_readers_see_the_job_state(world, light_dark_video, tmp_path):

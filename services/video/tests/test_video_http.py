@@ -176,6 +176,14 @@ def test_if_range_with_a_stale_etag_gets_the_whole_file(client, video_url):
     assert client.get(video_url, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
 
 
+def test_browsers_cache_the_file_only_while_its_url_is_valid(client, video_url, world):
+    expires = int(urllib.parse.parse_qs(urllib.parse.urlsplit(video_url).query)["expires"][0])
+    now = world.core.clock()
+    assert client.get(video_url).headers["Cache-Control"] == f"private, max-age={expires - int(now)}"
+    world.core.clock = lambda: now + 1000  # the same URL, 1000 s on: less time left
+    assert client.get(video_url).headers["Cache-Control"] == f"private, max-age={expires - int(now) - 1000}"
+
+
 def test_a_bad_signature_or_another_video_is_403(client, video_url):
     tampered = video_url.replace("signature=", "signature=0")
     assert client.get(tampered).status_code == 403

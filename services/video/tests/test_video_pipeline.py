@@ -41,18 +41,23 @@ def test_frames_go_to_the_model_and_the_store_in_batches(light_dark_video):
     assert reports == [(8, 20, 70), (16, 20, 150), (20, 20, 190), (20, 20, 190)]
 
 
-def test_model_labels_become_lower_case_tags(light_dark_video):
+def test_model_labels_go_as_the_model_said_and_the_image_service_makes_the_tag(light_dark_video):
     _, images, _, _ = run_pipeline(light_dark_video)
-    assert images.of_video(5)[0].tag == "light"  # the fake answers "LIGHT" for the first of a batch
+    first = images.sent[0]  # the fake answers "LIGHT" for the first of a batch
+    assert (first.tag, first.score > 0.9) == ("LIGHT", True)
+    assert images.of_video(5)[0].tag == "light"  # filed by the image service's rule
 
 
-def test_detection_frames_carry_every_box_and_the_best_label(light_dark_video):
+def test_detection_frames_carry_every_box_and_leave_the_tag_to_the_image_service(light_dark_video):
     _, images, labeller, _ = run_pipeline(light_dark_video, project_type="Detection", model_id=8)
-    stored = images.of_video(5)
     assert labeller.calls[0][0] == "detect"
+    sent_light, sent_dark = images.sent[0], images.sent[-1]
+    assert (sent_light.tag, sent_light.HasField("score")) == ("", False)
+    assert [(d.label, round(d.x2, 1)) for d in sent_light.detections] == [("Bottle", 30.4), ("cap", 5.0)]
+    assert (sent_dark.tag, sent_dark.HasField("score"), list(sent_dark.detections)) == ("", False, [])
+    stored = images.of_video(5)
     light, dark = stored[0], stored[-1]
     assert light.tag == "bottle" and light.score == pytest.approx(0.9)
-    assert [(d.label, round(d.x2, 1)) for d in light.detections] == [("Bottle", 30.4), ("cap", 5.0)]
     assert dark.tag == "unlabeled" and not dark.HasField("score") and list(dark.detections) == []
 
 

@@ -11,8 +11,11 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+from image_service.detections import best
+from image_service.tags import tag_from_label
 
 from mlstudio.common import errors, jobs
+from mlstudio.common.detections import from_boxes
 from mlstudio.image.v1 import image_pb2
 from mlstudio.model.v1 import model_pb2
 
@@ -65,11 +68,23 @@ class FakeLabeller:
         return answers
 
 
+def filed_as(new: image_pb2.NewImage) -> tuple[str, float | None]:
+    """The tag and score the image service's CreateImages files a frame under, by its own rule
+    (the label made a tag; without one, the most confident detection's, or `unlabeled`)."""
+    score = new.score if new.HasField("score") else None
+    if new.tag.strip():
+        return tag_from_label(new.tag), score
+    tag, best_score = best(from_boxes(new.detections))
+    return tag, best_score if score is None else score
+
+
 class FakeImages:
-    """The image service's frame calls, idempotent on (video id, frame index) like the real one."""
+    """The image service's frame calls, idempotent on (video id, frame index) like the real one;
+    `sent` keeps every frame as the caller sent it."""
 
     def __init__(self):
         self.images: dict[tuple[int, int], image_pb2.Image] = {}
+        self.sent: list[image_pb2.NewImage] = []
         self.ids = itertools.count(1)
         self.create_calls = 0
         self.fail_with: Exception | None = None
@@ -80,17 +95,19 @@ class FakeImages:
             self.create_calls += 1
             if self.fail_with:
                 raise self.fail_with
+            self.sent.extend(images)
             stored = []
             for new in images:
                 key = (new.video_id, new.frame_index)
                 if key not in self.images:
+                    tag, score = filed_as(new)
                     image = image_pb2.Image(
-                        id=next(self.ids), project_id=project_id, user_id=user_id, tag=new.tag, title=new.title,
+                        id=next(self.ids), project_id=project_id, user_id=user_id, tag=tag, title=new.title,
                         video_id=new.video_id, frame_index=new.frame_index, timestamp_ms=new.timestamp_ms,
                         detections=list(new.detections), content_type=new.content_type, is_train=True,
                         url=f"http://gateway.test/images/{len(self.images) + 1}/file")
-                    if new.HasField("score"):
-                        image.score = new.score
+                    if score is not None:
+                        image.score = score
                     self.images[key] = image
                 stored.append(self.images[key])
             return stored
@@ -173,6 +190,14 @@ class FakeRepository:
     def pending_deletions(self):
         return [copy.deepcopy(d) for d in self.docs.values() if d.get("deleting")]
 
+    def awaiting_job(self, created_until):
+        return [copy.deepcopy(d) for d in self.docs.values()
+                if d.get("job_pending") and d["create_time"] <= created_until and not d.get("deleting")]
+
+    def job_queued(self, video_id):
+        if video_id in self.docs:
+            self.docs[video_id].pop("job_pending", None)
+
     def remove(self, video_id):
         self.docs.pop(video_id, None)
 
@@ -184,15 +209,24 @@ class FakeJobQueue:
     def __init__(self):
         self.docs: dict[str, dict] = {}
         self.live_workers: set[str] = set()  # job ids whose worker holds a live lease
+        self.enqueued: list[str] = []  # every enqueue call's job id
+        self.fail_with: Exception | None = None  # raised by the next enqueue
 
     def _job(self, job_id):
         doc = self.docs.get(job_id)
         return jobs.Job.from_doc(copy.deepcopy(doc)) if doc else None
 
     def enqueue(self, job_id, kind, payload, *, total=0):
+        self._fail_once()
         self.docs.setdefault(job_id, {"_id": job_id, "kind": kind, "payload": dict(payload), "status": jobs.QUEUED, "attempts": 0,
                                       "max_attempts": 3, "progress": {"done": 0, "total": total}, "checkpoint": {}, "error": ""})
+        self.enqueued.append(job_id)
         return self._job(job_id)
+
+    def _fail_once(self):
+        if self.fail_with:
+            error, self.fail_with = self.fail_with, None
+            raise error
 
     def get(self, job_id):
         return self._job(job_id)
@@ -207,10 +241,11 @@ class FakeJobQueue:
         doc = self.docs.get(job_id)
         if doc is None:
             return None
-        if doc["status"] == jobs.QUEUED or (doc["status"] == jobs.RUNNING and job_id not in self.live_workers):
+        if doc["status"] in jobs.FINISHED:
+            return self._job(job_id)
+        if doc["status"] == jobs.QUEUED and doc["attempts"] == 0:  # never started: nothing to clean up
             doc["status"] = jobs.CANCELLED
-        elif doc["status"] == jobs.RUNNING:
-            doc["cancel_requested"] = True
+        doc["cancel_requested"] = True  # else a worker stops, cleans up, then cancels it
         return self._job(job_id)
 
     def is_active(self, job_id):

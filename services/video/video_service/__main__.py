@@ -1,6 +1,7 @@
 """Composition root of the video service's API process: settings, database, object storage,
 the job queue, the peers it asks (projects, models, images), HTTP + gRPC, and the sweep that
-finishes deletions that could not finish at once. The frames are made by `video_service.worker`."""
+finishes what an interruption left unfinished (deletions, uploads whose job was never queued). The
+frames are made by `video_service.worker`."""
 
 from mlstudio.common import clients, jobs, logs, media_urls, mongo, runner, settings as settings_mod, storage
 
@@ -26,14 +27,14 @@ def main() -> None:
     core = VideoCore(
         repository, job_queue, store,
         clients.ProjectClient(settings.project_grpc_addr, settings.grpc_deadline_s),
-        clients.ModelClient(settings.model_grpc_addr),
-        clients.ImageClient(settings.image_grpc_addr),
+        clients.ModelClient(settings.model_grpc_addr, settings.grpc_deadline_s),
+        clients.ImageClient(settings.image_grpc_addr, settings.grpc_deadline_s),
         signer,
         wait_timeout_s=settings.wait_timeout_s,
         cancel_wait_s=settings.cancel_wait_s,
     )
     server, port, _health = build_grpc(settings, core)
-    sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.retry_pending_deletions)
+    sweep = runner.periodic("video-sweep", settings.delete_retry_s, core.sweep)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping})
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=settings.max_upload_bytes, background=[sweep])

@@ -3,8 +3,11 @@
 An upload is checked completely before anything is stored (the project is the caller's, the
 model is readable and of the project's type and ready, the sampling options make sense, the file
 is a video a quick probe can decode). Then the file goes to object storage, the record is
-written and a job is queued; the worker process does the rest. The processing state a reader
-sees (status, progress, error) is the job's own, so it can never disagree with the job.
+written marked `job_pending`, its job is queued and the mark cleared; the worker process does the
+rest. An upload that stopped between the record and its job (a crash) leaves the mark, and the
+periodic `sweep` queues the job (queuing is idempotent on the job id, so a job that exists is
+left as it is). The processing state a reader sees (status, progress, error) is the job's own,
+so it can never disagree with the job.
 
 A delete hides the video at once, stops its job (waiting briefly for a worker to notice), then
 removes its frames (through the image service), its file, its job and its record. If any step
@@ -17,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -82,9 +86,16 @@ def split_payload(doc: dict) -> dict:
     return {"video_id": doc["_id"], "project_id": doc["project"], "user_id": doc["user"]}
 
 
+def expected_images(doc: dict) -> int:
+    """How many frames the video should give: the job's progress total until the worker knows."""
+    frames, fps = int(doc.get("frame_count") or 0), float(doc.get("fps") or 0.0)
+    duration_ms = int(frames * 1000 / fps) if frames > 0 and fps > 0 else 0
+    return FrameSampler(doc.get("interval"), doc.get("interval_ms")).estimate(frames, duration_ms)
+
+
 class VideoCore:
     def __init__(self, repository, job_queue: jobs.JobQueue, store, projects: Projects, models: Models, images: Images, signer, *,
-                 wait_timeout_s: float = 600.0, cancel_wait_s: float = 10.0,
+                 wait_timeout_s: float = 600.0, cancel_wait_s: float = 10.0, requeue_after_s: float = 120.0,
                  clock: Callable[[], float] = time.time, poll_s: float = 0.25):
         self.repository = repository
         self.jobs = job_queue
@@ -95,6 +106,9 @@ class VideoCore:
         self.signer = signer
         self.wait_timeout_s = wait_timeout_s
         self.cancel_wait_s = cancel_wait_s
+        # Longer than an upload takes from writing its record to queuing its job, so the sweep
+        # never queues the job of an upload whose queuing is failing and being rolled back.
+        self.requeue_after_s = requeue_after_s
         self.clock = clock
         self.poll_s = poll_s
 
@@ -102,7 +116,8 @@ class VideoCore:
 
     def present(self, doc: dict, job: jobs.Job | None) -> dict:
         """The API's Video: the original fields, then the processing state."""
-        # No job yet: the upload is between writing the record and queuing its job.
+        # No job yet: the upload is between writing the record and queuing its job, or stopped
+        # there; then the sweep queues it (`queue_missing_jobs`).
         status = _STATUS.get(job.status, "failed") if job else "queued"
         error = None
         if job is not None and job.status == jobs.CANCELLED:
@@ -174,7 +189,9 @@ class VideoCore:
             info = self._storage(lambda: self.store.stat(doc["key"]))
         except errors.NotFound:
             raise errors.NotFound(f"the file of video {video_id} is missing") from None
-        return MediaFile(doc["key"], doc.get("content_type") or "video/mp4", info.size, info.etag, self.signer.ttl_s)
+        # Cached no longer than the URL stays valid: a browser must not replay an expired URL.
+        max_age_s = max(0, int(expires) - int(self.clock()))
+        return MediaFile(doc["key"], doc.get("content_type") or "video/mp4", info.size, info.etag, max_age_s)
 
     def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self._storage(lambda: self.store.read_range(media.key, start, length))
@@ -188,7 +205,7 @@ class VideoCore:
         self._check_model(options.model_id, user_id, project)
         info = probe(upload.path)
         doc = self._store(user_id, project, options, upload, info)
-        job = self._enqueue(doc, options, info)
+        job = self._enqueue(doc)
         log.info("video queued", extra={"video": doc["_id"], "project": project_id, "bytes": doc["size"]})
         return {"video": self.present(doc, job), "images": []}
 
@@ -225,6 +242,7 @@ class VideoCore:
             "width": info.width,
             "height": info.height,
             "create_time": mongo.utc_now(),
+            "job_pending": True,  # cleared once its job is queued; the sweep queues it otherwise
         }
         try:
             return self.repository.insert(doc)
@@ -232,14 +250,21 @@ class VideoCore:
             self._forget_file(key)
             raise
 
-    def _enqueue(self, doc: dict, options: UploadOptions, info: VideoInfo) -> jobs.Job:
-        total = FrameSampler(options.interval, options.interval_ms).estimate(info.frame_count, info.duration_ms)
+    def _enqueue(self, doc: dict) -> jobs.Job:
         try:
-            return self.jobs.enqueue(job_id(doc["_id"]), SPLIT_JOB, split_payload(doc), total=total)
+            job = self._queue_job(doc)
         except BaseException:
             self._forget_file(doc["key"])
             self.repository.remove(doc["_id"])
             raise
+        try:
+            self.repository.job_queued(doc["_id"])
+        except errors.DomainError as exc:  # the job is queued: the sweep clears the mark later
+            log.warning("video %s: its job is queued but the record still says it is not: %s", doc["_id"], exc.message)
+        return job
+
+    def _queue_job(self, doc: dict) -> jobs.Job:
+        return self.jobs.enqueue(job_id(doc["_id"]), SPLIT_JOB, split_payload(doc), total=expected_images(doc))
 
     def _forget_file(self, key: str) -> None:
         try:
@@ -260,6 +285,29 @@ class VideoCore:
         """`{video, images}` once processing has ended, or as things stand at the timeout."""
         self.jobs.wait(job_id(video_id), self.wait_timeout_s if timeout_s is None else timeout_s, self.poll_s)
         return self.get_with_images(video_id, user_id)
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """The API process's periodic round: finishes what an interruption left unfinished. Each
+        task runs even when the other cannot finish now (the next round tries again)."""
+        for task in (self.queue_missing_jobs, self.retry_pending_deletions):
+            try:
+                task()
+            except errors.DomainError as exc:
+                log.warning("sweep: %s did not finish, will retry: %s", task.__name__, exc.message)
+
+    def queue_missing_jobs(self) -> int:
+        """Queues the jobs of uploads that stopped after writing their record (a crash before the
+        job was queued); returns how many records were seen to."""
+        cutoff = mongo.utc_now() - timedelta(seconds=self.requeue_after_s)
+        count = 0
+        for doc in self.repository.awaiting_job(created_until=cutoff):
+            self._queue_job(doc)
+            self.repository.job_queued(doc["_id"])
+            log.info("video queued by the sweep", extra={"video": doc["_id"]})
+            count += 1
+        return count
 
     # ---- deleting ---------------------------------------------------------------------------
 

@@ -10,6 +10,11 @@ After each stored batch, progress and a checkpoint (the last stored frame index)
 attempt that dies part-way is resumed by the next one from there; a batch stored twice (after a
 crash between storing and checkpointing) creates nothing twice, because `CreateImages` is
 idempotent on (video id, frame index).
+
+Frames go to the image service with what the model said, as it said it: a Classification frame
+with the predicted label as its tag, a Detection frame with every box and no tag. Which tag that
+makes (lower-cased, made valid, the most confident box's label, `unlabeled` when nothing was
+found) is the image service's rule, applied by `CreateImages` as for its own predictions.
 """
 from __future__ import annotations
 
@@ -26,8 +31,6 @@ from mlstudio.image.v1 import image_pb2
 from .frames import Frame, FrameDecoder, FrameSampler, batches
 
 DETECTION = "Detection"
-# What a Detection frame in which nothing was found is filed under (the image service's word).
-NO_DETECTION_TAG = "unlabeled"
 
 
 class Labeller(Protocol):
@@ -161,18 +164,16 @@ def _new_image(request: SplitRequest, frame: Frame, **labels) -> image_pb2.NewIm
 
 
 def classified_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.NewImage:
-    """A frame filed under the label its model predicted, with the model's confidence."""
-    return _new_image(request, frame, tag=result.label.strip().lower(), score=result.score)
+    """A frame with the label its model predicted and the model's confidence (the image service
+    makes the label a tag)."""
+    return _new_image(request, frame, tag=result.label, score=result.score)
 
 
 def detection_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.NewImage:
-    """A frame with every object found in it, filed under the most confident object's label."""
-    boxes = list(result.boxes)
-    detections = [image_pb2.Detection(label=b.label, score=b.score, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2) for b in boxes]
-    if not boxes:
-        return _new_image(request, frame, tag=NO_DETECTION_TAG, detections=detections)
-    best = max(boxes, key=lambda box: box.score)
-    return _new_image(request, frame, tag=best.label.strip().lower(), score=best.score, detections=detections)
+    """A frame with every object found in it and no tag: the image service files it under its
+    most confident object (or as unlabeled), with that object's score."""
+    detections = [image_pb2.Detection(label=b.label, score=b.score, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2) for b in result.boxes]
+    return _new_image(request, frame, detections=detections)
 
 
 class _DecodingThread:

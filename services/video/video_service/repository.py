@@ -2,9 +2,13 @@
 
 A video being deleted is first marked `deleting`, which hides it from every read; the record
 goes only when its frames, file and job are gone, so a deletion that stops half-way is finished
-by the periodic sweep (`pending_deletions`).
+by the periodic sweep (`pending_deletions`). Likewise a record is written `job_pending` and the
+mark cleared once its job is queued, so an upload that stopped in between is found by the sweep
+(`awaiting_job`) and its job queued then.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 import pymongo
 from pymongo.database import Database
@@ -24,6 +28,7 @@ class VideoRepository:
         mongo.declare_indexes(self.videos, [
             pymongo.IndexModel([("project", 1), ("_id", 1)], name="project_videos"),
             pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
+            pymongo.IndexModel([("job_pending", 1)], name="job_pending", sparse=True),
         ])
 
     def _run(self, operation):
@@ -58,6 +63,13 @@ class VideoRepository:
 
     def pending_deletions(self) -> list[dict]:
         return self._run(lambda: list(self.videos.find({"deleting": True})))
+
+    def awaiting_job(self, created_until: datetime) -> list[dict]:
+        """Visible videos written at or before `created_until` whose job was never marked queued."""
+        return self._run(lambda: list(self.videos.find({"job_pending": True, "create_time": {"$lte": created_until}, **VISIBLE})))
+
+    def job_queued(self, video_id: int) -> None:
+        self._run(lambda: self.videos.update_one({"_id": video_id}, {"$unset": {"job_pending": ""}}))
 
     def get_any(self, video_id: int) -> dict | None:
         """The record even while it is being deleted (for the worker and the sweep)."""

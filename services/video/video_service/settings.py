@@ -17,6 +17,7 @@ class VideoSettings(ServiceSettings):
     wait_timeout_s: float = env("VIDEO_WAIT_TIMEOUT_S", 600.0, help="longest an upload with wait=true waits for processing before answering")
     batch_size: int = env("VIDEO_BATCH_SIZE", 32, help="frames per prediction call and per CreateImages call")
     batch_bytes: int = env("VIDEO_BATCH_BYTES", 16 * MIB, help="most JPEG bytes in one batch (large frames make smaller batches)")
+    batch_deadline_s: float = env("VIDEO_BATCH_DEADLINE_S", 60.0, help="deadline of the worker's gRPC calls, each carrying a batch of frames (Classify/Detect, CreateImages); at least GRPC_DEADLINE_S")
     jpeg_quality: int = env("VIDEO_JPEG_QUALITY", 90, help="JPEG quality of stored frames")
     job_lease_s: float = env("VIDEO_JOB_LEASE_S", 30.0, help="a worker's lease on a job; a dead worker's job is taken over after it")
     job_max_attempts: int = env("VIDEO_JOB_MAX_ATTEMPTS", 3, help="claims of one job before it is given up as failed")
@@ -24,7 +25,12 @@ class VideoSettings(ServiceSettings):
     worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 1.0, help="how often an idle worker looks for jobs")
     worker_id: str = env("VIDEO_WORKER_ID", "", help="name of this worker in job leases (default host:pid)")
     cancel_wait_s: float = env("VIDEO_CANCEL_WAIT_S", 10.0, help="how long a delete waits for the worker of a video in progress to stop")
-    delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="how often unfinished video deletions are finished")
+    delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="period of the sweep that finishes unfinished deletions and queues the job of an upload interrupted before queuing it")
+
+    @property
+    def worker_call_deadline_s(self) -> float:
+        """The worker's gRPC deadline: a batch of frames takes longer than a one-record call."""
+        return max(self.grpc_deadline_s, self.batch_deadline_s)
 
     @property
     def tmp_dir(self) -> Path:

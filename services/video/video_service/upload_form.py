@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mlstudio.common import errors
 
 MAX_INTERVAL = 1_000_000
+MAX_ID = 2**63 - 1  # ids travel as int64 in gRPC and are stored as such in MongoDB
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = ("1", "true", "yes", "on")
@@ -38,6 +39,19 @@ def _positive_int(name: str, raw, what: str) -> int:
     return value
 
 
+def _positive_id(name: str, raw, what: str) -> int:
+    """An id: any positive integer that fits the int64 the services exchange ids as (ids are
+    not capped like the sampling options)."""
+    text = str(raw).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= MAX_ID:
+        raise errors.InvalidArgument(f"field {name} must be a positive integer ({what}), got {text!r}", code=f"invalid_{name}")
+    return value
+
+
 def _flag(name: str, raw) -> bool:
     text = str(raw or "").strip().lower()
     if text in _TRUE:
@@ -61,7 +75,7 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
     neither, every `default_interval`-th frame is sampled."""
     if not str(fields.get("model_id") or "").strip():
         raise errors.InvalidArgument("field model_id is required: the model that labels the frames", code="invalid_model_id")
-    model_id = _positive_int("model_id", fields["model_id"], "a model's id")
+    model_id = _positive_id("model_id", fields["model_id"], "a model's id")
     interval_ms = None
     interval = None
     if str(fields.get("interval_ms") or "").strip():

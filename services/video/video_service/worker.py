@@ -31,9 +31,11 @@ def build_worker(settings: VideoSettings) -> jobs.Worker:
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     job_queue = jobs.JobQueue(db.jobs, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, retry_delay_s=settings.job_retry_delay_s)
     job_queue.ensure_indexes()
-    images = clients.ImageClient(settings.image_grpc_addr)
-    pipeline = FramePipeline(clients.ModelClient(settings.model_grpc_addr), images, batch_size=settings.batch_size,
-                             batch_bytes=settings.batch_bytes, jpeg_quality=settings.jpeg_quality)
+    # Every call of the worker carries a batch of frames (or removes a video's frames).
+    images = clients.ImageClient(settings.image_grpc_addr, settings.worker_call_deadline_s)
+    models = clients.ModelClient(settings.model_grpc_addr, settings.worker_call_deadline_s)
+    pipeline = FramePipeline(models, images, batch_size=settings.batch_size, batch_bytes=settings.batch_bytes,
+                             jpeg_quality=settings.jpeg_quality)
     handler = SplitVideoHandler(VideoRepository(db), storage.open_store(settings.object_storage_url), pipeline, images, settings.tmp_dir)
     return jobs.Worker(job_queue, {SPLIT_JOB: handler}, worker_name(settings), poll_s=settings.worker_poll_s)
 

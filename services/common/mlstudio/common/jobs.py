@@ -14,6 +14,12 @@ skewed clocks agree on whose lease has expired.
 Job states: queued -> running -> done | failed | cancelled. A running job may go back to queued
 (a transient failure to retry later, or a worker that stops gracefully). `attempts` counts claims;
 a job claimed more than `max_attempts` times is given up as failed.
+
+Cancelling never leaves partial output behind. A job that no worker ever started has none, so it
+is cancelled at once. Any other job is flagged `cancel_requested`: its live worker stops at its
+next check; a job without one (queued again, or its worker died) is claimed by the next free
+worker only to run its handler's `cleanup`, and then it is cancelled. A cleanup that fails is
+tried again later, so a cancelled job is always a cleaned-up one.
 """
 from __future__ import annotations
 
@@ -175,14 +181,27 @@ class JobQueue:
         return {doc["_id"]: Job.from_doc(doc) for doc in self._run(lambda: list(self.jobs.find({"_id": {"$in": ids}})))}
 
     def cancel(self, job_id: str) -> Job | None:
-        """Asks a job to stop. A queued job (or one whose worker died) is cancelled at once; a
-        running one is flagged and its worker stops at its next check (`is_active` tells when)."""
+        """Asks a job to stop. A queued job no worker ever started is cancelled at once (it has
+        no output). Any other unfinished job is flagged `cancel_requested`: its worker stops at its
+        next check (`is_active` tells when), or, when it has none (queued again, or its worker
+        died), the next worker to claim it runs the handler's cleanup and then cancels it.
+        Returns the job as it is now; None when there is no such job."""
+        never_started = {"$and": [{"$eq": ["$status", QUEUED]}, {"$ne": ["$started", True]},
+                                  {"$eq": [{"$ifNull": ["$attempts", 0]}, 0]}]}
+        queued = {"$eq": ["$status", QUEUED]}
+
         def operation():
-            self.jobs.update_one({"_id": job_id, "status": QUEUED}, {"$set": {"status": CANCELLED}, "$currentDate": {"updated": True}})
-            self.jobs.update_one({"_id": job_id, "status": RUNNING, **_lease_expired()},
-                                 {"$set": {"status": CANCELLED, "owner": None}, "$currentDate": {"updated": True}})
-            return self.jobs.find_one_and_update({"_id": job_id, "status": RUNNING}, {"$set": {"cancel_requested": True}},
-                                                 return_document=pymongo.ReturnDocument.AFTER) or self.jobs.find_one({"_id": job_id})
+            # One atomic update: the job cannot change state between deciding and flagging.
+            return self.jobs.find_one_and_update(
+                {"_id": job_id, "status": {"$in": [QUEUED, RUNNING]}},
+                [{"$set": {
+                    "status": {"$cond": [never_started, CANCELLED, "$status"]},
+                    "cancel_requested": True,
+                    # A queued job waiting out a retry delay is cleaned up now, not after it.
+                    "available_at": {"$cond": [queued, {"$min": ["$available_at", "$$NOW"]}, "$available_at"]},
+                    "updated": "$$NOW",
+                }}],
+                return_document=pymongo.ReturnDocument.AFTER) or self.jobs.find_one({"_id": job_id})
         doc = self._run(operation)
         return Job.from_doc(doc) if doc else None
 
@@ -205,11 +224,13 @@ class JobQueue:
     # -- workers ---------------------------------------------------------------------------
 
     def claim(self, owner: str, kinds: Iterable[str] | None = None) -> Job | None:
-        """Takes the oldest claimable job: queued and due, or running under an expired lease."""
+        """Takes the oldest claimable job: queued and due, or running under an expired lease.
+        A claimed job with `cancel_requested` is to be cleaned up and cancelled, not run
+        (`Worker.run_once` does that)."""
         claimable = {"$or": [
             {"status": QUEUED, "$expr": {"$lte": ["$available_at", "$$NOW"]}},
             {"status": RUNNING, **_lease_expired()},
-        ], "cancel_requested": {"$ne": True}}
+        ]}
         if kinds is not None:
             claimable["kind"] = {"$in": list(kinds)}
         doc = self._run(lambda: self.jobs.find_one_and_update(
@@ -219,6 +240,8 @@ class JobQueue:
                 "owner": owner,
                 "lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]},
                 "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+                # Once started, a job may have output: cancelling it needs its cleanup.
+                "started": True,
                 "updated": "$$NOW",
             }}],
             sort=[("available_at", 1), ("_id", 1)],
@@ -275,7 +298,7 @@ class JobQueue:
             "attempts": {"$max": [0, {"$subtract": ["$attempts", 1]}]}, "updated": "$$NOW"}}]))
 
     def acknowledge_cancel(self, job: Job) -> Job:
-        """The worker has stopped working on a cancelled job."""
+        """The worker has stopped working on a cancelled job and cleaned up after it."""
         return Job.from_doc(self._update_owned(job, {"$set": {"status": CANCELLED, "owner": None}, "$currentDate": {"updated": True}}))
 
 
@@ -399,14 +422,17 @@ class Worker:
         if job is None:
             return False
         handler = self.handlers[job.kind]
-        if job.exhausted:
+        if job.exhausted and not job.cancel_requested:
             self._give_up(job, handler)
             return True
-        log.info("job claimed", extra={"job": job.id, "attempt": job.attempts})
+        log.info("job claimed", extra={"job": job.id, "attempt": job.attempts, "cancel_requested": job.cancel_requested})
         context = JobContext(self.queue, job, self.stopping)
         try:
             with Heartbeat(context, self.queue.lease_s / 3):
-                self._run(handler, context)
+                if job.cancel_requested:  # cancelled while no worker held it: only the cleanup is left
+                    self._cancel(handler, job)
+                else:
+                    self._run(handler, context)
         except LeaseLost:
             log.warning("job %s: lease lost; another worker carries on", job.id)
         return True
@@ -416,9 +442,7 @@ class Worker:
         try:
             result = handler.run(job, context)
         except JobCancelled:
-            handler.cleanup(context.job)
-            self.queue.acknowledge_cancel(context.job)
-            log.info("job cancelled", extra={"job": job.id})
+            self._cancel(handler, context.job)
             return
         except WorkerStopping:
             self.queue.release(context.job)
@@ -441,6 +465,22 @@ class Worker:
             return
         self.queue.complete(context.job, result)
         log.info("job done", extra={"job": job.id})
+
+    def _cancel(self, handler: JobHandler, job: Job) -> None:
+        """Cleans up after a cancelled job, then cancels it; a cleanup that fails is retried later
+        (the job stays flagged, so the next claim cleans up again)."""
+        try:
+            handler.cleanup(job)
+        except errors.Unavailable as exc:
+            log.warning("job %s: cleaning up after cancel did not finish; will try again: %s", job.id, exc.message)
+            self.queue.retry_later(job, job.error)
+            return
+        except Exception:  # noqa: BLE001 - partial output must not stay behind: clean up again later
+            log.exception("job %s: cleaning up after cancel did not finish; will try again", job.id)
+            self.queue.retry_later(job, job.error)
+            return
+        self.queue.acknowledge_cancel(job)
+        log.info("job cancelled", extra={"job": job.id})
 
     def _fail(self, handler: JobHandler, job: Job, error: str) -> None:
         try:

@@ -1,7 +1,8 @@
 """The model service through the gateway, against the real local stack (TF Serving stand-in when
 `tensorflow_model_server` is not on PATH): uploading Keras and SavedModel files, the listing
 rules, predictions filed by `/images/predict` with exact scores and boxes, refused uploads that
-leave nothing behind, deletes that stop serving, and TF Serving repopulated from storage."""
+leave nothing behind, deletes that stop serving, TF Serving repopulated from storage, and readiness
+that asks TF Serving."""
 from __future__ import annotations
 
 import io
@@ -232,3 +233,9 @@ def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, regi
     image = owner.predict(model["id"], [png(0)]).json()[0]
     assert image["type"] == "dark" and image["score"] == pytest.approx(DARK[1], abs=1e-4)
     assert "saved_model.pb" in served_files(stack, model["id"])
+
+
+def test_the_model_service_is_ready_once_tf_serving_answers(stack):
+    response = requests.get(f"http://127.0.0.1:{stack.ports['MODEL_HTTP_PORT']}/readyz", timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"] == {"mongodb": True, "storage": True, "tfserving": True}

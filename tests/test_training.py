@@ -231,8 +231,8 @@ def test_a_script_sees_no_credentials_nor_the_stack_data(owner, colours, module_
     for path in secret_files:
         content = path.read_text(errors="replace").strip()
         assert content and content not in text
-    if "[sandbox] network: none" in text:
-        assert "network: reached the gateway" not in text
+    assert "[sandbox] network: none" in text and "[sandbox] processes: a PID namespace of their own" in text, text
+    assert "\nnetwork: " in text and "network: reached the gateway" not in text
 
 
 def test_a_sleeping_script_is_stopped_at_its_time_limit(owner, colours):

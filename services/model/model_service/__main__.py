@@ -40,6 +40,12 @@ def first_reconcile(core, wait_s: float) -> None:
             time.sleep(0.5)
 
 
+def readiness_checks(db, core) -> dict:
+    """What /readyz asks: the database, object storage and TF Serving (without it nothing can be
+    uploaded or used, only listed)."""
+    return {"mongodb": lambda: mongo.ping(db), "storage": core.store.ping, "tfserving": core.serving.client.ping}
+
+
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model", settings.log_level)
@@ -49,8 +55,7 @@ def main() -> None:
     server, port, _health = build_grpc(settings, core)
     stop = threading.Event()
     reconcile = threading.Thread(target=reconcile_loop, args=(core, settings.reconcile_s, stop), daemon=True, name="reconcile")
-    readiness = {"mongodb": lambda: mongo.ping(db), "storage": core.store.ping}
-    app = create_app(settings, core, readiness=readiness)
+    app = create_app(settings, core, readiness=readiness_checks(db, core))
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=max_body_bytes(settings), background=[reconcile])
 

@@ -8,11 +8,13 @@ the SavedModel into TF Serving's repository, apply the config and wait until TF 
 AVAILABLE; only then is the model `Trained`. A failure at any step removes everything written
 so far (the model, its files, its config entry): an upload either becomes a served model or
 leaves nothing behind. A registration whose process died is undone by `reconcile` once its
-claim expires; a delete that fails half-way is finished by `reconcile` too.
+claim expires; a delete that fails half-way (object storage or TF Serving's repository away,
+whatever the error) stays marked and is finished by `reconcile` too.
 
 Trained models (`method=create`, see `trainings.py`) are recorded at once as `Pending` and
 trained by the trainer worker, which hands the result to `register_trained`: the same
-conversion, checks, storage and serving as an upload, on the model already recorded.
+conversion, checks, storage and serving as an upload, on the model already recorded. A record
+whose training job was never queued (the service stopped in between) is queued by `reconcile`.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ CLASSIFICATION = "Classification"
 DETECTION = "Detection"
 MODEL_TYPES = (CLASSIFICATION, DETECTION)
 PENDING, TRAINED, FAILED = "Pending", "Trained", "Failed"
+UNQUEUED_ERROR = ("the training was never started: the service stopped before it had kept the training script; "
+                  "create the model again")
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = {"1", "true", "yes", "on"}
@@ -62,6 +66,9 @@ class Limits:
     max_batch: int = 64
     # How long a registration may take before `reconcile` treats it as abandoned.
     registration_claim_s: float = 1800.0
+    # How old a trained model's record without a training job must be before `reconcile`
+    # queues it (a request in progress writes the record, then its script, then the job).
+    training_queue_grace_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -311,10 +318,7 @@ class ModelCore:
                 raise errors.NotFound(f"model {model_id} not found")
             self._store_artifacts(keys, prepared.model_file, label_bytes, prepared.conversion.saved_model, workspace)
             self._serve(doc, prepared.conversion.saved_model)
-        if self.training_model(model_id) is None:  # deleted while it was being served
-            self._finish_removal(doc)
-            raise errors.NotFound(f"model {model_id} not found")
-        return self.public(self.repository.get(model_id))
+        return self._registered(doc)
 
     def abandon_training(self, model_id: int) -> None:
         """Removes what a training that ends failed or cancelled left: its served copy and
@@ -354,7 +358,16 @@ class ModelCore:
         except BaseException:
             self._undo(doc)
             raise
-        return self.public(self.repository.get(model_id))
+        return self._registered(doc)
+
+    def _registered(self, doc: dict) -> dict:
+        """The model just registered; NotFound when it was deleted meanwhile (what the
+        registration wrote after the delete's own clean-up goes too)."""
+        current = self.repository.get(doc["_id"])
+        if current is None:
+            self._remove(doc)  # its training (if any) is this very registration: nothing to stop
+            raise errors.NotFound(f"model {doc['_id']} not found: it was deleted while it was being registered")
+        return self.public(current)
 
     def prepare(self, type_: str, mode: str, model_path: Path, label_bytes: bytes, workspace: Path) -> Prepared:
         """Parses the labels and converts the model; 4xx with the reason when they do not fit."""
@@ -398,13 +411,19 @@ class ModelCore:
         self._discard(doc)
 
     def delete_project_data(self, project_id: int) -> int:
-        """Deletes every model of the project; raises (so the caller retries) if one is unfinished."""
+        """Deletes every model of the project; Unavailable (so the caller retries) if one is
+        unfinished. Those not finished stay marked, and reconcile finishes them meanwhile."""
         docs = self.repository.of_project(project_id)
         for doc in docs:
             self.repository.mark_deleting(doc["_id"])
         for doc in docs:
-            self._stop_training(doc)
-            self._finish_removal(doc)
+            try:
+                self._stop_training(doc)
+                self._finish_removal(doc)
+            except errors.DomainError:
+                raise
+            except Exception as exc:  # a backend's own error: the caller sees a retryable one
+                raise errors.Unavailable(f"model {doc['_id']} is not removed yet: {exc}") from exc
         return len(docs)
 
     def _stop_training(self, doc: dict) -> None:
@@ -412,23 +431,34 @@ class ModelCore:
             self.trainings.stop(doc["_id"])
 
     def _discard(self, doc: dict) -> None:
-        """Hides the model at once, then removes it everywhere (or leaves that to reconcile)."""
+        """Hides the model at once (an error here is the caller's: nothing was deleted), then
+        removes it everywhere; whatever fails then is left to reconcile, which finds the model
+        still marked and tries again."""
+        self.repository.mark_deleting(doc["_id"])
+        self._remove(doc, stop_training=True)
+
+    def _remove(self, doc: dict, *, stop_training: bool = False) -> None:
+        """Removes a model marked `deleting` everywhere; a failure is logged, not raised."""
         try:
-            self.repository.mark_deleting(doc["_id"])
-            self._stop_training(doc)
+            if stop_training:
+                self._stop_training(doc)
             self._finish_removal(doc)
         except errors.DomainError as exc:
             log.warning("model %s: removal unfinished, will retry: %s", doc["_id"], exc.message)
+        except Exception:  # noqa: BLE001 - a backend's own error (storage, files): the model stays marked, retried
+            log.exception("model %s: removal unfinished, will retry", doc["_id"])
 
     def _undo(self, doc: dict) -> None:
         """Removes a registration that failed; a failure here is left to reconcile, and never
         hides the error that made the registration fail."""
         try:
             self._discard(doc)
-        except Exception:  # noqa: BLE001 - the model stays marked and reconcile finishes it
+        except Exception:  # noqa: BLE001 - the model stays marked (or claimed) and reconcile finishes it
             log.exception("model %s: undoing the failed registration failed", doc["_id"])
 
     def _finish_removal(self, doc: dict) -> None:
+        """Removes the served copy, then the files, then the record: a failure leaves the record
+        (marked `deleting`) for the next attempt."""
         self.serving.withdraw(serving_name(doc["_id"]))
         self.store.delete_prefix(f"models/{doc['_id']}/")
         self.repository.remove(doc["_id"])
@@ -437,13 +467,15 @@ class ModelCore:
     # ----- keeping TF Serving in step
 
     def reconcile(self) -> None:
-        """Undoes abandoned registrations, finishes deletes, restores SavedModels missing from
-        TF Serving's repository (a fresh TF Serving), and re-applies the config if needed."""
+        """Undoes abandoned registrations, finishes deletes, queues trainings recorded without
+        their job, restores SavedModels missing from TF Serving's repository (a fresh TF
+        Serving), and re-applies the config if needed."""
         for doc in self.repository.abandoned_registrations(mongo.utc_now()):
             log.warning("model %s: registration was abandoned; removing it", doc["_id"])
             self._discard(doc)
         for doc in self.repository.pending_deletions():
             self._discard(doc)
+        self.queue_lost_trainings()
         if self.restore_missing() or self.serving.dirty:
             try:
                 self.serving.apply()
@@ -459,6 +491,28 @@ class ModelCore:
             model_id = ids[item.name]
             log.error("model %s: TF Serving cannot load it: %s", model_id, message)
             self.repository.update(model_id, {"status": FAILED, "served": False, "error": f"TensorFlow Serving cannot load it: {message}"})
+
+    def queue_lost_trainings(self) -> None:
+        """Queues the training of each model recorded without its job (the service stopped
+        between the two); fails those whose uploaded script was lost with the request."""
+        if self.trainings is None:
+            return
+        before = mongo.utc_now() - datetime.timedelta(seconds=self.limits.training_queue_grace_s)
+        docs = self.repository.pending_trainings(before)
+        queued = self.trainings.jobs_of(docs)
+        for doc in docs:
+            if doc["_id"] in queued:
+                continue
+            try:
+                job = self.trainings.requeue(doc)
+            except Exception:  # noqa: BLE001 - storage or database away: tried again at the next reconcile
+                log.exception("model %s: its training was never queued, and queuing it failed; will retry", doc["_id"])
+                continue
+            if job is None:
+                log.error("model %s: its training was never queued and its script is lost", doc["_id"])
+                self.repository.update(doc["_id"], {"status": FAILED, "error": UNQUEUED_ERROR})
+            else:
+                log.warning("model %s: its training was never queued; queued now", doc["_id"])
 
     def restore_missing(self) -> int:
         """Copies back from object storage each served SavedModel missing from the repository."""

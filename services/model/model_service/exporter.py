@@ -16,8 +16,9 @@ about the original file:
   (1-based class ids), `num_detections` [batch]. OD API exports that take one image at a time are
   mapped over the batch inside the signature, so one Predict call still serves a whole batch.
 
-Keras `.h5`/`.keras` files load with Keras 3 in safe mode (no `lambda` deserialisation); files
-from old Keras 2 that Keras 3 cannot read fall back to `tf_keras` when that package is installed.
+Keras `.h5`/`.keras` files load with Keras 3 in safe mode (no `lambda` deserialisation) and
+nothing else: files from old Keras 2 that Keras 3 cannot read are refused with a hint (no
+fallback loader: the ones that exist would load the untrusted file without safe mode).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _short(exc: BaseException, limit: int = 400) -> str:
 
 
 def load_keras(path: Path, fmt: str):
-    """The Keras model in `path` (Keras 3; `tf_keras` as fallback for old `.h5` files)."""
+    """The Keras model in `path` (Keras 3, safe mode)."""
     import keras
 
     # Keras picks its loader by file extension.
@@ -61,23 +62,9 @@ def load_keras(path: Path, fmt: str):
         return keras.saving.load_model(named, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read an untrusted file is the file's
         reason = _short(exc)
-    fallback = _load_with_tf_keras(named) if fmt == uploads.H5 else None
-    if fallback is not None:
-        return fallback
     hint = (" If it was saved with old Keras 2 (TensorFlow < 2.16), save it again with Keras 3 "
             "(model.save('model.keras')) or upload a zipped SavedModel.") if fmt == uploads.H5 else ""
     raise Unusable(f"the file does not load as a Keras model ({reason}).{hint}")
-
-
-def _load_with_tf_keras(path: Path):
-    try:
-        import tf_keras
-    except ImportError:
-        return None
-    try:
-        return tf_keras.models.load_model(path, compile=False)
-    except Exception:  # noqa: BLE001 - the Keras 3 error is the one reported
-        return None
 
 
 def _image_size(shape, dynamic_size: int, what: str) -> tuple[int, int]:

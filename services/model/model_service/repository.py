@@ -15,6 +15,7 @@ from mlstudio.common import mongo
 
 VISIBLE = {"deleting": {"$ne": True}}
 TRAINED = "Trained"
+PENDING = "Pending"
 
 
 class ModelRepository:
@@ -29,6 +30,7 @@ class ModelRepository:
             pymongo.IndexModel([("served", 1)], name="served"),
             pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
             pymongo.IndexModel([("claimed_until", 1)], name="registrations", sparse=True),
+            pymongo.IndexModel([("status", 1), ("source", 1), ("create_time", 1)], name="trainings"),
         ])
 
     def _run(self, operation):
@@ -79,6 +81,11 @@ class ModelRepository:
     def served(self) -> list[dict]:
         """Models whose SavedModel TF Serving must hold."""
         return self._run(lambda: list(self.models.find({"served": True, **VISIBLE}, {"_id": 1, "version": 1, "artifacts": 1})))
+
+    def pending_trainings(self, created_before) -> list[dict]:
+        """Trained models still `Pending` (queued, or never queued) recorded before `created_before`."""
+        query = {"status": PENDING, "source": "training", "create_time": {"$lt": created_before}, **VISIBLE}
+        return self._run(lambda: list(self.models.find(query)))
 
     def abandoned_registrations(self, now) -> list[dict]:
         """Registrations whose process stopped before finishing (their claim ran out)."""

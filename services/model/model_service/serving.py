@@ -90,10 +90,3 @@ class Serving:
             if exc.code == "model_not_loaded":
                 self.dirty = True  # TF Serving lost the model (restarted?): re-apply the config
             raise
-
-    def apply_if_dirty(self) -> bool:
-        """Re-applies the config when an earlier apply failed; True when it was applied."""
-        if not self.dirty:
-            return False
-        self.apply()
-        return True

@@ -55,7 +55,8 @@ def trainer_config(settings: ModelSettings) -> TrainerConfig:
         log_bytes=settings.training_log_bytes,
         max_model_bytes=settings.model_upload_max_bytes,
     )
-    confinement = Confinement(user=settings.sandbox_user or None, hide=hidden_paths(settings), isolate=settings.sandbox_namespaces)
+    confinement = Confinement(user=settings.sandbox_user or None, hide=hidden_paths(settings), isolate=settings.sandbox_namespaces,
+                              require_isolation=settings.sandbox_require_isolation)
     return TrainerConfig(
         work_root=(settings.data_dir / "training").resolve(),
         limits=limits,
@@ -81,6 +82,9 @@ def main() -> None:
     if not settings.image_grpc_addr:
         raise settings_mod.ConfigError("required setting IMAGE_GRPC_ADDR is not set (the trainer reads training images from it)")
     namespaces.prctl(namespaces.PR_SET_DUMPABLE, 0)
+    if not settings.sandbox_require_isolation:
+        log.warning("SANDBOX_REQUIRE_ISOLATION=false: where namespaces are refused, uploaded training scripts run "
+                    "with this trainer's network and files")
     worker = build_worker(settings)
 
     def stop(signum, _frame):

@@ -7,6 +7,11 @@ database (`training_jobs`, the shared `mlstudio.common.jobs` queue). Until the t
 the model (`Trained`), its status is read from the job: queued -> `Pending`, running ->
 `Training` with `progress` `{epoch, epochs, metrics}`, failed -> `Failed` with the job's error,
 cancelled -> `Failed` ("the training was cancelled").
+
+The record is written before its job is queued (a job without its record would be taken for a
+deleted model's by a quick trainer), so a service that stops in between leaves a record without
+a job: the service's reconcile sweep queues it then (`requeue`), or fails it when its uploaded
+script was lost with the request.
 """
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ from dataclasses import dataclass
 from mlstudio.common import errors, jobs
 
 from . import uploads
+from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .training import dataset, params as training_params
 from .training.job import TRAIN_JOB, job_id, log_key, script_key, training_payload
 
 PENDING, TRAINING, TRAINED, FAILED = "Pending", "Training", "Trained", "Failed"
 CANCELLED_ERROR = "the training was cancelled"
+# A job is done once the model is registered, so a done job with a record not yet `Trained` is
+# only seen between reading the record and reading its job: still training, as far as anyone knows.
 _STATUS = {jobs.QUEUED: PENDING, jobs.RUNNING: TRAINING, jobs.DONE: TRAINING, jobs.FAILED: FAILED, jobs.CANCELLED: FAILED}
 
 
@@ -44,8 +52,10 @@ def progress(job: jobs.Job | None) -> dict | None:
 
 
 def status_and_error(doc: dict, job: jobs.Job | None) -> tuple[str, str | None]:
-    """A trained model's status (and error) as its owner sees it."""
-    if doc["status"] == TRAINED or job is None:
+    """A trained model's status (and error) as its owner sees it: the record's own once it is
+    settled (`Trained`, or `Failed` by the service: TF Serving cannot load it, its files were
+    lost, its training was never queued), else its job's."""
+    if doc["status"] in (TRAINED, FAILED) or job is None:
         return doc["status"], doc.get("error")
     if job.status == jobs.CANCELLED:
         return FAILED, CANCELLED_ERROR
@@ -99,8 +109,30 @@ class Trainings:
         """Keeps the script and queues the training."""
         if script is not None:
             self.store.put_bytes(script_key(model_id), script, "text/x-python; charset=utf-8")
-        payload = training_payload(model_id, user_id, project_id, params, script is not None, preprocessing)
+        return self._enqueue(model_id, user_id, project_id, params, script is not None, preprocessing)
+
+    def _enqueue(self, model_id: int, user_id: int, project_id: int, params: training_params.TrainingParams,
+                 has_script: bool, preprocessing: str) -> jobs.Job:
+        payload = training_payload(model_id, user_id, project_id, params, has_script, preprocessing)
+        # An upsert keyed by the model: queuing twice (a request and the sweep) makes one job.
         return self.queue.enqueue(job_id(model_id), TRAIN_JOB, payload, total=params.epochs)
+
+    def requeue(self, doc: dict) -> jobs.Job | None:
+        """Queues the training of a model recorded without its job, as `start` would have; None
+        when it cannot be: its uploaded script was never kept."""
+        training = doc.get("training") or {}
+        has_script = bool(training.get("script"))
+        if has_script and not self._script_kept(doc["_id"]):
+            return None
+        params = training_params.TrainingParams.from_dict(training.get("params") or {})
+        return self._enqueue(doc["_id"], doc["user"], doc["project"], params, has_script, doc.get("preprocessing", DEFAULT_PREPROCESSING))
+
+    def _script_kept(self, model_id: int) -> bool:
+        try:
+            self.store.stat(script_key(model_id))
+        except errors.NotFound:
+            return False
+        return True
 
     def job(self, model_id: int) -> jobs.Job | None:
         return self.queue.get(job_id(model_id))

@@ -74,6 +74,10 @@ class FakeModelRepository:
     def served(self):
         return [copy.deepcopy(d) for d in self.docs.values() if d.get("served") and not d.get("deleting")]
 
+    def pending_trainings(self, created_before):
+        return [copy.deepcopy(d) for d in self.docs.values() if d["status"] == "Pending" and d.get("source") == "training"
+                and d["create_time"] < created_before and not d.get("deleting")]
+
     def abandoned_registrations(self, now):
         return [copy.deepcopy(d) for d in self.docs.values() if d.get("claimed_until") and d["claimed_until"] < now and not d.get("deleting")]
 
@@ -136,6 +140,9 @@ class FakeTFServing:
         failed = sorted(self.served & self.broken)
         if failed:
             raise ModelLoadFailed(f"TensorFlow Serving could not apply the model config: Some models did not become available: {failed}")
+
+    def ping(self):
+        return not self.down
 
     def version_state(self, name, version):
         if name not in self.served:

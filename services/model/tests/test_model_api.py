@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from mlstudio.common import settings as settings_mod
+from mlstudio.common import mongo, settings as settings_mod
+from model_service.__main__ import readiness_checks
 from model_service.app import create_app
 from model_service.settings import ModelSettings
 
@@ -91,3 +92,14 @@ def test_openapi_spec_lists_the_routes(client):
     spec = client.get("/docs/models/swagger.json")
     assert spec.status_code == 200
     assert {"/models/all", "/models/{model_id}", "/models/{model_id}/file"} <= set(spec.get_json()["paths"])
+
+
+def test_readyz_says_whether_tf_serving_answers(world, monkeypatch):
+    monkeypatch.setattr(mongo, "ping", lambda db: True)
+    settings = settings_mod.load(ModelSettings, {"MONGO_URI": "mongodb://unused"})
+    client = create_app(settings, world.core, readiness=readiness_checks(object(), world.core)).test_client()
+    assert client.get("/readyz").status_code == 200
+    world.tfserving.down = True
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"mongodb": True, "storage": True, "tfserving": False}

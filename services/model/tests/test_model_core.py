@@ -278,3 +278,65 @@ def test_one_broken_served_model_neither_blocks_uploads_nor_the_config(world):
     assert world.core.get(broken["id"], 1)["status"] == "Failed"
     assert "cannot load" in world.core.get(broken["id"], 1)["error"]
     assert world.tfserving.served == {f"model-{fine['id']}"} and not world.serving.dirty
+
+
+def test_a_model_deleted_during_its_own_upload_answers_404_and_leaves_nothing(world):
+    served = world.tfserving.wait_available
+
+    def deleted_meanwhile(name, version, timeout_s):
+        served(name, version, timeout_s)
+        world.core.delete(int(name.removeprefix("model-")), 1)  # its owner deletes it as TF Serving loads it
+
+    world.tfserving.wait_available = deleted_meanwhile
+    with pytest.raises(errors.NotFound, match="deleted while it was being registered"):
+        upload(world)
+    assert world.repository.docs == {} and store_keys(world) == [] and world.tfserving.served == set()
+    assert not (world.tfserving_repository.base / "model-1").exists()
+
+
+def fail_once(world, monkeypatch, name, error):
+    """Makes the object store's `name` raise `error` (a backend's own, unmapped) once."""
+    real = getattr(world.store, name)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(world.store, name, failing)
+    return calls
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), errors.Unavailable("object storage is unavailable")])
+def test_a_delete_that_storage_interrupts_is_hidden_at_once_and_finished_by_reconcile(world, monkeypatch, error):
+    model = upload(world)
+    fail_once(world, monkeypatch, "delete_prefix", error)
+    world.core.delete(model["id"], 1)  # answered: the model is gone for its owner
+    with pytest.raises(errors.NotFound):
+        world.core.get(model["id"], 1)
+    assert world.repository.docs[model["id"]]["deleting"] and store_keys(world)
+    world.core.reconcile()
+    assert world.repository.docs == {} and store_keys(world) == [] and world.tfserving.served == set()
+
+
+def test_a_delete_the_database_refuses_is_answered_503_and_changes_nothing(world, monkeypatch):
+    model = upload(world)
+
+    def database_down(model_id):
+        raise errors.Unavailable("the database is unavailable, try again shortly")
+
+    monkeypatch.setattr(world.repository, "mark_deleting", database_down)
+    with pytest.raises(errors.Unavailable):
+        world.core.delete(model["id"], 1)
+    assert world.core.get(model["id"], 1)["status"] == "Trained" and len(store_keys(world)) == 3
+
+
+def test_delete_project_data_turns_a_storage_failure_into_a_retryable_error(world, monkeypatch):
+    upload(world)
+    fail_once(world, monkeypatch, "delete_prefix", OSError(5, "Input/output error"))
+    with pytest.raises(errors.Unavailable, match="not removed yet"):
+        world.core.delete_project_data(10)
+    assert world.core.delete_project_data(10) == 1
+    assert world.repository.docs == {} and store_keys(world) == []

@@ -4,6 +4,7 @@ registration of the trained model, cancel, logs, deletes."""
 from __future__ import annotations
 
 import base64
+import datetime
 import dataclasses
 import io
 import json
@@ -231,3 +232,52 @@ def test_rest_create_logs_and_cancel(training):
     refused = client.post("/models/all?user_id=1&project_id=10&method=create", headers=as_user(1), content_type="multipart/form-data",
                           data={"title": "colours", "batch_size": "-1"})
     assert refused.status_code == 400 and refused.get_json()["code"] == "bad_training_parameter"
+
+
+def test_a_trained_model_that_fails_later_shows_failed_not_training(training, tmp_path):
+    model_id = create(training)["id"]
+    trained = tmp_path / "model.keras"
+    trained.write_bytes(b"\x89HDF\r\n\x1a\n an h5 file")
+    training.core.register_trained(model_id, trained, ["blue", "red"], {"accuracy": 1.0})
+    training.queue.set(f"model-{model_id}", status=jobs.DONE)
+    assert training.core.get(model_id, 1)["status"] == "Trained"
+    training.tfserving_repository.remove(f"model-{model_id}")  # lost from TF Serving and from storage:
+    training.store.delete_prefix(f"models/{model_id}/")  # the service marks it Failed
+    training.core.reconcile()
+    model = training.core.get(model_id, 1)
+    assert (model["status"], model["error"]) == ("Failed", "the served copy of this model was lost; upload it again")
+    assert [m["status"] for m in training.core.list(1, 10)] == ["Failed"]
+
+
+def recorded_without_job(training, files=(), age_s=600, **fields):
+    """A model recorded by a request that stopped before queuing its training, `age_s` ago."""
+    model_id = create(training, files, **fields)["id"]
+    training.queue.jobs.clear()
+    training.repository.docs[model_id]["create_time"] -= datetime.timedelta(seconds=age_s)
+    return model_id
+
+
+def test_reconcile_queues_a_training_recorded_without_its_job(training):
+    model_id = recorded_without_job(training, script(), epochs="7")
+    training.core.reconcile()
+    job = training.queue.get(f"model-{model_id}")
+    assert job.kind == "train_model" and job.status == jobs.QUEUED
+    assert job.payload == {"model_id": model_id, "user_id": 1, "project_id": 10, "params": training.repository.docs[model_id]["training"]["params"],
+                           "script_key": f"models/{model_id}/train.py", "preprocessing": "raw"}
+    assert job.payload["params"]["epochs"] == 7 and job.progress == {"done": 0, "total": 7}
+    assert training.core.get(model_id, 1)["status"] == "Pending"
+
+
+def test_reconcile_fails_a_training_recorded_without_its_job_whose_script_was_lost(training):
+    model_id = recorded_without_job(training, script())
+    training.store.delete(f"models/{model_id}/train.py")
+    training.core.reconcile()
+    assert training.queue.jobs == {}
+    model = training.core.get(model_id, 1)
+    assert model["status"] == "Failed" and model["error"].startswith("the training was never started")
+
+
+def test_reconcile_leaves_a_training_being_created_to_its_request(training):
+    model_id = recorded_without_job(training, script(), age_s=1)
+    training.core.reconcile()
+    assert training.queue.jobs == {} and training.core.get(model_id, 1)["status"] == "Pending"

@@ -18,7 +18,17 @@ what the platform allows, and says what it applied:
   default), since RLIMIT_NPROC does not bind root and root could undo every other limit.
 
 Untrusted code never runs as root: if the spec asks for an unprivileged user and it cannot be
-taken, the training does not start.
+taken, the training does not start. Nor does it run unisolated unless the operator opted out:
+when the spec requires isolation (an uploaded script, `SANDBOX_REQUIRE_ISOLATION=true`) and the
+mount, network and PID namespaces cannot be entered (a container that refuses `unshare`), nothing
+of the script runs and the status says what is missing and which setting to change.
+
+Ending: SIGTERM (from the trainer at a deadline or a cancel, or as the death signal when the
+trainer dies) makes this process kill the training and everything it started, then exit. With
+a PID namespace, killing its PID 1 is enough: the kernel kills the rest. Without one (the
+built-in recipe where namespaces are refused, or the opt-out), this process is a child
+subreaper: whatever the training started, even in a session of its own, is re-parented here and
+killed before this process exits.
 """
 from __future__ import annotations
 
@@ -29,28 +39,52 @@ import resource
 import select
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from . import namespaces
 
 EXIT_CONFINE_FAILED = 70
+EXIT_NOT_ISOLATED = 71
+EXIT_STOPPED = 72
 CPU_KILL_GRACE_S = 5
+REAP_POLL_S = 0.05
 
 
-def _isolate(report: list[str]) -> bool:
-    """Enters new namespaces; True when a mount namespace (and so a PID namespace) was made."""
+class Stopped(Exception):
+    """The trainer asked for the training to end now (SIGTERM)."""
+
+
+def _on_stop(_signum, _frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: the clean-up must not be interrupted
+    raise Stopped()
+
+
+def _isolate(report: list[str]) -> str | None:
+    """Enters new mount, network, PID and IPC namespaces (all or none); None when they were
+    entered, else why they could not be."""
     flags = namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC
     uid, gid = os.getuid(), os.getgid()
     try:
         namespaces.unshare(flags if uid == 0 else flags | namespaces.CLONE_NEWUSER)
     except OSError as exc:
         report.append(f"namespaces: unavailable ({exc.strerror}); the network and other data are not isolated here")
-        return False
+        return exc.strerror
     if uid != 0:
         namespaces.map_own_ids(uid, gid)  # in the new user namespace: a failure here stops the sandbox
     report.append("network: none (a network namespace without interfaces)")
-    return True
+    report.append("processes: a PID namespace of their own (every process ends with the training)")
+    return None
+
+
+def refusal(missing: str, namespaces_enabled: bool) -> str:
+    """Why an uploaded script was not run, and what the server's operator can change."""
+    fix = ("let the trainer create Linux namespaces (run it as root, or allow it unprivileged user namespaces)"
+           if namespaces_enabled else "set SANDBOX_NAMESPACES=true")
+    return (f"the training script was not run: uploaded scripts run only isolated from the server (network, mount and "
+            f"PID namespaces) and this trainer cannot isolate them ({missing}). The server's operator can {fix}, or set "
+            "SANDBOX_REQUIRE_ISOLATION=false to run scripts without isolation (unsafe: they get the trainer's network and files)")
 
 
 def _hide(spec: dict, report: list[str], other_user: bool) -> None:
@@ -122,6 +156,7 @@ def _parent_alive(watch_fd: int) -> bool:
 def _run_child(spec: dict, user, isolated: bool, watch_fd: int) -> None:
     """PID 1 of the new namespace: last preparations, then the training runner. Never returns."""
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not _parent_alive(watch_fd):
             os._exit(EXIT_CONFINE_FAILED)
@@ -148,8 +183,52 @@ def _write_status(status_fd: int, status: dict) -> None:
     os.write(status_fd, (json.dumps(status) + "\n").encode())
 
 
+def _children() -> list[int]:
+    """This process's children, read from /proc (the host's: only used without a PID namespace)."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stream:
+                stat = stream.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (name) ": state, ppid, ...; the name may hold anything
+        if len(fields) > 1 and int(fields[1]) == me:
+            found.append(int(entry.name))
+    return found
+
+
+def _end_descendants() -> None:
+    """Kills and reaps every process under this subreaper: its children, then their children as
+    they are re-parented here, until none is left."""
+    while True:
+        for pid in _children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(REAP_POLL_S)
+
+
+def _stop(child: int, isolated: bool) -> None:
+    """Ends the training now, and every process it started."""
+    os.kill(child, signal.SIGKILL)
+    if isolated:
+        os.waitpid(child, 0)  # PID 1 of its namespace: the kernel kills the rest with it
+    else:
+        _end_descendants()
+
+
 def confine(spec: dict) -> int:
-    namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGTERM, _on_stop)
+    namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGTERM)  # the trainer died: end the training
     if os.getppid() != spec["parent_pid"]:
         return EXIT_CONFINE_FAILED  # the trainer died before prctl took effect
     os.umask(0o022)
@@ -159,24 +238,39 @@ def confine(spec: dict) -> int:
     user = _target_user(spec)
     workdir = Path(spec["workdir"])
     _prepare_workdir(workdir, user)
-    isolated = _isolate(report) if spec["isolate"] else False
-    if not spec["isolate"]:
+    if spec["isolate"]:
+        missing = _isolate(report)
+    else:
+        missing = "namespaces are turned off: SANDBOX_NAMESPACES=false"
         report.append("namespaces: not used (SANDBOX_NAMESPACES=false)")
+    isolated = missing is None
     if isolated:
         _hide(spec, report, other_user=user is not None)
     report += [_describe_user(user), _describe_limits(spec["limits"])]
+    if not isolated and spec["require_isolation"]:
+        report.append("refused: the script needs isolation (SANDBOX_REQUIRE_ISOLATION=true)")
+        _write_status(status_fd, {"isolation": report, "refused": refusal(missing, spec["isolate"])})
+        return EXIT_NOT_ISOLATED
     _write_status(status_fd, {"isolation": report})
+    if not isolated:
+        namespaces.prctl(namespaces.PR_SET_CHILD_SUBREAPER, 1)  # what the training leaves is re-parented here
     watch_read, watch_write = os.pipe()
     child = os.fork()
     if child == 0:
         os.close(watch_write)
         _run_child(spec, user, isolated, watch_read)
     os.close(watch_read)
-    _, wait_status, usage = os.wait4(child, 0)
+    try:
+        _, wait_status, usage = os.wait4(child, 0)
+    except Stopped:
+        _stop(child, isolated)
+        return EXIT_STOPPED
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing anyway; the trainer kills the group if this takes long
+    if not isolated:
+        _end_descendants()
     _write_status(status_fd, {
         "exit_code": os.waitstatus_to_exitcode(wait_status),
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "max_rss_mib": usage.ru_maxrss / 1024,
     })
     return 0
 

@@ -13,7 +13,6 @@ absolute path.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -167,7 +167,3 @@ def apply_mask(mask: Mask) -> None:
     finally:
         for _path, handle in handles:
             os.close(handle)
-
-
-def is_permission_error(exc: OSError) -> bool:
-    return exc.errno in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENOSYS)

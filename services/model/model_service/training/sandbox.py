@@ -7,7 +7,12 @@ The trainer calls `Sandbox.run`. The child (`confine.py`, then `script_runner.py
   signing or JWT keys, nor anything else of the trainer's environment;
 - a working directory holding only this job's data (`data/<tag>/...`), the script, an empty
   `output/` and `tmp/`; everything else of the service is hidden where namespaces are available;
-- limits: wall-clock time here (the whole process group is killed at the deadline), CPU time,
+- isolation: namespaces (no network, only its own data, a PID namespace), required for uploaded
+  scripts unless `Confinement.require_isolation` is off: where they cannot be made, an uploaded
+  script is refused (outcome `not_isolated`) before any of it runs. The built-in recipe is our
+  own code and runs with whatever isolation the platform allows;
+- limits: wall-clock time here (at the deadline the confining process is told to end the
+  training and everything it started, then its whole process group is killed), CPU time,
   memory, processes, file size in the child (see `confine.py`).
 
 While it runs, its stdout and stderr are kept, the last `log_bytes` of them, and its progress
@@ -61,6 +66,9 @@ class Confinement:
     user: str | None = "nobody"  # who runs the training when the trainer is root
     hide: tuple[Path, ...] = ()  # directories the training must not see (data of the service)
     isolate: bool = True  # namespaces where the platform allows
+    # Uploaded scripts are refused unless the namespaces were entered. Off, they run without
+    # them where the platform refuses them: with the trainer's network and files.
+    require_isolation: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,14 +78,14 @@ class Training:
     workdir: Path
     script: Path
     params: dict
-    trusted: bool = False  # the built-in recipe: may run as root where no other user exists
+    trusted: bool = False  # the built-in recipe: may run as root where no other user exists, and without namespaces
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended. `model` is the collected model (file or SavedModel directory) when ok."""
 
-    reason: str  # done | crash | load | no_train | no_model | bad_model | time_limit | cpu_limit | memory | killed | sandbox
+    reason: str  # done | crash | load | no_train | no_model | bad_model | time_limit | cpu_limit | memory | killed | sandbox | not_isolated
     error: str | None = None
     metrics: dict = field(default_factory=dict)
     model: Path | None = None
@@ -217,6 +225,7 @@ class Sandbox:
             "user": self.confinement.user,
             "require_unprivileged": not training.trusted,
             "isolate": self.confinement.isolate,
+            "require_isolation": self.confinement.require_isolation and not training.trusted,
             "hide": [str(path) for path in self.confinement.hide],
             "scratch": list(SHARED_SCRATCH),
             "readable": _readable_paths(),
@@ -272,6 +281,16 @@ class Sandbox:
 
     @staticmethod
     def _kill(process: subprocess.Popen) -> None:
+        """Ends the run now: the confining process, asked first, kills the training and whatever
+        it started (see `confine.py`); then its whole group is killed, in case it could not."""
+        try:
+            process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -288,6 +307,8 @@ class Sandbox:
 
     def _outcome(self, training: Training, returncode: int, status: dict, error: dict | None, done: dict | None) -> Outcome:
         isolation = tuple(status.get("isolation") or ())
+        if status.get("refused"):
+            return Outcome("not_isolated", str(status["refused"]), isolation=isolation)
         if returncode == confine.EXIT_CONFINE_FAILED or "exit_code" not in status:
             return Outcome("sandbox", "the training sandbox could not be started on this server (see the log)", isolation=isolation)
         exit_code = int(status.get("exit_code", -1))

@@ -2,7 +2,8 @@
 asks (projects always; models and videos when deployed), HTTP + gRPC, and the sweep that
 finishes deletes left half-way."""
 
-from mlstudio.common import clients, logs, mongo, runner, settings as settings_mod
+from mlstudio.common import clients, logs, mongo, runner
+from mlstudio.common import settings as settings_mod
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import open_store
 

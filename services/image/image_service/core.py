@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from mlstudio.common import detections as detection_forms, errors, mongo
+from mlstudio.common import detections as detection_forms
+from mlstudio.common import errors, mongo
 from mlstudio.common.media_files import MediaFile
+from mlstudio.common.tags import normalize_tag, tag_from_label
 
 from . import detections as detections_mod
-from .tags import normalize_tag, tag_from_label
 from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Which tag a Detection image is filed under (the string forms live in mlstudio.common.detections)."""
 from __future__ import annotations
 
-from .tags import NO_DETECTION_TAG, tag_from_label
+from mlstudio.common.tags import NO_DETECTION_TAG, tag_from_label
 
 
 def best(detections: list[dict]) -> tuple[str, float | None]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pymongo
+from mlstudio.common import mongo
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
-
-from mlstudio.common import mongo
 
 VISIBLE = {"deleting": {"$ne": True}}
 DUPLICATE_KEY = 11000

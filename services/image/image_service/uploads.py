@@ -16,9 +16,8 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
-
 from mlstudio.common import errors
+from PIL import Image, UnidentifiedImageError
 
 CHUNK = 1024 * 1024
 MAX_TITLE = 200

@@ -8,13 +8,12 @@ import io
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from PIL import Image
-
 from image_service.core import ImageCore
 from image_service.uploads import UploadLimits
 from mlstudio.common import errors
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import ObjectInfo, ObjectStore, check_key
+from PIL import Image
 
 
 def image_bytes(fmt: str = "PNG", size=(8, 6), color=(200, 30, 30)) -> bytes:

@@ -5,11 +5,10 @@ import urllib.parse
 
 import pytest
 from image_fakes import NOW, build_world, image_bytes
-
 from image_service.core import NewFrame, Page
-from mlstudio.common.detections import detection
 from image_service.uploads import UploadedFile
 from mlstudio.common import errors, mongo
+from mlstudio.common.detections import detection
 
 IMAGE_FIELDS = {"id", "title", "location", "description", "url", "type", "user", "project", "isTrain", "captions",
                 "boxes", "video", "frame_index", "timestamp_ms", "score", "detections"}

@@ -2,7 +2,6 @@
 the shared typed client, as the video, model and project services call it."""
 import pytest
 from image_fakes import image_bytes
-
 from image_service.app import build_grpc
 from image_service.settings import ImageSettings
 from mlstudio.common import errors

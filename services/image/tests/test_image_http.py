@@ -7,7 +7,6 @@ import urllib.parse
 
 import pytest
 from image_fakes import image_bytes
-
 from image_service.app import create_app
 from image_service.core import NewFrame
 from image_service.settings import ImageSettings

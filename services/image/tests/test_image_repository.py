@@ -10,14 +10,14 @@ import time
 import pymongo
 import pytest
 from image_fakes import FakeProjects, image_bytes
-
-from deploy.local.mongo import find_mongod
 from image_service.core import ImageCore, NewFrame, Page
 from image_service.repository import ImageRepository
 from image_service.uploads import UploadedFile, UploadLimits
 from mlstudio.common import mongo
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import LocalObjectStore
+
+from deploy.local.mongo import find_mongod
 
 pytestmark = pytest.mark.integration
 

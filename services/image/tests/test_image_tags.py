@@ -1,8 +1,7 @@
 """Tag rules of API.md: normalisation, allowed characters, length, dots and reserved words."""
 import pytest
-
-from image_service.tags import NO_DETECTION_TAG, normalize_tag, tag_from_label
 from mlstudio.common import errors
+from mlstudio.common.tags import NO_DETECTION_TAG, normalize_tag, tag_from_label
 
 
 @pytest.mark.parametrize("raw, tag", [

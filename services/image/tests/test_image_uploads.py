@@ -3,7 +3,6 @@ import io
 
 import pytest
 from image_fakes import image_bytes
-
 from image_service.uploads import UploadedFile, UploadLimits, check_all, check_bytes, title_of
 from mlstudio.common import errors
 

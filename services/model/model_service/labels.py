@@ -19,11 +19,10 @@ import re
 from dataclasses import dataclass
 
 from mlstudio.common import errors
+from mlstudio.common.tags import tag_problem
 
 MAX_LABEL_FILE_BYTES = 1 << 20
 MAX_LABELS = 10_000
-_TAG = re.compile(r"^[\w .\-]{1,64}$")
-_RESERVED = {"all", "type", "predict", "byvideo", ".", ".."}
 _TEACHABLE_LINE = re.compile(r"^(\d+)\s+(\S.*)$")
 
 
@@ -42,8 +41,9 @@ def _bad(why: str) -> errors.Unprocessable:
 def check_label(name: str) -> str:
     """`name` stripped, if it can be an image tag; else 422."""
     label = name.strip()
-    if not _TAG.match(label) or label.lower() in _RESERVED or label.replace(" ", "") == "":
-        raise _bad(f"label {name[:80]!r} is not a valid tag (1-64 letters, digits, spaces, _ - .; not a route word)")
+    problem = tag_problem(label.lower())
+    if problem:
+        raise _bad(f"label {name[:80]!r} cannot be an image tag: {problem}")
     return label
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 from image_service.detections import best
-from image_service.tags import tag_from_label
+from mlstudio.common.tags import tag_from_label
 
 from mlstudio.common import errors, jobs
 from mlstudio.common.detections import from_boxes

@@ -6,7 +6,6 @@ digits, whatever the order of declaration; the tag rules refuse those words as t
 """
 from flask import request
 from flask_restx import Namespace, Resource, fields
-
 from mlstudio.common import errors, media_files
 from mlstudio.common.auth import parse_int
 from mlstudio.common.http_app import body_fields, caller

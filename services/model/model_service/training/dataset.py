@@ -8,16 +8,16 @@ validates them; they are checked again here because they become directory names.
 from __future__ import annotations
 
 import io
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from mlstudio.common.tags import tag_problem
+
 # What `image_dataset_from_directory` decodes, by content type -> file extension.
 READABLE = {"image/jpeg": "jpg", "image/png": "png", "image/bmp": "bmp", "image/gif": "gif"}
-_SAFE_TAG = re.compile(r"^[\w .\-]{1,64}$")
 
 
 class DatasetItem(Protocol):
@@ -58,7 +58,7 @@ def check_counts(counts: dict[str, int], min_images_per_tag: int) -> None:
 
 
 def _safe_dir_name(tag: str) -> str:
-    if not _SAFE_TAG.match(tag) or tag in (".", "..") or tag.strip() != tag:
+    if tag_problem(tag) or tag.strip().lower() != tag:  # only normalised tags name folders
         raise DatasetRefused(f"the tag {tag!r} cannot be used as a class name")
     return tag
 

@@ -1,4 +1,5 @@
-"""Tag (image type) rules of API.md, in one place.
+"""Tag (image type) rules of API.md, in one place for every service (images, model labels,
+training class folders).
 
 A tag names a collection of a project's images and appears in URLs (`/images/<tag>`) and, for
 training, as a folder name; so it is lower-cased and stripped, 1-64 characters of letters,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from mlstudio.common import errors
+from . import errors
 
 MAX_LENGTH = 64
 # Static routes under /images; a tag with one of these names could never be addressed.
@@ -22,7 +23,7 @@ NO_DETECTION_TAG = "unlabeled"
 _DISALLOWED_CHAR = re.compile(r"[^\w .\-]")
 
 
-def _problem(tag: str) -> str | None:
+def tag_problem(tag: str) -> str | None:
     """Why `tag` (already normalised) is not a valid tag, or None."""
     if not tag:
         return "a tag must not be empty"
@@ -42,7 +43,7 @@ def normalize_tag(raw) -> str:
     if not isinstance(raw, str):
         raise errors.InvalidArgument("a tag is required", code="invalid_tag")
     tag = raw.strip().lower()
-    problem = _problem(tag)
+    problem = tag_problem(tag)
     if problem:
         raise errors.InvalidArgument(f"invalid tag {raw!r}: {problem}", code="invalid_tag")
     return tag

@@ -158,12 +158,7 @@ class ImageCore:
         return MediaFile(doc["key"], doc["content_type"], doc["size"], doc["sha256"][:32], max_age)
 
     def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        try:
-            return self.store.read_range(media.key, start, length)
-        except errors.DomainError:
-            raise
-        except Exception as exc:
-            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
+        return self.store.read_range(media.key, start, length)
 
     def dataset(self, user_id: int, project_id: int) -> Iterator[tuple[dict, bytes]]:
         """Every image of the project with its bytes, for training. An image whose bytes are
@@ -293,12 +288,7 @@ class ImageCore:
         return self._existing_frames(frames)
 
     def _put(self, doc: dict, image: CheckedImage) -> None:
-        try:
-            self.store.put_stream(doc["key"], image.stream, doc["content_type"])
-        except errors.DomainError:
-            raise
-        except Exception as exc:
-            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
+        self.store.put_stream(doc["key"], image.stream, doc["content_type"])
 
     def _undo(self, ids: list[int], keys: list[str]) -> None:
         """Best effort: removes the documents and objects of a failed create."""
@@ -362,7 +352,7 @@ class ImageCore:
         upload that crashed between writing bytes and metadata. Idempotent."""
         _require_id("project_id", project_id)
         deleted = self._delete(project_id=project_id)
-        leftovers = self._storage(lambda: self.store.delete_prefix(project_prefix(project_id)))
+        leftovers = self.store.delete_prefix(project_prefix(project_id))
         if leftovers:
             log.info("project %s: removed %s objects without metadata", project_id, leftovers)
         return deleted
@@ -376,18 +366,10 @@ class ImageCore:
 
     def _finish(self, doomed: list[dict]) -> int:
         for doc in doomed:
-            self._storage(lambda key=doc["key"]: self.store.delete(key))
+            self.store.delete(doc["key"])
         self.repository.delete_ids([doc["_id"] for doc in doomed])
         return len(doomed)
 
-    def _storage(self, operation):
-        try:
-            return operation()
-        except errors.DomainError:
-            raise
-        except Exception as exc:
-            log.warning("object storage failed: %s", exc)
-            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
 
 
 def _require_id(name: str, value) -> None:

@@ -138,7 +138,7 @@ class MemoryStore(ObjectStore):
         check_key(key)
         if self.fail_put_after is not None:
             if self.fail_put_after == 0:
-                raise OSError("disk full")
+                raise errors.Unavailable("object storage (fake) is unavailable: disk full")
             self.fail_put_after -= 1
         self.objects[key] = stream.read()
         self.content_types[key] = content_type
@@ -156,7 +156,7 @@ class MemoryStore(ObjectStore):
 
     def delete(self, key):
         if self.fail_delete:
-            raise OSError("storage down")
+            raise errors.Unavailable("object storage (fake) is unavailable: storage down")
         self.objects.pop(key, None)
 
     def list_keys(self, prefix):

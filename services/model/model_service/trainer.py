@@ -15,7 +15,6 @@ environment or memory through /proc.
 """
 import logging
 import os
-import signal
 import socket
 import urllib.parse
 import uuid
@@ -85,15 +84,7 @@ def main() -> None:
     if not settings.sandbox_require_isolation:
         log.warning("SANDBOX_REQUIRE_ISOLATION=false: where namespaces are refused, uploaded training scripts run "
                     "with this trainer's network and files")
-    worker = build_worker(settings)
-
-    def stop(signum, _frame):
-        log.info("stopping: the training in progress goes back to the queue", extra={"signal": signal.Signals(signum).name})
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    worker.run_forever()
+    build_worker(settings).run_until_signalled("the training in progress goes back to the queue")
 
 
 if __name__ == "__main__":

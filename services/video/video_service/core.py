@@ -186,7 +186,7 @@ class VideoCore:
         if doc is None:
             raise errors.NotFound(f"video {video_id} not found")
         try:
-            info = self._storage(lambda: self.store.stat(doc["key"]))
+            info = self.store.stat(doc["key"])
         except errors.NotFound:
             raise errors.NotFound(f"the file of video {video_id} is missing") from None
         # Cached no longer than the URL stays valid: a browser must not replay an expired URL.
@@ -194,7 +194,7 @@ class VideoCore:
         return MediaFile(doc["key"], doc.get("content_type") or "video/mp4", info.size, info.etag, max_age_s)
 
     def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return self._storage(lambda: self.store.read_range(media.key, start, length))
+        return self.store.read_range(media.key, start, length)
 
     # ---- uploading --------------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ class VideoCore:
         # The client's word for the type when it names a video type, else the probe's.
         content_type = upload.content_type if _VIDEO_TYPE.match(upload.content_type) else info.content_type
         with open(upload.path, "rb") as stream:
-            stored = self._storage(lambda: self.store.put_stream(key, stream, content_type))
+            stored = self.store.put_stream(key, stream, content_type)
         doc = {
             "_id": video_id,
             "title": options.title,
@@ -272,14 +272,6 @@ class VideoCore:
         except Exception:  # noqa: BLE001 - the original failure is the one to report
             log.exception("could not remove the file of a failed upload: %s", key)
 
-    def _storage(self, operation):
-        try:
-            return operation()
-        except errors.DomainError:
-            raise
-        except Exception as exc:
-            log.warning("object storage failed: %s", exc)
-            raise errors.Unavailable("object storage is unavailable, try again shortly") from exc
 
     def wait_for(self, video_id: int, user_id: int, timeout_s: float | None = None) -> dict:
         """`{video, images}` once processing has ended, or as things stand at the timeout."""
@@ -359,7 +351,7 @@ class VideoCore:
             log.info("video %s: deletion waits for its worker to stop", video_id)
             return False
         self.images.delete_images_by_video(video_id, doc["project"])
-        self._storage(lambda: self.store.delete(doc["key"]))
+        self.store.delete(doc["key"])
         self.jobs.delete(job_id(video_id))
         self.repository.remove(video_id)
         log.info("video deleted", extra={"video": video_id})

@@ -8,7 +8,6 @@ back to the queue at once.
 """
 import logging
 import os
-import signal
 import socket
 import uuid
 
@@ -46,15 +45,7 @@ def main() -> None:
     for name, address in (("MODEL_GRPC_ADDR", settings.model_grpc_addr), ("IMAGE_GRPC_ADDR", settings.image_grpc_addr)):
         if not address:
             raise settings_mod.ConfigError(f"required setting {name} is not set (the video worker needs that service)")
-    worker = build_worker(settings)
-
-    def stop(signum, _frame):
-        log.info("stopping after the current batch", extra={"signal": signal.Signals(signum).name})
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    worker.run_forever()
+    build_worker(settings).run_until_signalled("after the current batch; the job goes back to the queue")
 
 
 if __name__ == "__main__":

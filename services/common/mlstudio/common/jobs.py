@@ -24,6 +24,7 @@ tried again later, so a cancelled job is always a cleaned-up one.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -400,6 +401,18 @@ class Worker:
     owner: str
     poll_s: float = 1.0
     stopping: threading.Event = field(default_factory=threading.Event)
+
+    def run_until_signalled(self, on_stop: str) -> None:
+        """`run_forever` in a worker process: SIGTERM or Ctrl-C sets `stopping` (logging
+        `on_stop`, what happens to the job in progress) and the loop ends after the current job."""
+
+        def stop(signum, _frame):
+            log.info("stopping: %s", on_stop, extra={"signal": signal.Signals(signum).name})
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.run_forever()
 
     def run_forever(self) -> None:
         log.info("worker started", extra={"owner": self.owner, "kinds": sorted(self.handlers)})

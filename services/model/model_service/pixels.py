@@ -2,11 +2,15 @@
 
 Decoding uses Pillow (JPEG, PNG, WebP, BMP, GIF's first frame), applies the EXIF orientation
 (so phone photos are upright, as a browser shows them), converts to RGB and resizes bilinearly
-to the model's (height, width); large JPEGs are decoded at a reduced scale that still covers it. The batch stays uint8: the served signature does the scaling.
+to the model's (height, width); large JPEGs are decoded at a reduced scale that still covers it.
+The batch stays uint8: the served signature does the scaling. Images are decoded on one thread
+per core (Pillow releases the GIL while it decodes and resizes).
 """
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,13 +57,19 @@ def to_batch(images: list[bytes], height: int, width: int) -> Batch:
     if not images:
         raise errors.InvalidArgument("no images given")
     pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
-    sizes = []
-    for index, data in enumerate(images):
-        picture, size = decode(data, index, at_least=max(height, width))
-        sizes.append(size)
+
+    def fill(index: int) -> tuple[int, int]:
+        picture, size = decode(images[index], index, at_least=max(height, width))
         if picture.size != (width, height):
             picture = picture.resize((width, height), Image.Resampling.BILINEAR)
         pixels[index] = np.asarray(picture, dtype=np.uint8)
+        return size
+
+    threads = min(len(images), os.cpu_count() or 1)
+    if threads == 1:
+        return Batch(pixels, [fill(index) for index in range(len(images))])
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        sizes = list(pool.map(fill, range(len(images))))  # in order; the first failure is raised
     return Batch(pixels, sizes)
 
 

@@ -40,12 +40,17 @@ def _mongod_binary() -> str:
 def mongo_client(tmp_path_factory):
     port = _free_port()
     dbpath = tmp_path_factory.mktemp("mongod")
+    # A one-member replica set, as the stack runs it: change streams (which wake workers) need one.
     process = subprocess.Popen(
-        [_mongod_binary(), "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(dbpath), "--quiet"],
+        [_mongod_binary(), "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(dbpath), "--quiet", "--replSet", "rs0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=20000, tz_aware=True)
+    client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=20000, tz_aware=True)
     try:
-        client.admin.command("ping")
+        client.admin.command("replSetInitiate", {"_id": "rs0", "members": [{"_id": 0, "host": f"127.0.0.1:{port}"}]})
+        deadline = time.monotonic() + 30
+        while not client.admin.command("hello").get("isWritablePrimary"):
+            assert time.monotonic() < deadline, "the test replica set elected no primary"
+            time.sleep(0.1)
         yield client
     finally:
         client.close()
@@ -359,3 +364,21 @@ def test_the_heartbeat_keeps_a_long_job_leased(queue):
     queue.enqueue("a", "video", {})
     _worker(queue, RecordingHandler(behaviour)).run_once()
     assert queue.get("a").status == jobs.DONE
+
+
+def test_a_new_job_wakes_an_idle_worker_before_its_next_poll(queue):
+    worker = jobs.Worker(queue, {"video": RecordingHandler(lambda job, context: {"woken": True})}, "sleepy", poll_s=120)
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        for _ in range(50):  # the worker has looked once, found nothing, and now idles
+            if worker._arrivals is not None:
+                break
+            time.sleep(0.1)
+        assert worker._arrivals is not None, "the worker opened no change stream on the replica set"
+        queue.enqueue("a", "video", {})
+        # Polling alone would look again only after 120 s; the insert wakes the worker now.
+        assert queue.wait("a", timeout_s=30, poll_s=0.05).status == jobs.DONE
+    finally:
+        worker.stopping.set()
+        thread.join(130)

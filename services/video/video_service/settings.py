@@ -22,7 +22,7 @@ class VideoSettings(ServiceSettings):
     job_lease_s: float = env("VIDEO_JOB_LEASE_S", 30.0, help="a worker's lease on a job; a dead worker's job is taken over after it")
     job_max_attempts: int = env("VIDEO_JOB_MAX_ATTEMPTS", 3, help="claims of one job before it is given up as failed")
     job_retry_delay_s: float = env("VIDEO_JOB_RETRY_DELAY_S", 5.0, help="first delay before a job that met a transient failure is retried (doubles each time)")
-    worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 0.1, help="how often an idle worker looks for jobs (one indexed query; short, so a new video starts at once)")
+    worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 1.0, help="how often an idle worker looks for retries and expired leases (new jobs wake it at once)")
     worker_id: str = env("VIDEO_WORKER_ID", "", help="name of this worker in job leases (default host:pid)")
     cancel_wait_s: float = env("VIDEO_CANCEL_WAIT_S", 10.0, help="how long a delete waits for the worker of a video in progress to stop")
     delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="period of the sweep that finishes unfinished deletions and queues the job of an upload interrupted before queuing it")

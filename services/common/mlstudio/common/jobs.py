@@ -401,6 +401,8 @@ class Worker:
     owner: str
     poll_s: float = 1.0
     stopping: threading.Event = field(default_factory=threading.Event)
+    _arrivals: Any = field(default=None, init=False, repr=False)  # change stream of new jobs
+    _arrivals_unsupported: bool = field(default=False, init=False, repr=False)
 
     def run_until_signalled(self, on_stop: str) -> None:
         """`run_forever` in a worker process: SIGTERM or Ctrl-C sets `stopping` (logging
@@ -426,8 +428,36 @@ class Worker:
                 log.exception("worker: a job could not be handled")
                 worked = False
             if not worked:
-                self.stopping.wait(self.poll_s)
+                self._wait_for_work()
+        if self._arrivals is not None:
+            self._arrivals.close()
         log.info("worker stopped", extra={"owner": self.owner})
+
+    def _wait_for_work(self) -> None:
+        """Idles until a job is queued (a change stream on the jobs collection wakes the worker at
+        once), or `poll_s` at most: the poll still finds retries whose delay ran out and jobs
+        whose lease expired. A database without change streams (not a replica set) is polled."""
+        if self._arrivals is None and not self._arrivals_unsupported:
+            try:
+                self._arrivals = self.queue.jobs.watch(
+                    [{"$match": {"operationType": "insert"}}], max_await_time_ms=max(1, int(min(self.poll_s, 1.0) * 1000)))
+            except PyMongoError as exc:
+                self._arrivals_unsupported = True
+                log.info("worker: no change stream on the jobs (%s); polling every %s s", exc, self.poll_s)
+        if self._arrivals is None:
+            self.stopping.wait(self.poll_s)
+            return
+        deadline = time.monotonic() + self.poll_s
+        try:
+            # A new job ends the wait; each look lasts a second at most, so a stop is seen soon.
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                if self._arrivals.try_next() is not None:
+                    return
+        except PyMongoError as exc:
+            log.warning("worker: the change stream of new jobs failed, reopening it: %s", exc)
+            self._arrivals.close()
+            self._arrivals = None
+            self.stopping.wait(self.poll_s)
 
     def run_once(self) -> bool:
         """Claims and runs one job; False when there was none."""

@@ -26,7 +26,7 @@ def main() -> None:
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = ProjectRepository(db)
     repository.ensure_indexes()
-    core = ProjectCore(repository, data_owners(settings))
+    core = ProjectCore(repository, data_owners(settings), final_sweep_after_s=settings.final_sweep_after_s)
     server, port, _health = build_grpc(settings, core)
     retry = runner.periodic("delete-retry", settings.delete_retry_s, core.retry_pending_deletions)
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db)})

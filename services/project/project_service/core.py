@@ -2,7 +2,9 @@
 
 Deleting a project first hides it (marks it `deleting`), then asks every service that holds
 project data to delete it. If one of them fails, the mark stays and `retry_pending_deletions`
-(run periodically) finishes the job later: a delete is never forgotten half-way.
+(run periodically) finishes the job later: a delete is never forgotten half-way. An upload that
+checked the project just before it was hidden may still write afterwards, so the data is swept
+once more `final_sweep_after_s` later, and only then is the project's record removed.
 """
 from __future__ import annotations
 
@@ -62,9 +64,10 @@ def _text(name: str, value, limit: int, *, required: bool) -> str:
 
 
 class ProjectCore:
-    def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = ()):
+    def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0):
         self.repository = repository
         self.data_owners = list(data_owners)
+        self.final_sweep_after_s = final_sweep_after_s
 
     def create(self, user_id: int, fields: dict) -> dict:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
@@ -103,22 +106,26 @@ class ProjectCore:
         self._owned(project_id, user_id)
         self.repository.mark_deleting(project_id)
         try:
-            self._delete_data(project_id)
+            self._sweep(project_id, final=False)
         except errors.DomainError as exc:
             log.warning("project %s: data deletion unfinished, will retry: %s", project_id, exc.message)
 
-    def _delete_data(self, project_id: int) -> None:
+    def _sweep(self, project_id: int, *, final: bool) -> None:
         for owner in self.data_owners:
             deleted = owner.delete_project_data(project_id)
             log.info("project %s: %s deleted %s items", project_id, owner.peer, deleted)
-        self.repository.remove(project_id)
+        if final:
+            self.repository.remove(project_id)
+        else:
+            self.repository.mark_swept(project_id)
 
     def retry_pending_deletions(self) -> int:
-        """Finishes deletions that failed half-way; returns how many completed."""
+        """Finishes deletions that failed half-way, and makes the final sweep of those swept
+        long enough ago; returns how many sweeps completed."""
         done = 0
-        for project_id in self.repository.pending_deletions():
+        for project_id, swept in self.repository.pending_deletions(self.final_sweep_after_s):
             try:
-                self._delete_data(project_id)
+                self._sweep(project_id, final=swept)
                 done += 1
             except errors.DomainError as exc:
                 log.warning("project %s: data deletion still unfinished: %s", project_id, exc.message)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+import datetime
+
 import pymongo
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -55,8 +57,16 @@ class ProjectRepository:
     def mark_deleting(self, project_id: int) -> None:
         self._run(lambda: self.projects.update_one({"_id": project_id}, {"$set": {"deleting": True}}))
 
-    def pending_deletions(self) -> list[int]:
-        return self._run(lambda: [doc["_id"] for doc in self.projects.find({"deleting": True}, {"_id": 1})])
+    def mark_swept(self, project_id: int) -> None:
+        """The other services deleted the project's data once (`swept_at`)."""
+        self._run(lambda: self.projects.update_one({"_id": project_id}, {"$set": {"swept_at": mongo.utc_now()}}))
+
+    def pending_deletions(self, final_sweep_after_s: float) -> list[tuple[int, bool]]:
+        """(project id, swept once) of the deletions to work on now: never swept, or swept at
+        least `final_sweep_after_s` ago (due for the final sweep)."""
+        cutoff = mongo.utc_now() - datetime.timedelta(seconds=final_sweep_after_s)
+        query = {"deleting": True, "$or": [{"swept_at": {"$exists": False}}, {"swept_at": {"$lte": cutoff}}]}
+        return self._run(lambda: [(doc["_id"], "swept_at" in doc) for doc in self.projects.find(query, {"swept_at": 1})])
 
     def remove(self, project_id: int) -> None:
         self._run(lambda: self.projects.delete_one({"_id": project_id}))

@@ -10,6 +10,7 @@ from project_service.core import ProjectCore
 class FakeRepository:
     def __init__(self):
         self.projects = {}
+        self.now = 0.0  # seconds; tests move it
 
     def create(self, user_id, title, description, type_):
         pid = len(self.projects) + 1
@@ -34,8 +35,12 @@ class FakeRepository:
     def mark_deleting(self, project_id):
         self.projects[project_id]["deleting"] = True
 
-    def pending_deletions(self):
-        return [pid for pid, d in self.projects.items() if d.get("deleting")]
+    def mark_swept(self, project_id):
+        self.projects[project_id]["swept_at"] = self.now
+
+    def pending_deletions(self, final_sweep_after_s):
+        return [(pid, "swept_at" in d) for pid, d in self.projects.items()
+                if d.get("deleting") and ("swept_at" not in d or d["swept_at"] <= self.now - final_sweep_after_s)]
 
     def remove(self, project_id):
         self.projects.pop(project_id, None)
@@ -87,12 +92,19 @@ def test_update_changes_description_but_never_type():
         core.update(pid, 1, {})
 
 
-def test_delete_cascades_to_every_data_owner():
+def test_delete_cascades_to_every_data_owner_then_sweeps_once_more_later():
     owners = [Owner("video"), Owner("model"), Owner("image")]
-    core = ProjectCore(FakeRepository(), owners)
+    core = ProjectCore(FakeRepository(), owners, final_sweep_after_s=600)
     pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
     core.delete(pid, 1)
     assert [o.calls for o in owners] == [[pid], [pid], [pid]]
+    with pytest.raises(errors.NotFound):
+        core.get(pid, 1)
+    core.repository.now = 599  # an upload in flight may still write: the record waits
+    assert core.retry_pending_deletions() == 0 and pid in core.repository.projects
+    core.repository.now = 600
+    assert core.retry_pending_deletions() == 1
+    assert [o.calls for o in owners] == [[pid, pid]] * 3  # the final sweep deletes what came late
     assert core.repository.projects == {}
 
 
@@ -103,6 +115,9 @@ def test_a_failed_cascade_hides_the_project_and_is_retried():
     core.delete(pid, 1)
     with pytest.raises(errors.NotFound):
         core.get(pid, 1)
-    assert core.repository.pending_deletions() == [pid]
-    assert core.retry_pending_deletions() == 1
-    assert core.repository.projects == {} and flaky.calls == [pid, pid]
+    assert core.repository.pending_deletions(600) == [(pid, False)]
+    assert core.retry_pending_deletions() == 1  # the unfinished first sweep
+    assert flaky.calls == [pid, pid] and core.repository.pending_deletions(600) == []
+    core.repository.now = 600
+    assert core.retry_pending_deletions() == 1  # the final one
+    assert core.repository.projects == {} and flaky.calls == [pid, pid, pid]

@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -20,9 +19,6 @@ import pymongo
 import pytest
 from PIL import Image
 
-from deploy.local import config as stack_config
-from deploy.local import mongo as stack_mongo
-from deploy.local import registry
 
 pytestmark = pytest.mark.integration
 
@@ -283,20 +279,6 @@ def test_too_few_tags_or_images_answer_400(owner, red, blue, message):
 
 # ---- a trainer killed in the middle of a job --------------------------------------------------------
 
-def trainer_env(stack, **overrides) -> dict:
-    """The environment the launcher gives its model trainer, for one more trainer of ours."""
-    config = stack_config.load(registry.declared_ports(), stack.env)
-    context = registry.Context(config=config, mongo_uri=stack_mongo.uri(config.ports[stack_config.MONGO_PORT.name]), media_signing_key="unused")
-    component = next(c for c in registry.COMPONENTS if c.name == "model-trainer")
-    return {**stack.env, **registry.component_env(context, component), **overrides}
-
-
-def start_trainer(stack, log_path: Path, **overrides) -> subprocess.Popen:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "model_service.trainer"], cwd=REPO_ROOT, env=trainer_env(stack, **overrides),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def processes_of_job(model_id: int) -> list[int]:
     """Processes whose command line names this training's job directory (its sandbox)."""
     marker = f"/model-{model_id}-".encode()
@@ -316,7 +298,7 @@ def test_a_killed_trainer_leaves_a_job_that_is_retried_not_lost(module_stack, ow
     os.kill(stack_trainer, signal.SIGSTOP)  # only our trainers take jobs during this test
     ours: list[subprocess.Popen] = []
     try:
-        ours.append(start_trainer(module_stack, tmp_path / "doomed.log", TRAINER_JOB_LEASE_S="2", TRAINER_ID="doomed"))
+        ours.append(module_stack.start_component("model-trainer", tmp_path / "doomed.log", TRAINER_JOB_LEASE_S="2", TRAINER_ID="doomed"))
         model = owner.created(colours, KERAS_SCRIPT, epochs="4", image_size="32", pause_s="2")
         owner.wait(model["id"], until=lambda m: (m["progress"] or {}).get("epoch", 0) >= 1)
         assert processes_of_job(model["id"]), "the sandbox runs while the trainer trains"
@@ -330,7 +312,7 @@ def test_a_killed_trainer_leaves_a_job_that_is_retried_not_lost(module_stack, ow
             "mlstudio_model"].training_jobs.find_one({"_id": f"model-{model['id']}"})
         assert job["status"] == "running" and job["owner"] == "doomed" and job["attempts"] == 1, job
 
-        ours.append(start_trainer(module_stack, tmp_path / "restarted.log", TRAINER_JOB_LEASE_S="2", TRAINER_ID="restarted"))
+        ours.append(module_stack.start_component("model-trainer", tmp_path / "restarted.log", TRAINER_JOB_LEASE_S="2", TRAINER_ID="restarted"))
         model, _ = owner.wait(model["id"])
     finally:
         for process in ours:

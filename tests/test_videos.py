@@ -20,9 +20,6 @@ import numpy as np
 import pymongo
 import pytest
 
-from deploy.local import config as stack_config
-from deploy.local import mongo as stack_mongo
-from deploy.local import registry
 
 pytestmark = pytest.mark.integration
 
@@ -361,20 +358,6 @@ def test_deleting_the_project_deletes_its_videos(stack, owner, media):
 
 # ---- a worker killed in the middle of a video ----------------------------------------------------
 
-def worker_env(stack, **overrides) -> dict:
-    """The environment the launcher gives its video worker, for one more worker of ours."""
-    config = stack_config.load(registry.declared_ports(), stack.env)
-    context = registry.Context(config=config, mongo_uri=stack_mongo.uri(config.ports[stack_config.MONGO_PORT.name]), media_signing_key="unused")
-    component = next(c for c in registry.COMPONENTS if c.name == "video-worker")
-    return {**stack.env, **registry.component_env(context, component), **overrides}
-
-
-def start_worker(stack, log_path: Path, **overrides) -> subprocess.Popen:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "video_service.worker"], cwd=REPO_ROOT, env=worker_env(stack, **overrides),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def test_a_killed_worker_leaves_a_job_that_completes_without_duplicates(stack, owner, media, tmp_path):
     stack_worker = stack.state()["processes"]["video-worker"]
     os.kill(stack_worker, signal.SIGSTOP)  # only our workers take jobs during this test
@@ -382,7 +365,7 @@ def test_a_killed_worker_leaves_a_job_that_completes_without_duplicates(stack, o
     try:
         # Small batches and a short lease: many checkpoints, and a quick take-over.
         settings = {"VIDEO_BATCH_SIZE": "4", "VIDEO_JOB_LEASE_S": "2", "VIDEO_WORKER_ID": "doomed"}
-        ours.append(start_worker(stack, tmp_path / "doomed.log", **settings))
+        ours.append(stack.start_component("video-worker", tmp_path / "doomed.log", **settings))
         video_id = owner.upload(media["long_light_dark"], interval=1).json()["video"]["id"]
         deadline = time.monotonic() + PROCESSING_TIMEOUT_S
         while owner.video(video_id)["video"]["progress"]["done"] < 40:
@@ -393,7 +376,7 @@ def test_a_killed_worker_leaves_a_job_that_completes_without_duplicates(stack, o
         job = video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})
         assert job["status"] == "running" and job["owner"] == "doomed" and 40 <= job["progress"]["done"] < 400, job
 
-        ours.append(start_worker(stack, tmp_path / "restarted.log", VIDEO_WORKER_ID="restarted"))
+        ours.append(stack.start_component("video-worker", tmp_path / "restarted.log", VIDEO_WORKER_ID="restarted"))
         answer = owner.wait_until_processed(video_id)
     finally:
         for process in ours:

@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from deploy.local import config as stack_config
+from deploy.local import mongo as stack_mongo
 from deploy.local import registry
 from deploy.local.processes import pid_alive, signal_group, tied_to_parent
 
@@ -145,6 +146,18 @@ class Stack:
     def restart(self) -> Stack:
         self.stop()
         return self.start()
+
+    def start_component(self, name: str, log_path: Path, **overrides: str) -> subprocess.Popen:
+        """One more process of the registry component `name` (a second worker, say), with the
+        environment the launcher gives that component, plus `overrides`; the caller stops it."""
+        config = stack_config.load(registry.declared_ports(), self.env)
+        mongo_uri = stack_mongo.uri(config.ports[stack_config.MONGO_PORT.name])
+        context = registry.Context(config=config, mongo_uri=mongo_uri, media_signing_key="unused")
+        component = next(c for c in registry.COMPONENTS if c.name == name)
+        env = {**self.env, **registry.component_env(context, component), **overrides}
+        with open(log_path, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", component.module], cwd=REPO_ROOT, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 class Api(requests.Session):

@@ -8,7 +8,7 @@ import pytest
 
 from mlstudio.common import auth, errors
 from mlstudio.common.media_urls import MediaSigner
-from mlstudio.common.settings import ConfigError, ServiceSettings, env, load
+from mlstudio.common.settings import ConfigError, ServiceSettings, env, load, require
 
 
 def test_settings_read_and_convert_the_environment():
@@ -81,3 +81,10 @@ def test_tampered_signed_url_is_refused():
         signer.verify("/images/5/file", str(int(query["expires"]) + 100), query["signature"], now=0)
     with pytest.raises(errors.PermissionDenied):
         MediaSigner("other", "http://gw", 100).verify("/images/5/file", query["expires"], query["signature"], now=0)
+
+
+def test_a_setting_a_process_needs_fails_fast_by_its_variable_name():
+    settings = load(ServiceSettings, {"MONGO_URI": "m", "IMAGE_GRPC_ADDR": "host:1"})
+    require(settings, "image_grpc_addr")
+    with pytest.raises(ConfigError, match=r"PROJECT_GRPC_ADDR is not set \(images belong to projects\)"):
+        require(settings, "image_grpc_addr", "project_grpc_addr", why="images belong to projects")

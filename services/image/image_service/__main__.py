@@ -19,8 +19,7 @@ def optional_client(address: str, client_class, deadline_s: float):
 
 
 def build_core(settings: ImageSettings, repository, store) -> ImageCore:
-    if not settings.project_grpc_addr:
-        raise settings_mod.ConfigError("required setting PROJECT_GRPC_ADDR is not set")
+    settings_mod.require(settings, "project_grpc_addr", why="images belong to projects")
     limits = UploadLimits(settings.max_image_bytes, settings.max_images_per_request, settings.max_image_pixels)
     return ImageCore(
         repository,

@@ -35,8 +35,7 @@ def build_trainings(settings: ModelSettings, db, store) -> Trainings | None:
 
 
 def build_core(settings: ModelSettings, db) -> ModelCore:
-    if not settings.project_grpc_addr:
-        raise settings_mod.ConfigError("required setting PROJECT_GRPC_ADDR is not set")
+    settings_mod.require(settings, "project_grpc_addr", why="models belong to projects")
     repository = ModelRepository(db)
     repository.ensure_indexes()
     tfserving_repository = TFServingRepository(settings.model_base, settings.config_file, settings.tfserving_model_base_in_server or None)

@@ -78,8 +78,7 @@ def build_worker(settings: ModelSettings) -> jobs.Worker:
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model-trainer", settings.log_level)
-    if not settings.image_grpc_addr:
-        raise settings_mod.ConfigError("required setting IMAGE_GRPC_ADDR is not set (the trainer reads training images from it)")
+    settings_mod.require(settings, "image_grpc_addr", why="the trainer reads training images from it")
     namespaces.prctl(namespaces.PR_SET_DUMPABLE, 0)
     if not settings.sandbox_require_isolation:
         log.warning("SANDBOX_REQUIRE_ISOLATION=false: where namespaces are refused, uploaded training scripts run "

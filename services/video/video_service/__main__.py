@@ -14,9 +14,7 @@ from .settings import VideoSettings
 def main() -> None:
     settings = settings_mod.load(VideoSettings)
     logs.configure("video", settings.log_level)
-    for name, address in (("PROJECT_GRPC_ADDR", settings.project_grpc_addr), ("MODEL_GRPC_ADDR", settings.model_grpc_addr), ("IMAGE_GRPC_ADDR", settings.image_grpc_addr)):
-        if not address:
-            raise settings_mod.ConfigError(f"required setting {name} is not set (the video service needs that service)")
+    settings_mod.require(settings, "project_grpc_addr", "model_grpc_addr", "image_grpc_addr", why="the video service needs that service")
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = VideoRepository(db)
     repository.ensure_indexes()

@@ -42,9 +42,7 @@ def build_worker(settings: VideoSettings) -> jobs.Worker:
 def main() -> None:
     settings = settings_mod.load(VideoSettings)
     logs.configure("video-worker", settings.log_level)
-    for name, address in (("MODEL_GRPC_ADDR", settings.model_grpc_addr), ("IMAGE_GRPC_ADDR", settings.image_grpc_addr)):
-        if not address:
-            raise settings_mod.ConfigError(f"required setting {name} is not set (the video worker needs that service)")
+    settings_mod.require(settings, "model_grpc_addr", "image_grpc_addr", why="the video worker needs that service")
     build_worker(settings).run_until_signalled("after the current batch; the job goes back to the queue")
 
 

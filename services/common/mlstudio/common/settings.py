@@ -72,6 +72,15 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides) ->
     return cls(**values, **overrides)
 
 
+def require(settings, *names: str, why: str = "") -> None:
+    """Fails fast, naming the environment variable, when one of the fields `names` of
+    `settings` is empty: optional in general, but needed by this process."""
+    variables = {field.name: field.metadata.get("env", field.name) for field in dataclasses.fields(settings)}
+    for name in names:
+        if not getattr(settings, name):
+            raise ConfigError(f"required setting {variables[name]} is not set" + (f" ({why})" if why else ""))
+
+
 def describe(cls) -> list[tuple[str, str, str]]:
     """(variable, default, help) for each setting of `cls`, for documentation."""
     rows = []

@@ -123,7 +123,7 @@ def register_routes(api, core, settings):
         def post(self):
             """Store images under the tags a model predicts, with scores (or detections)."""
             user, project = who(), project_id()
-            model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="field")
+            model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="parameter")
             return core.predict(user, project, model_id, uploaded_files()), 201
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from werkzeug.routing import BaseConverter
 from werkzeug.exceptions import NotFound
+from werkzeug.routing import BaseConverter
 
 from . import errors
 

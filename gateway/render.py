@@ -75,6 +75,8 @@ class GatewayConfig:
     upload_timeout_s: int = 3600
     stream_idle_timeout_s: int = 300
     jwks_cache_s: int = 300
+    # Tolerance for clock differences when checking a token's exp and nbf (Envoy's default is 60).
+    jwt_clock_skew_s: int = 30
 
     def __post_init__(self):
         unknown = set(self.upstreams) - set(SERVICES)

@@ -189,3 +189,28 @@ def test_cors_policy_allows_the_frontend(config):
     assert policy["allow_credentials"] is True
     assert "authorization" in policy["allow_headers"]
     assert "content-range" in policy["expose_headers"]
+
+
+def test_tokens_must_expire_and_clock_skew_is_small(config):
+    provider = filter_config(config, "envoy.filters.http.jwt_authn")["providers"]["mlstudio"]
+    assert provider["require_expiration"] is True
+    assert provider["clock_skew_seconds"] == gw.GatewayConfig.jwt_clock_skew_s == 30
+
+
+def _local_reply_mappers(config: dict) -> list[dict]:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager["local_reply_config"]["mappers"]
+
+
+def test_refused_paths_get_a_message_of_their_own_before_other_400s(config):
+    """Envoy refuses escaped slashes and NULs in paths with an empty 400; the first mapper gives
+    it the API's error shape with a sentence, the generic 400 says which check failed."""
+    mappers = _local_reply_mappers(config)
+    first = mappers[0]
+    expression = first["filter"]["extension_filter"]["typed_config"]["expression"]
+    assert "path_normalization_failed" in expression and "response.code == 400" in expression
+    assert first["body_format_override"]["json_format"]["code"] == "bad_path"
+    assert "escaped slash (%%2F" in first["body_format_override"]["json_format"]["message"]
+    (generic,) = [m for m in mappers if m["filter"].get("status_code_filter", {}).get("comparison") == {
+        "op": "EQ", "value": {"default_value": 400, "runtime_key": "mlstudio.local_reply.status_400"}}]
+    assert generic["body_format_override"]["json_format"]["message"] == "the gateway refused a malformed request (%RESPONSE_CODE_DETAILS%)"

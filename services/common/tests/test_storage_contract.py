@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import random
+import threading
 import tracemalloc
 import uuid
 
@@ -370,3 +371,61 @@ def test_an_unreachable_s3_server_is_unavailable():
                  lambda: store.list_keys("x/"), lambda: store.put_bytes("x", b"1")):
         with pytest.raises(errors.Unavailable):
             call()
+
+
+# --- deletes leave no empty folders (local backend), and race no writer ------------------------------
+
+
+def test_deleting_the_last_keys_leaves_no_empty_folders(backend):
+    """S3 has no folders; the local backend must not keep the ones a delete emptied (a deleted
+    project once left `models/<id>/v1` behind), up to the store's root and never the root."""
+    store, ns = backend
+    for key in ("models/7/v1/model.keras", "models/7/v1/labels.txt", "models/8/v1/model.keras"):
+        store.put_bytes(ns + key, b"x")
+    assert store.delete_prefix(ns + "models/7/") == 2
+    assert store.list_keys(ns) == [ns + "models/8/v1/model.keras"]
+    if isinstance(store, LocalObjectStore):
+        assert not (store.root / ns / "models" / "7").exists()
+        assert (store.root / ns / "models" / "8" / "v1").is_dir()
+    store.delete(ns + "models/8/v1/model.keras")
+    assert store.list_keys(ns) == []
+    if isinstance(store, LocalObjectStore):
+        assert not (store.root / ns.rstrip("/")).exists()
+        assert store.root.is_dir() and store.ping()
+    store.put_bytes(ns + "models/8/v1/model.keras", b"again")  # the folders come back on the next write
+    assert store.get_bytes(ns + "models/8/v1/model.keras") == b"again"
+
+
+def test_a_missing_key_delete_tidies_folders_left_empty_before(tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    (store.root / "models" / "9" / "v1").mkdir(parents=True)
+    store.delete("models/9/v1/model.keras")
+    assert list(store.root.iterdir()) == []
+
+
+def test_writes_racing_deletes_in_the_same_folder_never_fail(backend):
+    """A delete may empty and remove a folder while a write is about to create its file there:
+    the write still lands, and every folder left behind holds an object."""
+    store, ns = backend
+    rounds = 40 if isinstance(store, LocalObjectStore) else 8
+    failures: list[BaseException] = []
+
+    def writer(worker: int):
+        try:
+            for i in range(rounds):
+                key = f"{ns}shared/deep/{worker}-{i}"
+                store.put_bytes(key, b"x")
+                assert store.get_bytes(key) == b"x"
+                store.delete(key)
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert store.list_keys(ns) == []
+    if isinstance(store, LocalObjectStore):
+        assert not (store.root / ns.rstrip("/")).exists()

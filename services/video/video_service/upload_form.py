@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlstudio.common import errors
+from mlstudio.common.ids import MAX_ID  # ids travel as int64 in gRPC and are stored as such in MongoDB
 
 MAX_INTERVAL = 1_000_000
-MAX_ID = 2**63 - 1  # ids travel as int64 in gRPC and are stored as such in MongoDB
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = ("1", "true", "yes", "on")

@@ -11,7 +11,7 @@ import base64
 import json
 from collections.abc import Mapping
 
-from . import errors
+from . import errors, ids
 
 PAYLOAD_HEADER = "x-jwt-payload"
 
@@ -24,34 +24,18 @@ def decode_payload(value: str) -> dict:
         raise errors.Unauthenticated("the verified token payload is malformed") from None
 
 
-def parse_int(name: str, raw: str | None, *, required: bool = True) -> int | None:
-    """An integer query parameter: InvalidArgument when malformed, or missing but required."""
-    if raw is None or raw == "":
-        if required:
-            raise errors.InvalidArgument(f"query parameter {name} is required")
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"query parameter {name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise errors.InvalidArgument(f"query parameter {name} must be a positive integer, got {raw!r}")
-    return value
-
-
 def caller_id(headers: Mapping[str, str], args: Mapping[str, str], auth_required: bool) -> int:
     """The calling user's id.
 
     With a verified token, a `user_id` parameter that differs from it answers 403. Without one,
     401 unless the legacy mode is on, where `user_id` names the caller."""
-    claimed = parse_int("user_id", args.get("user_id"), required=False)
+    claimed = ids.parse_id("user_id", args.get("user_id"), required=False)
     payload = headers.get(PAYLOAD_HEADER)
     if payload:
         subject = decode_payload(payload).get("sub")
-        try:
-            user = int(subject)
-        except (TypeError, ValueError):
-            raise errors.Unauthenticated("the token has no valid subject") from None
+        user = ids.as_id(str(subject)) if isinstance(subject, (str, int)) and not isinstance(subject, bool) else None
+        if user is None:
+            raise errors.Unauthenticated("the token has no valid subject")
         if claimed is not None and claimed != user:
             raise errors.PermissionDenied(f"user_id {claimed} is not the authenticated user")
         return user

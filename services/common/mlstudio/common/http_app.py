@@ -2,8 +2,11 @@
 
 `make_app` gives a service its Flask app and flask-restx `Api` with: one error handler that
 answers JSON `{"message", "code"}` for domain errors, HTTP errors and crashes; the request id
-from the gateway; `/healthz` (alive) and `/readyz` (dependencies reachable, else 503); and the
-OpenAPI docs under `/docs/<service>/`, which the gateway routes without a token.
+from the gateway; `<int:...>` path parts that only match ids (`ids.IdConverter`: 1 to 2^63 - 1,
+else 404); a JSON 400 for paths with control characters (the gateway refuses them first, but a
+service may be reached directly); `/healthz` (alive) and `/readyz` (dependencies reachable,
+else 503); and the OpenAPI docs under `/docs/<service>/`, which the gateway routes without a
+token.
 """
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ from flask import Flask, jsonify, request
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from . import auth, errors, logs
+from . import auth, errors, ids, logs
 
 log = logging.getLogger(__name__)
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _snake(name: str) -> str:
@@ -56,6 +62,8 @@ def make_app(service: str, *, title: str, description: str, readiness: Mapping[s
     app.config["ERROR_404_HELP"] = False
     app.config["RESTX_MASK_SWAGGER"] = False
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # Before any route is added: rules bind their converters when they are added.
+    app.url_map.converters["int"] = ids.IdConverter
     api = Api(
         app,
         title=title,
@@ -68,6 +76,10 @@ def make_app(service: str, *, title: str, description: str, readiness: Mapping[s
     @app.before_request
     def _request_id():
         logs.request_id.set(request.headers.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
+        if _CONTROL_CHARACTER.search(request.path):
+            # A NUL (%00) or another control character names no resource and must never reach
+            # a tag, a storage key or a log line.
+            raise errors.InvalidArgument("the request path contains a control character (such as an encoded NUL)", code="bad_path")
 
     def handle(exc):
         body, status = error_response(exc)

@@ -22,6 +22,8 @@ from typing import BinaryIO
 from . import errors
 
 CHUNK = 1024 * 1024
+# How often a local write retries when a concurrent delete removes its just-made folder.
+_FOLDER_RACE_ATTEMPTS = 5
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
@@ -149,14 +151,7 @@ class LocalObjectStore(ObjectStore):
 
     def _put_stream(self, key, stream):
         path = self._path(key)
-        # A directory cannot also be a file: `a` and `a/b` cannot both exist here (they can in S3).
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise errors.AlreadyExists(f"object key {key} conflicts with an existing key (a prefix of it is an object)") from None
-        if path.is_dir():
-            raise errors.AlreadyExists(f"object key {key} conflicts with existing keys under {key}/")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        fd, tmp = self._temporary_file_beside(key, path)
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(stream, out, CHUNK)
@@ -165,6 +160,25 @@ class LocalObjectStore(ObjectStore):
             Path(tmp).unlink(missing_ok=True)
             raise
         return self.stat(key)
+
+    def _temporary_file_beside(self, key: str, path: Path) -> tuple[int, str]:
+        """A new temporary file in `path`'s folder, made with the folders above it. A delete
+        removes folders it empties; one may go between the mkdir and the file's creation, so
+        that is tried again (the temporary file then keeps the folder from being removed)."""
+        for _ in range(_FOLDER_RACE_ATTEMPTS):
+            # A directory cannot also be a file: `a` and `a/b` cannot both exist here (they can in S3).
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_dir():
+                    raise errors.AlreadyExists(f"object key {key} conflicts with existing keys under {key}/")
+                return tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+            except FileNotFoundError:
+                continue  # a folder on the way was removed under us
+            except (FileExistsError, NotADirectoryError):
+                if any(folder.is_file() for folder in path.parents if self.root in folder.parents):
+                    raise errors.AlreadyExists(f"object key {key} conflicts with an existing key (a prefix of it is an object)") from None
+                continue  # mkdir saw a folder that was removed before it could check it
+        raise errors.Unavailable(f"object storage (local) is unavailable: the folder of {key} kept disappearing")
 
     def stat(self, key):
         path = self._path(key)
@@ -207,7 +221,22 @@ class LocalObjectStore(ObjectStore):
             try:
                 path.unlink(missing_ok=True)
             except (NotADirectoryError, IsADirectoryError):
-                pass  # no object by that name (only keys under it): nothing to delete, as in S3
+                return  # no object by that name (only keys under it): nothing to delete, as in S3
+        self._remove_empty_folders(path.parent)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Removes `folder` and the folders above it while they are empty, never the root, so a
+        deleted project leaves no `models/<id>/v1` behind. rmdir only removes an empty folder, so
+        a concurrent write (whose temporary file is already inside) stops it; a folder another
+        delete removed first is passed over."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return  # not empty (ENOTEMPTY, EEXIST), or not ours to remove: leave it
+            folder = folder.parent
 
     def list_keys(self, prefix):
         # Only the folder the prefix names is walked, not the whole store.

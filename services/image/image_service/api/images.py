@@ -6,8 +6,7 @@ digits, whatever the order of declaration; the tag rules refuse those words as t
 """
 from flask import request
 from flask_restx import Namespace, Resource, fields
-from mlstudio.common import errors, media_files
-from mlstudio.common.auth import parse_int
+from mlstudio.common import errors, ids, media_files
 from mlstudio.common.http_app import body_fields, caller
 
 from ..core import Page
@@ -62,28 +61,17 @@ def declare_models(ns: Namespace):
     return image_model, tag_model, video_images_model
 
 
-def _offset(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"query parameter offset must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise errors.InvalidArgument(f"query parameter offset must not be negative, got {raw!r}")
-    return value
-
-
 def page() -> Page:
-    return Page(limit=parse_int("limit", request.args.get("limit"), required=False), offset=_offset(request.args.get("offset")))
+    return Page(limit=ids.parse_int64("limit", request.args.get("limit"), required=False),
+                offset=ids.parse_int64("offset", request.args.get("offset"), minimum=0, required=False) or 0)
 
 
 def project_id() -> int:
-    return parse_int("project_id", request.args.get("project_id"))
+    return ids.parse_id("project_id", request.args.get("project_id"))
 
 
 def optional_project_id() -> int | None:
-    return parse_int("project_id", request.args.get("project_id"), required=False)
+    return ids.parse_id("project_id", request.args.get("project_id"), required=False)
 
 
 def new_tag() -> str:
@@ -135,7 +123,7 @@ def register_routes(api, core, settings):
         def post(self):
             """Store images under the tags a model predicts, with scores (or detections)."""
             user, project = who(), project_id()
-            model_id = parse_int("model_id", request.form.get("model_id") or request.args.get("model_id"))
+            model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="parameter")
             return core.predict(user, project, model_id, uploaded_files()), 201
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
@@ -145,7 +133,7 @@ def register_routes(api, core, settings):
         @ns.marshal_with(video_images_model)
         def get(self, video_id=None):
             """The images made from a video, and the type of its project."""
-            video_id = video_id or parse_int("video_id", request.args.get("video_id"))
+            video_id = video_id or ids.parse_id("video_id", request.args.get("video_id"))
             return core.by_video(who(), video_id, page=page())
 
     @ns.route("/<int:image_id>")

@@ -2,7 +2,7 @@
 from flask import Response, request
 from flask_restx import Namespace, Resource, fields, reqparse
 
-from mlstudio.common import auth, media_files
+from mlstudio.common import ids, media_files
 from mlstudio.common.http_app import caller
 
 from ..uploads import Upload
@@ -79,7 +79,7 @@ def register_routes(api, core, settings):
         def get(self):
             """List the project's models of the caller, plus public models, of the project's type."""
             user = who()
-            project_id = auth.parse_int("project_id", request.args.get("project_id"))
+            project_id = ids.parse_id("project_id", request.args.get("project_id"))
             return core.list(user, project_id)
 
         @ns.doc(params=UPLOAD_PARAMS)
@@ -88,7 +88,7 @@ def register_routes(api, core, settings):
         def post(self):
             """Upload a model and its label file (method=upload, answered once served), or train one (method=create, answered at once, Pending)."""
             user = who()
-            project_id = auth.parse_int("project_id", request.args.get("project_id"), required=False)
+            project_id = ids.parse_id("project_id", request.args.get("project_id"), required=False)
             created = core.create(user, project_id, request.args.get("method"), request.form.to_dict(), uploaded_files())
             return ns.marshal(created, model_model), 201
 

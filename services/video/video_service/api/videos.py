@@ -2,7 +2,7 @@
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from mlstudio.common import auth, media_files
+from mlstudio.common import ids, media_files
 from mlstudio.common.http_app import caller
 
 from ..core import UploadedFile
@@ -53,7 +53,7 @@ def build_namespace(core, settings) -> Namespace:
         return caller(settings.auth_required)
 
     def project_param() -> int:
-        return auth.parse_int("project_id", request.args.get("project_id"))
+        return ids.parse_id("project_id", request.args.get("project_id"))
 
     @ns.route("/all")
     @ns.doc(params=user_params)

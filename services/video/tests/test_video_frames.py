@@ -10,7 +10,7 @@ from video_fakes import brightness_label, write_light_dark_video
 
 from mlstudio.common import errors
 from video_service.frames import Frame, FrameDecoder, FrameSampler, Truncated, Undecodable, batches
-from video_service.probe import probe
+from video_service.probe import probe, records_frame_count
 
 
 def test_every_tenth_frame_of_the_light_dark_video(light_dark_video):
@@ -174,6 +174,14 @@ def test_an_mp4_that_ends_before_its_recorded_frame_count_is_called_truncated(tm
     with pytest.raises(Truncated, match="the video ends at frame 12 of the 377 its container records: the file is truncated or damaged"):
         frames.extend(decoder.frames())
     assert len(frames) == 12  # what was decoded came out before the check
+
+
+def test_only_an_mp4_that_indexes_its_samples_is_held_to_its_frame_count(tmp_path, light_dark_video):
+    assert records_frame_count(light_dark_video)
+    fragmented = tmp_path / "fragmented.mp4"  # a `moof` box: samples listed fragment by fragment
+    fragmented.write_bytes(light_dark_video.read_bytes() + (16).to_bytes(4, "big") + b"moof" + bytes(8))
+    assert not records_frame_count(fragmented)
+    assert not records_frame_count(write_light_dark_video(tmp_path / "estimated.mkv"))  # a count from duration x rate
 
 
 def test_frames_over_the_pixel_limit_are_refused_before_one_is_decoded(tmp_path, light_dark_video):

@@ -5,8 +5,8 @@ Decoding is the cheap part only if it is done right: the decoder must see every 
 `grab()`bed and only the sampled ones are `retrieve()`d and encoded. Which frames are sampled is
 decided by a `FrameSampler`: every N-th frame, or one frame per `interval_ms` of the stream's
 own timestamps. The decoder says when the stream ends; the container's frame count is only
-a check: where it is exact (MP4/QuickTime count their samples), a stream that ends well before
-it (`Truncated`) means a file cut short or damaged, not a short video.
+a check: where it is exact (an MP4/QuickTime file indexes its samples), a stream that ends well
+before it (`Truncated`) means a file cut short or damaged, not a short video.
 """
 from __future__ import annotations
 
@@ -17,11 +17,7 @@ from pathlib import Path
 
 import cv2
 
-from .probe import container_of, frame_count, open_capture
-
-# Containers whose frame count is the number of frames stored (other containers estimate it
-# from their duration and frame rate, which is no basis for calling a video short).
-EXACT_FRAME_COUNT = ("MP4/QuickTime", "QuickTime")
+from .probe import frame_count, open_capture, records_frame_count
 
 
 class Undecodable(Exception):
@@ -103,7 +99,8 @@ class FrameDecoder:
         if not capture.isOpened():
             raise Undecodable("the video cannot be opened: it is damaged or not a video")
         try:
-            recorded = int(frame_count(capture)) if container_of(self.path) in EXACT_FRAME_COUNT else 0
+            # Only a count the container stores says how many frames there are (estimates do not).
+            recorded = int(frame_count(capture)) if records_frame_count(self.path) else 0
             self.fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             index = 0
             stopped = False

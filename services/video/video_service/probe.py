@@ -111,35 +111,48 @@ def open_capture(path: Path):
     return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
 
 
-def _chunked_end(handle, size: int, big_endian: bool, header_bytes: int) -> int | None:
-    """Where a file of size-prefixed top-level chunks says it ends (MP4 boxes: 4-byte big-endian
-    size including the header, 1 = a 64-bit size follows, 0 = to the end of the file; RIFF
-    chunks: 4-byte id, 4-byte little-endian size of the data, padded to an even length).
-    None when it cannot tell."""
+def _top_level_chunks(handle, size: int, big_endian: bool) -> tuple[list[bytes], int | None]:
+    """The kinds of a file's size-prefixed top-level chunks, and where the last one says the file
+    ends (None when it cannot tell). MP4 boxes: 4-byte big-endian size including the header (1:
+    a 64-bit size follows; 0: to the end of the file), then the kind; RIFF chunks: the kind, then
+    a 4-byte little-endian size of the data, padded to an even length."""
+    kinds: list[bytes] = []
     offset = 0
     for _ in range(_MAX_CHUNKS):
         if offset + 8 > size:
-            return offset
+            return kinds, offset
         handle.seek(offset)
         header = handle.read(16)
         kind = header[4:8] if big_endian else header[0:4]
         if not all(32 <= byte < 127 for byte in kind):
-            return None  # trailing bytes that are no box or chunk: the file's own end is unknown
+            return kinds, None  # trailing bytes that are no box or chunk: the file's own end is unknown
+        kinds.append(kind)
         if big_endian:
             length = int.from_bytes(header[0:4], "big")
             if length == 0:
-                return size
+                return kinds, size
             if length == 1:
                 if len(header) < 16:
-                    return offset + 16
+                    return kinds, offset + 16
                 length = int.from_bytes(header[8:16], "big")
             if length < 8:
-                return None  # not a box structure this check understands; the decoder will tell
+                return kinds, None  # not a box structure this check understands; the decoder will tell
             offset += length
         else:
             length = int.from_bytes(header[4:8], "little")
-            offset += header_bytes + length + (length & 1)
-    return None
+            offset += 8 + length + (length & 1)
+    return kinds, None
+
+
+def records_frame_count(path: Path) -> bool:
+    """Whether the container's frame count is the number of frames it stores: an MP4/QuickTime
+    file indexes every sample in its `moov` box (a fragmented one, with `moof` boxes, does not,
+    and other containers estimate the count from their duration and frame rate)."""
+    if container_of(path) not in ("MP4/QuickTime", "QuickTime"):
+        return False
+    with open(path, "rb") as handle:
+        kinds, _ = _top_level_chunks(handle, path.stat().st_size, big_endian=True)
+    return b"moov" in kinds and b"moof" not in kinds
 
 
 def _ebml_number(handle) -> tuple[int, int] | None:
@@ -179,9 +192,9 @@ def _declared_end(path: Path, container: str) -> int | None:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         if container in ("MP4/QuickTime", "QuickTime"):
-            return _chunked_end(handle, size, big_endian=True, header_bytes=8)
+            return _top_level_chunks(handle, size, big_endian=True)[1]
         if container == "AVI":
-            return _chunked_end(handle, size, big_endian=False, header_bytes=8)
+            return _top_level_chunks(handle, size, big_endian=False)[1]
         if container == "Matroska/WebM":
             return _matroska_end(handle)
     return None

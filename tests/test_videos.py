@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -267,25 +268,37 @@ def test_the_video_url_plays_without_a_token_and_seeks_with_range(api, stack, ow
 @pytest.mark.parametrize("case, status, code", [
     ("text", 415, "not_a_video"),
     ("truncated", 422, "damaged_video"),
+    ("real_truncated", 422, "damaged_video"),
+    ("huge_frames", 422, "frame_too_large"),
     ("zero_frames", 422, None),
     ("interval_zero", 400, "invalid_interval"),
+    ("interval_empty", 400, "invalid_interval"),
     ("unknown_model", 404, "not_found"),
     ("no_file", 400, "file_missing"),
 ])
-def test_bad_uploads_are_refused_with_a_reason_and_leave_nothing(stack, owner, media, case, status, code):
+def test_bad_uploads_are_refused_with_a_reason_and_leave_nothing(stack, owner, media, tmp_path, case, status, code):
     content = media["light_dark"].read_bytes()
     fields = {}
     if case == "text":
         response = owner.upload(content=b"this is a text file, not a video\n" * 100, filename="notes.txt")
     elif case == "truncated":
         response = owner.upload(content=content[: len(content) // 2])
+    elif case == "real_truncated":  # the first 100 kB of a real H.264 MP4 whose index comes first: 12 of 377 frames decode
+        with open(shared_data_dir() / "car-detection.mp4", "rb") as handle:
+            response = owner.upload(content=handle.read(100_000))
+    elif case == "huge_frames":  # 52 million pixels a frame, more than the default limit of 50 million
+        huge = tmp_path / "huge.avi"
+        writer = cv2.VideoWriter(str(huge), cv2.VideoWriter_fourcc(*"MJPG"), 1, (10_000, 5_200))
+        writer.write(np.zeros((5_200, 10_000, 3), np.uint8))
+        writer.release()
+        response = owner.upload(huge, filename="huge.avi")
     elif case == "zero_frames":
         response = owner.upload(media["zero_frames"])
     elif case == "no_file":
         response = owner.session.post("/videos/all", params=owner.params(), data={"model_id": owner.model_id, "interval": 10},
                                       files={"other": ("x.txt", b"x")})
     else:
-        fields = {"interval_zero": {"interval": 0}, "unknown_model": {"model_id": 987654}}[case]
+        fields = {"interval_zero": {"interval": 0}, "interval_empty": {"interval": ""}, "unknown_model": {"model_id": 987654}}[case]
         response = owner.upload(media["light_dark"], **fields)
     assert response.status_code == status, response.text
     body = response.json()
@@ -389,6 +402,122 @@ def test_a_killed_worker_leaves_a_job_that_completes_without_duplicates(stack, o
     assert len({image["id"] for image in answer["images"]}) == 400
     job = video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})
     assert (job["attempts"], job["owner"], job["progress"]) == (2, None, {"done": 400, "total": 400})
+
+
+# ---- a service the worker needs goes down in the middle of a video --------------------------------
+
+class Outage:
+    """A TCP port in front of `target` that can go down (refusing connections and cutting those
+    open, as a service that stops does) and come back: the worker's way to a peer service."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = 0
+        self._reserve()  # refuses connections until it listens
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.accepting = False
+
+    def up(self) -> None:
+        with self.lock:
+            self.accepting = True
+            self.listener.listen(16)
+            threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        with self.lock:
+            self.accepting = False
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+            except OSError:
+                pass
+            self.listener.close()
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                connection.close()
+            self.connections.clear()
+            self._reserve()  # the port stays ours, refusing connections, until it is up again
+
+    def _reserve(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.port = self.listener.getsockname()[1]
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed: the service is down
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                if not self.accepting:
+                    client.close()
+                    upstream.close()
+                    return
+                self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_a_video_waits_for_a_model_service_that_went_down_and_finishes_when_it_is_back(stack, owner, media, tmp_path):
+    model_service = Outage(("127.0.0.1", int(stack.ports["MODEL_GRPC_PORT"])))
+    model_service.up()
+    stack_worker = stack.state()["processes"]["video-worker"]
+    os.kill(stack_worker, signal.SIGSTOP)  # only our worker takes jobs during this test
+    worker = None
+    try:
+        # One attempt only: a wait that used up attempts would fail the video at once.
+        worker = stack.start_component("video-worker", tmp_path / "patient.log", VIDEO_WORKER_ID="patient", VIDEO_BATCH_SIZE="4",
+                                       MODEL_GRPC_ADDR=f"127.0.0.1:{model_service.port}", VIDEO_JOB_MAX_ATTEMPTS="1",
+                                       VIDEO_JOB_RETRY_DELAY_S="0.2", VIDEO_JOB_MAX_DEPENDENCY_DELAY_S="1")
+        video_id = owner.upload(media["long_light_dark"], interval=1).json()["video"]["id"]
+        deadline = time.monotonic() + PROCESSING_TIMEOUT_S
+        while owner.video(video_id)["video"]["progress"]["done"] < 40:
+            assert time.monotonic() < deadline and worker.poll() is None, (tmp_path / "patient.log").read_text()[-3000:]
+            time.sleep(0.05)
+        model_service.down()
+
+        while not ((job := video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})).get("waiting") or {}).get("waits", 0) >= 3:
+            assert time.monotonic() < deadline and job["status"] != "failed", job
+            time.sleep(0.1)
+        assert job["attempts"] <= 1, job  # three tries and more, no attempt used up
+        waiting = owner.video(video_id)
+        video = waiting["video"]
+        assert video["status"] in ("queued", "processing") and video["error"] is None, video
+        assert "the model service is unavailable" in video["waiting"]["reason"] and video["waiting"]["since"] <= video["waiting"]["retry_at"]
+        assert 40 <= video["progress"]["done"] == len(waiting["images"]) < 400  # the frames made so far stay
+
+        model_service.up()
+        answer = owner.wait_until_processed(video_id)
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+        os.kill(stack_worker, signal.SIGCONT)
+        model_service.down()
+    assert answer["video"]["status"] == "done" and answer["video"]["waiting"] is None, answer["video"]
+    assert_light_dark_frames(answer["images"], video_id, step=1, frames=400)
+    job = video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})
+    assert (job["attempts"], job["progress"], "waiting" in job) == (1, {"done": 400, "total": 400}, False)
 
 
 # ---- a large upload keeps the service's memory flat ----------------------------------------------

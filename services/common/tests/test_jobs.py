@@ -236,19 +236,103 @@ def test_worker_fails_a_job_with_a_readable_error_and_cleans_up(queue):
     assert (job.status, job.error, handler.cleaned) == (jobs.FAILED, "the video could not be decoded", ["a"])
 
 
-def test_worker_retries_transient_failures_then_gives_up(queue):
+def test_worker_retries_a_crashing_job_then_gives_up(queue):
     def behaviour(job, context):
-        raise errors.Unavailable("the model service is unavailable")
+        raise RuntimeError("a bug")
 
     handler = RecordingHandler(behaviour)
     queue.enqueue("a", "video", {})
     worker = _worker(queue, handler)
     worker.run_once()
     assert queue.get("a").status == jobs.QUEUED and handler.cleaned == []
-    time.sleep(0.3)
-    worker.run_once()
+    _run_when_due(worker)
     job = queue.get("a")
     assert job.status == jobs.FAILED and "gave up after 2 attempts" in job.error and handler.cleaned == ["a"]
+    assert "internal error (RuntimeError)" in job.error
+
+
+def _run_when_due(worker, timeout_s: float = 30.0) -> None:
+    """Runs the worker once its queue has a job due (a retry waits out its delay first)."""
+    deadline = time.monotonic() + timeout_s
+    while not worker.run_once():
+        assert time.monotonic() < deadline, "no job became due"
+        time.sleep(0.02)
+
+
+def _delay_s(job) -> float:
+    """The delay a waiting job was given: its next try, from the moment it was put back."""
+    return (job.waiting["retry_at"] - job.updated).total_seconds()
+
+
+def test_a_dependency_that_is_down_uses_no_attempt_and_the_job_waits_with_a_growing_delay(mongo_client):
+    collection = mongo_client["jobs_test"][f"jobs_{uuid.uuid4().hex[:8]}"]
+    queue = jobs.JobQueue(collection, lease_s=5.0, max_attempts=1, retry_delay_s=0.2, max_dependency_delay_s=0.5)
+    seen_checkpoints = []
+
+    def behaviour(job, context):
+        seen_checkpoints.append(job.checkpoint)
+        if not job.checkpoint:
+            context.report(1, 3, {"frame_index": 0})  # output made before the dependency went away
+        if len(seen_checkpoints) <= 4:  # more failures than max_attempts allows crashes
+            raise errors.Unavailable("the model service is unavailable: connection refused")
+        context.report(3, 3, {"frame_index": 2})
+        return {"frames": 3}
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    worker = _worker(queue, handler)
+    worker.run_once()
+    first = queue.get("a")
+    assert (first.status, first.attempts, first.error, first.progress) == (jobs.QUEUED, 0, "", {"done": 1, "total": 3})
+    assert first.waiting["reason"] == "the model service is unavailable: connection refused" and first.waiting["waits"] == 1
+    assert first.waiting["since"] <= first.updated and _delay_s(first) == 0.2
+
+    delays = [_delay_s(first)]
+    for waits in (2, 3, 4):
+        _run_when_due(worker)
+        job = queue.get("a")
+        assert (job.status, job.attempts, job.waiting["waits"], job.waiting["since"]) == (jobs.QUEUED, 0, waits, first.waiting["since"])
+        delays.append(_delay_s(job))
+    assert delays == [0.2, 0.4, 0.5, 0.5]  # doubling, capped
+
+    _run_when_due(worker)
+    done = queue.get("a")
+    assert (done.status, done.attempts, done.result, done.waiting) == (jobs.DONE, 1, {"frames": 3}, {})
+    assert seen_checkpoints[1:] == [{"frame_index": 0}] * 4  # every retry resumed from the checkpoint
+    assert handler.cleaned == []  # the output made before the wait was kept
+
+
+def test_progress_ends_a_wait_for_a_dependency(queue):
+    queue.enqueue("a", "video", {})
+    waiting = queue.wait_for_dependency(queue.claim("w"), "the image service is unavailable")
+    assert waiting.waiting["waits"] == 1
+    deadline = time.monotonic() + 30
+    while (job := queue.claim("w")) is None:  # due after the first retry delay
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    queue.report(job, 0, 5)  # no progress: still waiting since then
+    assert queue.get("a").waiting["since"] == waiting.waiting["since"]
+    queue.report(job, 1, 5)
+    assert queue.get("a").waiting == {}
+
+
+def test_a_job_that_waits_too_long_for_a_dependency_fails_with_the_reason(mongo_client):
+    collection = mongo_client["jobs_test"][f"jobs_{uuid.uuid4().hex[:8]}"]
+    queue = jobs.JobQueue(collection, lease_s=5.0, max_attempts=3, retry_delay_s=0.05, dependency_wait_s=0.5)
+
+    def behaviour(job, context):
+        raise errors.Unavailable("the model service is unavailable: connection refused")
+
+    handler = RecordingHandler(behaviour)
+    queue.enqueue("a", "video", {})
+    worker = _worker(queue, handler)
+    deadline = time.monotonic() + 30
+    while not queue.get("a").finished:
+        assert time.monotonic() < deadline, queue.get("a")
+        _run_when_due(worker)
+    job = queue.get("a")
+    assert job.status == jobs.FAILED and job.attempts <= 1 and handler.cleaned == ["a"]
+    assert job.error.startswith("the model service is unavailable: connection refused (gave up after waiting ")
 
 
 def test_worker_stops_a_cancelled_job_between_batches(queue):

@@ -1,6 +1,7 @@
 """Video rules with fakes: upload checks (nothing stored when one fails), the processing state
 readers see, and deletes that stop the job first."""
 import shutil
+from datetime import datetime, timezone
 
 import pytest
 
@@ -75,6 +76,12 @@ def test_upload_refuses_files_that_are_no_decodable_video(world, tmp_path, light
     ({"model_id": ""}, "model_id is required"),
     ({"model_id": "x"}, "model_id must be a positive integer"),
     ({"wait": "maybe"}, "wait must be true or false"),
+    ({"interval": ""}, "field interval is empty: give a positive integer N to sample every N-th frame, or leave the field out"),
+    ({"interval": "  "}, "field interval is empty"),
+    ({"interval_ms": ""}, "field interval_ms is empty"),
+    ({"interval_ms": "", "interval": "10"}, "field interval_ms is empty"),
+    ({"wait": ""}, "field wait is empty: give true or false"),
+    ({"model_id": " "}, "model_id is required"),
 ])
 def test_upload_options_say_what_is_wrong(fields, message):
     with pytest.raises(errors.InvalidArgument, match=message):
@@ -93,6 +100,7 @@ def test_model_ids_are_not_capped_like_intervals():
 
 def test_upload_options_defaults_and_precedence():
     assert upload_options({"model_id": "7"}, "a.mp4", 1).interval == 1
+    assert upload_options({"model_id": "7", "title": "", "description": ""}, "a.mp4", 1).title == "a.mp4"  # these may be empty
     by_time = upload_options({"model_id": "7", "interval": "10", "interval_ms": "500"}, "a.mp4", 1)
     assert (by_time.interval, by_time.interval_ms) == (None, 500)
     assert upload_options({"model_id": "7", "wait": "true", "title": " Mine "}, "a.mp4", 1).wait is True
@@ -155,7 +163,21 @@ def test_readers_see_the_job_state(world, light_dark_video, tmp_path):
     assert world.core.list(1, 10)[0]["progress"] == {"done": 8, "total": 20}
     world.jobs.set(job_id(video_id), status=jobs.FAILED, error="the video could not be decoded")
     video = world.core.get(video_id, 1)
-    assert (video["status"], video["error"]) == ("failed", "the video could not be decoded")
+    assert (video["status"], video["error"], video["waiting"]) == ("failed", "the video could not be decoded", None)
+
+
+def test_readers_see_why_and_since_when_a_job_waits_for_a_service(world, light_dark_video, tmp_path):
+    video_id = world.core.upload(1, 10, options(), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    assert world.core.get(video_id, 1)["waiting"] is None
+    since, retry_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), datetime(2026, 1, 2, 3, 4, 13, tzinfo=timezone.utc)
+    world.jobs.set(job_id(video_id), status=jobs.QUEUED, attempts=0,
+                   waiting={"reason": "the model service is unavailable: connection refused", "since": since, "retry_at": retry_at, "waits": 3})
+    video = world.core.list(1, 10)[0]
+    assert (video["status"], video["error"]) == ("queued", None)
+    assert video["waiting"] == {"reason": "the model service is unavailable: connection refused",
+                                "since": "2026-01-02T03:04:05.000Z", "retry_at": "2026-01-02T03:04:13.000Z"}
+    world.jobs.set(job_id(video_id), status=jobs.DONE)
+    assert world.core.get(video_id, 1)["waiting"] is None
 
 
 def test_get_with_images_lists_the_frames_in_order(world, light_dark_video, tmp_path):

@@ -5,11 +5,12 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from video_fakes import brightness_label, write_light_dark_video
 
 from mlstudio.common import errors
-from video_service.frames import Frame, FrameDecoder, FrameSampler, Undecodable, batches
-from video_service.probe import probe
+from video_service.frames import Frame, FrameDecoder, FrameSampler, Truncated, Undecodable, batches
+from video_service.probe import probe, records_frame_count
 
 
 def test_every_tenth_frame_of_the_light_dark_video(light_dark_video):
@@ -129,11 +130,71 @@ def test_probe_refuses_an_empty_file(tmp_path):
         probe(path)
 
 
+def truncated_copy(source, tmp_path, keep: int, suffix=".mp4"):
+    """The first `keep` bytes of `source` (an interrupted copy or upload), in a temporary file."""
+    cut = tmp_path / f"cut{suffix}"
+    with open(source, "rb") as handle:
+        cut.write_bytes(handle.read(keep))
+    return cut
+
+
+def test_the_first_100_kb_of_a_real_mp4_are_refused_as_truncated(tmp_path):
+    # car-detection.mp4 records its index first, so its first 100 kB open and decode 12 frames.
+    cut = truncated_copy(shared_data_dir() / "car-detection.mp4", tmp_path, 100_000)
+    with pytest.raises(errors.Unprocessable, match="truncated: the file has 100,000 bytes but its contents run to 2,811,553") as refused:
+        probe(cut)
+    assert refused.value.code == "damaged_video"
+
+
+@pytest.mark.parametrize("suffix, fourcc", [(".avi", "MJPG"), (".mkv", "mp4v"), (".mp4", "mp4v")])
+def test_a_video_cut_short_is_refused_whatever_its_container(tmp_path, suffix, fourcc):
+    full = write_light_dark_video(tmp_path / f"full{suffix}", fourcc=fourcc)
+    assert probe(full).frame_count == 200
+    with pytest.raises(errors.Unprocessable, match="truncated|cannot be opened"):
+        probe(truncated_copy(full, tmp_path, full.stat().st_size // 2, suffix))
+
+
+def test_padding_after_the_last_box_is_no_truncation(tmp_path, light_dark_video):
+    padded = tmp_path / "padded.mp4"
+    padded.write_bytes(light_dark_video.read_bytes() + b"\0" * 100)
+    assert probe(padded).frame_count == 200
+
+
 def test_a_truncated_avi_gives_the_frames_before_the_cut(tmp_path):
     full = write_light_dark_video(tmp_path / "full.avi", fourcc="MJPG")
-    cut = tmp_path / "cut.avi"
-    data = full.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    assert probe(cut).container == "AVI"
+    cut = truncated_copy(full, tmp_path, full.stat().st_size // 2, ".avi")
     decoder = FrameDecoder(cut, FrameSampler(interval=1))
-    assert 0 < len(list(decoder.frames())) < 200
+    assert 0 < len(list(decoder.frames())) < 200  # AVI records no exact count: the decoder cannot tell
+
+
+def test_an_mp4_that_ends_before_its_recorded_frame_count_is_called_truncated(tmp_path):
+    # As the worker meets a file the probe did not refuse (the same cut, with no upload check).
+    decoder = FrameDecoder(truncated_copy(shared_data_dir() / "car-detection.mp4", tmp_path, 100_000), FrameSampler(interval=1))
+    frames = []
+    with pytest.raises(Truncated, match="the video ends at frame 12 of the 377 its container records: the file is truncated or damaged"):
+        frames.extend(decoder.frames())
+    assert len(frames) == 12  # what was decoded came out before the check
+
+
+def test_only_an_mp4_that_indexes_its_samples_is_held_to_its_frame_count(tmp_path, light_dark_video):
+    assert records_frame_count(light_dark_video)
+    fragmented = tmp_path / "fragmented.mp4"  # a `moof` box: samples listed fragment by fragment
+    fragmented.write_bytes(light_dark_video.read_bytes() + (16).to_bytes(4, "big") + b"moof" + bytes(8))
+    assert not records_frame_count(fragmented)
+    assert not records_frame_count(write_light_dark_video(tmp_path / "estimated.mkv"))  # a count from duration x rate
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_one_is_decoded(tmp_path, light_dark_video):
+    with pytest.raises(errors.Unprocessable, match="frames are 64x48 pixels \\(3,072\\), more than the limit of 3,000 pixels per frame") as refused:
+        probe(light_dark_video, max_pixels=3000)
+    assert refused.value.code == "frame_too_large"
+    assert probe(light_dark_video, max_pixels=64 * 48).width == 64
+
+
+def test_a_real_video_of_huge_frames_is_refused_at_the_default_limit(tmp_path):
+    path = tmp_path / "huge.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 1, (10_000, 5_200))
+    writer.write(np.zeros((5_200, 10_000, 3), np.uint8))
+    writer.release()
+    with pytest.raises(errors.Unprocessable, match="frames are 10000x5200 pixels \\(52,000,000\\), more than the limit of 50,000,000"):
+        probe(path)

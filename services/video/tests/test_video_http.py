@@ -5,6 +5,7 @@ import io
 import json
 import tracemalloc
 import urllib.parse
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -66,6 +67,17 @@ def test_list_and_get_show_the_video(client, light_dark_video, world):
     assert (got["video"]["status"], got["video"]["progress"], got["images"]) == ("processing", {"done": 5, "total": 20}, [])
 
 
+def test_a_video_waiting_for_a_service_says_so_in_the_list_and_alone(client, light_dark_video, world):
+    video_id = upload(client, light_dark_video.read_bytes()).get_json()["video"]["id"]
+    since = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    world.jobs.set(job_id(video_id), status=jobs.QUEUED, waiting={"reason": "the image service is unavailable", "since": since,
+                                                                  "retry_at": since + timedelta(seconds=8), "waits": 2})
+    expected = {"reason": "the image service is unavailable", "since": "2026-01-02T03:04:05.000Z", "retry_at": "2026-01-02T03:04:13.000Z"}
+    listed = client.get("/videos/all?project_id=10&user_id=1", headers=identity(1)).get_json()
+    assert listed[0]["waiting"] == expected and listed[0]["status"] == "queued"
+    assert client.get(f"/videos/{video_id}", headers=identity(1)).get_json()["video"]["waiting"] == expected
+
+
 def test_wait_answers_once_processing_has_ended(client, light_dark_video, world, monkeypatch):
     def finish(job_id_, timeout_s, poll_s=0.25):
         world.jobs.set(job_id_, status=jobs.DONE, progress={"done": 20, "total": 20})
@@ -89,6 +101,9 @@ def test_wait_as_a_query_parameter_too(client, light_dark_video, world):
     ("light_dark", {"model_id": "8"}, 400, "model_type_mismatch"),
     ("truncated", {}, 422, "damaged_video"),
     (b"", {}, 422, "empty_file"),
+    ("light_dark", {"interval": ""}, 400, "invalid_interval"),
+    ("light_dark", {"interval_ms": ""}, 400, "invalid_interval_ms"),
+    ("light_dark", {"wait": ""}, 400, "invalid_wait"),
 ])
 def test_bad_uploads_are_refused_with_a_reason_and_nothing_stored(client, light_dark_video, world, settings, content, fields, status, code):
     if content == "light_dark":

@@ -146,6 +146,16 @@ def test_an_undecodable_stored_file_fails_the_job_with_a_clear_error(handler_wor
         handler.run(job(), RecordingContext())
 
 
+def test_a_stored_file_that_ends_early_fails_the_job_saying_where(handler_world, tmp_path):
+    handler, _, images, _, store, _ = handler_world
+    from conftest import shared_data_dir
+
+    with open(shared_data_dir() / "car-detection.mp4", "rb") as handle:
+        store.put_bytes("videos/10/5.mp4", handle.read(100_000))  # 12 of its 377 frames
+    with pytest.raises(jobs.JobFailed, match="^the video ends at frame 12 of the 377 its container records: the file is truncated or damaged$"):
+        handler.run(job(), RecordingContext())
+
+
 def test_a_deleted_model_fails_the_job_with_a_clear_error(handler_world):
     handler, _, _, labeller, _, _ = handler_world
     labeller.fail_with = errors.NotFound("model 7 not found")

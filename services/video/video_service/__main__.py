@@ -3,7 +3,7 @@ the job queue, the peers it asks (projects, models, images), HTTP + gRPC, and th
 finishes what an interruption left unfinished (deletions, uploads whose job was never queued). The
 frames are made by `video_service.worker`."""
 
-from mlstudio.common import clients, jobs, logs, media_urls, mongo, runner, settings as settings_mod, storage
+from mlstudio.common import clients, logs, media_urls, mongo, runner, settings as settings_mod, storage
 
 from .app import build_grpc, create_app
 from .core import VideoCore
@@ -18,7 +18,7 @@ def main() -> None:
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = VideoRepository(db)
     repository.ensure_indexes()
-    job_queue = jobs.JobQueue(db.jobs, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, retry_delay_s=settings.job_retry_delay_s)
+    job_queue = settings.job_queue(db.jobs)
     job_queue.ensure_indexes()
     store = storage.open_store(settings.object_storage_url)
     signer = media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s)
@@ -30,6 +30,7 @@ def main() -> None:
         signer,
         wait_timeout_s=settings.wait_timeout_s,
         cancel_wait_s=settings.cancel_wait_s,
+        max_frame_pixels=settings.max_frame_pixels,
     )
     server, port, _health = build_grpc(settings, core)
     sweep = runner.periodic("video-sweep", settings.delete_retry_s, core.sweep)

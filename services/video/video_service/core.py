@@ -7,7 +7,8 @@ written marked `job_pending`, its job is queued and the mark cleared; the worker
 rest. An upload that stopped between the record and its job (a crash) leaves the mark, and the
 periodic `sweep` queues the job (queuing is idempotent on the job id, so a job that exists is
 left as it is). The processing state a reader sees (status, progress, error) is the job's own,
-so it can never disagree with the job.
+so it can never disagree with the job; while the job waits for a service it needs (the model
+service down, say), `waiting` says which and since when.
 
 A delete hides the video at once, stops its job (waiting briefly for a worker to notice), then
 removes its frames (through the image service), its file, its job and its record. If any step
@@ -86,6 +87,16 @@ def split_payload(doc: dict) -> dict:
     return {"video_id": doc["_id"], "project_id": doc["project"], "user_id": doc["user"]}
 
 
+def _waiting(job: jobs.Job | None) -> dict | None:
+    """Why an unfinished job is waiting (a service it needs is down), since when, and when it
+    tries next; None when it is not waiting."""
+    if job is None or job.finished or not job.waiting.get("since"):
+        return None
+    retry_at = job.waiting.get("retry_at")
+    return {"reason": job.waiting.get("reason") or "a service it needs is unavailable", "since": mongo.iso(job.waiting["since"]),
+            "retry_at": mongo.iso(retry_at) if retry_at else None}
+
+
 def expected_images(doc: dict) -> int:
     """How many frames the video should give: the job's progress total until the worker knows."""
     frames, fps = int(doc.get("frame_count") or 0), float(doc.get("fps") or 0.0)
@@ -96,7 +107,7 @@ def expected_images(doc: dict) -> int:
 class VideoCore:
     def __init__(self, repository, job_queue: jobs.JobQueue, store, projects: Projects, models: Models, images: Images, signer, *,
                  wait_timeout_s: float = 600.0, cancel_wait_s: float = 10.0, requeue_after_s: float = 120.0,
-                 clock: Callable[[], float] = time.time, poll_s: float = 0.25):
+                 max_frame_pixels: int = 50_000_000, clock: Callable[[], float] = time.time, poll_s: float = 0.25):
         self.repository = repository
         self.jobs = job_queue
         self.store = store
@@ -109,6 +120,7 @@ class VideoCore:
         # Longer than an upload takes from writing its record to queuing its job, so the sweep
         # never queues the job of an upload whose queuing is failing and being rolled back.
         self.requeue_after_s = requeue_after_s
+        self.max_frame_pixels = max_frame_pixels
         self.clock = clock
         self.poll_s = poll_s
 
@@ -142,6 +154,7 @@ class VideoCore:
             "interval_ms": doc.get("interval_ms"),
             "model": doc["model"],
             "error": error,
+            "waiting": _waiting(job),
             "content_type": doc.get("content_type"),
             "size": doc.get("size"),
             "width": doc.get("width"),
@@ -203,7 +216,7 @@ class VideoCore:
         gives the answer an upload with `wait` expects)."""
         project = self.check_project(project_id, user_id)
         self._check_model(options.model_id, user_id, project)
-        info = probe(upload.path)
+        info = probe(upload.path, max_pixels=self.max_frame_pixels)
         doc = self._store(user_id, project, options, upload, info)
         job = self._enqueue(doc)
         log.info("video queued", extra={"video": doc["_id"], "project": project_id, "bytes": doc["size"]})

@@ -4,8 +4,9 @@ Decoding is the cheap part only if it is done right: the decoder must see every 
 (seeking is slow and inexact), but converting a frame to pixels is what costs. So every frame is
 `grab()`bed and only the sampled ones are `retrieve()`d and encoded. Which frames are sampled is
 decided by a `FrameSampler`: every N-th frame, or one frame per `interval_ms` of the stream's
-own timestamps. The container's frame count is never used here; the decoder says when the
-stream ends.
+own timestamps. The decoder says when the stream ends; the container's frame count is only
+a check: where it is exact (an MP4/QuickTime file indexes its samples), a stream that ends well
+before it (`Truncated`) means a file cut short or damaged, not a short video.
 """
 from __future__ import annotations
 
@@ -16,11 +17,26 @@ from pathlib import Path
 
 import cv2
 
-from .probe import open_capture
+from .probe import frame_count, open_capture, records_frame_count
 
 
 class Undecodable(Exception):
     """The video cannot be opened or decoded; the message is for a person."""
+
+
+class Truncated(Undecodable):
+    """The stream ended well before the frame count its container records."""
+
+    def __init__(self, decoded: int, recorded: int):
+        super().__init__(f"the video ends at frame {decoded} of the {recorded} its container records: the file is truncated or damaged")
+        self.decoded = decoded
+        self.recorded = recorded
+
+
+def frames_expected_at_least(recorded: int) -> int:
+    """The fewest frames a complete video whose container records `recorded` frames decodes to
+    (an edit list or an undecodable last frame may drop a few)."""
+    return recorded - max(2, recorded // 100)
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,8 @@ class FrameDecoder:
         if not capture.isOpened():
             raise Undecodable("the video cannot be opened: it is damaged or not a video")
         try:
+            # Only a count the container stores says how many frames there are (estimates do not).
+            recorded = int(frame_count(capture)) if records_frame_count(self.path) else 0
             self.fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             index = 0
             stopped = False
@@ -101,6 +119,8 @@ class FrameDecoder:
             capture.release()
         if index == 0 and not stopped:
             raise Undecodable("the video has no frame that can be decoded")
+        if not stopped and recorded > 0 and index < frames_expected_at_least(recorded):
+            raise Truncated(index, recorded)
 
     def _retrieve(self, capture, index: int, timestamp: float) -> Frame | None:
         ok, pixels = capture.retrieve()

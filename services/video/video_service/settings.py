@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlstudio.common import jobs
 from mlstudio.common.settings import ServiceSettings, env
 
 MIB = 1024 * 1024
@@ -22,10 +23,18 @@ class VideoSettings(ServiceSettings):
     job_lease_s: float = env("VIDEO_JOB_LEASE_S", 30.0, help="a worker's lease on a job; a dead worker's job is taken over after it")
     job_max_attempts: int = env("VIDEO_JOB_MAX_ATTEMPTS", 3, help="claims of one job before it is given up as failed")
     job_retry_delay_s: float = env("VIDEO_JOB_RETRY_DELAY_S", 5.0, help="first delay before a job that met a transient failure is retried (doubles each time)")
+    job_dependency_wait_s: float = env("VIDEO_JOB_DEPENDENCY_WAIT_S", 3600.0, help="how long a job waits, without progress, for a service it needs (model, image, storage) before it fails; waiting uses up no attempt")
+    job_max_dependency_delay_s: float = env("VIDEO_JOB_MAX_DEPENDENCY_DELAY_S", 60.0, help="longest delay between two tries of a job waiting for a service it needs")
+    max_frame_pixels: int = env("VIDEO_MAX_FRAME_PIXELS", 50_000_000, help="largest accepted frame (width x height); keep it at most the image service's MAX_IMAGE_PIXELS, which refuses larger frames")
     worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 1.0, help="how often an idle worker looks for retries and expired leases (new jobs wake it at once)")
     worker_id: str = env("VIDEO_WORKER_ID", "", help="name of this worker in job leases (default host:pid)")
     cancel_wait_s: float = env("VIDEO_CANCEL_WAIT_S", 10.0, help="how long a delete waits for the worker of a video in progress to stop")
     delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="period of the sweep that finishes unfinished deletions and queues the job of an upload interrupted before queuing it")
+
+    def job_queue(self, collection) -> jobs.JobQueue:
+        """The service's job queue, as both the API process and the workers use it."""
+        return jobs.JobQueue(collection, lease_s=self.job_lease_s, max_attempts=self.job_max_attempts, retry_delay_s=self.job_retry_delay_s,
+                             dependency_wait_s=self.job_dependency_wait_s, max_dependency_delay_s=self.job_max_dependency_delay_s)
 
     @property
     def worker_call_deadline_s(self) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlstudio.common import errors, jobs
 
-from .frames import Undecodable
+from .frames import Truncated, Undecodable
 from .pipeline import FramePipeline, FramesRefused, Resume, SplitRequest
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class SplitVideoHandler:
 
         try:
             return self.pipeline.run(request, path, report, resume)
+        except Truncated as exc:
+            raise jobs.JobFailed(str(exc)) from None
         except Undecodable as exc:
             raise jobs.JobFailed(f"the video could not be decoded: {exc}") from None
         except FramesRefused as exc:

@@ -1,7 +1,9 @@
 """The fields of a video upload, checked: which model, which frames to sample, whether to wait.
 
 Pure parsing of the multipart form's text fields, so every refusal has one sentence saying what
-is wrong, before anything is stored.
+is wrong, before anything is stored. A field that is sent empty is refused rather than taken as
+left out (an empty `interval` must not quietly mean "every frame"); only `title` and
+`description` may be empty.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ MAX_INTERVAL = 1_000_000
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
+_FALSE = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,19 @@ def _positive_id(name: str, raw, what: str) -> int:
     return value
 
 
+def _sent(fields: Mapping[str, str], name: str, what: str) -> str | None:
+    """The field's text; None when the form leaves it out; InvalidArgument when it is sent empty."""
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text:
+        raise errors.InvalidArgument(f"field {name} is empty: give {what}, or leave the field out", code=f"invalid_{name}")
+    return text
+
+
 def _flag(name: str, raw) -> bool:
-    text = str(raw or "").strip().lower()
+    text = str(raw).strip().lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -76,12 +89,15 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
     if not str(fields.get("model_id") or "").strip():
         raise errors.InvalidArgument("field model_id is required: the model that labels the frames", code="invalid_model_id")
     model_id = _positive_id("model_id", fields["model_id"], "a model's id")
+    interval_ms_text = _sent(fields, "interval_ms", "a positive number of milliseconds between sampled frames")
+    interval_text = _sent(fields, "interval", "a positive integer N to sample every N-th frame")
+    wait_text = _sent(fields, "wait", "true or false")
     interval_ms = None
     interval = None
-    if str(fields.get("interval_ms") or "").strip():
-        interval_ms = _positive_int("interval_ms", fields["interval_ms"], "sample one frame every N milliseconds")
-    elif fields.get("interval") is not None and str(fields["interval"]).strip() != "":
-        interval = _positive_int("interval", fields["interval"], "sample every N-th frame")
+    if interval_ms_text is not None:
+        interval_ms = _positive_int("interval_ms", interval_ms_text, "sample one frame every N milliseconds")
+    elif interval_text is not None:
+        interval = _positive_int("interval", interval_text, "sample every N-th frame")
     else:
         interval = default_interval
     title = _text("title", fields.get("title"), MAX_TITLE) or (filename or "").strip()[:MAX_TITLE] or "video"
@@ -89,7 +105,7 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
         model_id=model_id,
         interval=interval,
         interval_ms=interval_ms,
-        wait=_flag("wait", fields.get("wait")),
+        wait=_flag("wait", wait_text) if wait_text is not None else False,
         title=title,
         description=_text("description", fields.get("description"), MAX_DESCRIPTION),
     )

@@ -28,7 +28,7 @@ def worker_name(settings: VideoSettings) -> str:
 
 def build_worker(settings: VideoSettings) -> jobs.Worker:
     db = mongo.connect(settings.mongo_uri, settings.database_name)
-    job_queue = jobs.JobQueue(db.jobs, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, retry_delay_s=settings.job_retry_delay_s)
+    job_queue = settings.job_queue(db.jobs)
     job_queue.ensure_indexes()
     # Every call of the worker carries a batch of frames (or removes a video's frames).
     images = clients.ImageClient(settings.image_grpc_addr, settings.worker_call_deadline_s)

@@ -12,8 +12,17 @@ Every time comparison uses the database server's clock (`$$NOW`), so workers on 
 skewed clocks agree on whose lease has expired.
 
 Job states: queued -> running -> done | failed | cancelled. A running job may go back to queued
-(a transient failure to retry later, or a worker that stops gracefully). `attempts` counts claims;
-a job claimed more than `max_attempts` times is given up as failed.
+(a failure to retry later, or a worker that stops gracefully). `attempts` counts the claims that
+ended badly for the job itself (its worker died, its handler crashed); a job claimed more than
+`max_attempts` times is given up as failed.
+
+Something the job needs that is not up (a peer service, object storage: the handler raises
+`errors.Unavailable`) is not the job's fault, so it uses up no attempt: the job goes back to the
+queue, due again after a growing delay (doubling from `retry_delay_s`, at most
+`max_dependency_delay_s`), and its `waiting` says why, since when and when it tries next, for the
+owning service to show. Waiting is bounded: a job that has waited `dependency_wait_s` without
+progress fails with the reason. The work done so far stays (its checkpoint), so the next try
+resumes from there; progress clears `waiting`.
 
 Cancelling never leaves partial output behind. A job that no worker ever started has none, so it
 is cancelled at once. Any other job is flagged `cancel_requested`: its live worker stops at its
@@ -43,6 +52,8 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 MAX_RETRY_DELAY_S = 600.0
+DEPENDENCY_WAIT_S = 3600.0
+MAX_DEPENDENCY_DELAY_S = 60.0
 
 
 class LeaseLost(Exception):
@@ -85,6 +96,7 @@ class Job:
     cancel_requested: bool
     created: datetime | None = None
     updated: datetime | None = None
+    waiting: dict = field(default_factory=dict)  # {reason, since, retry_at, waits} while a dependency is down
 
     @classmethod
     def from_doc(cls, doc: Mapping) -> Job:
@@ -104,6 +116,7 @@ class Job:
             cancel_requested=bool(doc.get("cancel_requested")),
             created=doc.get("created"),
             updated=doc.get("updated"),
+            waiting=dict(doc.get("waiting") or {}),
         )
 
     @property
@@ -114,6 +127,15 @@ class Job:
     def exhausted(self) -> bool:
         """Claimed more often than allowed: earlier attempts kept dying."""
         return self.attempts > self.max_attempts
+
+    @property
+    def waited_s(self) -> float:
+        """How long the job has been waiting for a dependency, as of its last write (both times
+        are the database server's clock); 0 when it is not waiting."""
+        since = self.waiting.get("since")
+        if since is None or self.updated is None:
+            return 0.0
+        return max(0.0, (self.updated - since).total_seconds())
 
 
 def _ms(seconds: float) -> int:
@@ -127,13 +149,18 @@ def _lease_expired() -> dict:
 class JobQueue:
     """The jobs of one service, in one collection of its database."""
 
-    def __init__(self, collection: Collection, *, lease_s: float = 30.0, max_attempts: int = 3, retry_delay_s: float = 5.0):
+    def __init__(self, collection: Collection, *, lease_s: float = 30.0, max_attempts: int = 3, retry_delay_s: float = 5.0,
+                 dependency_wait_s: float = DEPENDENCY_WAIT_S, max_dependency_delay_s: float = MAX_DEPENDENCY_DELAY_S):
         if lease_s <= 0 or max_attempts < 1:
             raise ValueError("lease_s must be positive and max_attempts at least 1")
+        if dependency_wait_s < 0 or max_dependency_delay_s <= 0:
+            raise ValueError("dependency_wait_s must not be negative and max_dependency_delay_s must be positive")
         self.jobs = collection
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self.retry_delay_s = retry_delay_s
+        self.dependency_wait_s = dependency_wait_s
+        self.max_dependency_delay_s = max_dependency_delay_s
 
     def ensure_indexes(self) -> None:
         mongo.declare_indexes(self.jobs, [
@@ -268,7 +295,10 @@ class JobQueue:
         with the progress (a training's latest metrics, say). Raises LeaseLost, or
         JobCancelled when a cancel was asked for."""
         progress = {**(details or {}), "done": int(done), "total": int(total)}
+        # Progress means the dependencies are up again: the wait (and its bound) starts afresh.
+        advanced = {"$gt": [int(done), {"$ifNull": ["$progress.done", 0]}]}
         changes = {"progress": {"$literal": progress},
+                   "waiting": {"$cond": [advanced, "$$REMOVE", "$waiting"]},
                    "lease_expires": {"$add": ["$$NOW", _ms(self.lease_s)]}, "updated": "$$NOW"}
         if checkpoint is not None:
             changes["checkpoint"] = {"$literal": dict(checkpoint)}
@@ -279,18 +309,38 @@ class JobQueue:
 
     def complete(self, job: Job, result: Mapping | None = None) -> Job:
         changes = {"status": DONE, "owner": None, "error": "", "result": dict(result or {})}
-        return Job.from_doc(self._update_owned(job, {"$set": changes, "$currentDate": {"updated": True}}))
+        return Job.from_doc(self._update_owned(job, {"$set": changes, "$unset": {"waiting": ""}, "$currentDate": {"updated": True}}))
 
     def fail(self, job: Job, error: str) -> Job:
         """Ends the job as failed with `error`, a sentence for a person."""
-        return Job.from_doc(self._update_owned(job, {"$set": {"status": FAILED, "owner": None, "error": error}, "$currentDate": {"updated": True}}))
+        return Job.from_doc(self._update_owned(job, {"$set": {"status": FAILED, "owner": None, "error": error}, "$unset": {"waiting": ""},
+                                                     "$currentDate": {"updated": True}}))
 
     def retry_later(self, job: Job, error: str) -> Job:
-        """Back to the queue after a transient failure, due again after a growing delay."""
+        """Back to the queue after a failure of the job itself (a crash), this attempt counted,
+        due again after a growing delay."""
         delay_ms = _ms(min(MAX_RETRY_DELAY_S, self.retry_delay_s * 2 ** min(16, max(0, job.attempts - 1))))
         return Job.from_doc(self._update_owned(job, [{"$set": {
-            "status": QUEUED, "owner": None, "error": error, "lease_expires": None,
+            "status": QUEUED, "owner": None, "error": {"$literal": error}, "lease_expires": None,
             "available_at": {"$add": ["$$NOW", delay_ms]}, "updated": "$$NOW"}}]))
+
+    def dependency_delay_s(self, job: Job) -> float:
+        """How long the job waits before its next try after one more failed look at a dependency."""
+        waits = int(job.waiting.get("waits", 0))
+        return min(self.max_dependency_delay_s, self.retry_delay_s * 2 ** min(16, waits))
+
+    def wait_for_dependency(self, job: Job, reason: str) -> Job:
+        """Back to the queue because something the job needs is not up (`reason`, a sentence):
+        this claim is not counted as an attempt, the next try comes after a growing delay, and
+        `waiting` records the reason, since when the job waits and when it tries next."""
+        delay_ms = _ms(self.dependency_delay_s(job))
+        retry_at = {"$add": ["$$NOW", delay_ms]}
+        return Job.from_doc(self._update_owned(job, [{"$set": {
+            "status": QUEUED, "owner": None, "lease_expires": None, "available_at": retry_at,
+            "attempts": {"$max": [0, {"$subtract": ["$attempts", 1]}]},
+            "waiting": {"reason": {"$literal": reason}, "since": {"$ifNull": ["$waiting.since", "$$NOW"]}, "retry_at": retry_at,
+                        "waits": {"$add": [{"$ifNull": ["$waiting.waits", 0]}, 1]}},
+            "updated": "$$NOW"}}]))
 
     def release(self, job: Job) -> Job:
         """Back to the queue at once, this attempt not counted (the worker is shutting down)."""
@@ -382,10 +432,22 @@ class JobHandler(Protocol):
 
     def run(self, job: Job, context: JobContext) -> Mapping | None:
         """Does the work; returns the job's result. Raise JobFailed for a permanent failure,
-        `errors.Unavailable` for a transient one (retried later)."""
+        `errors.Unavailable` when something the job needs is not up (the job waits for it,
+        without using up an attempt, and resumes from its checkpoint)."""
 
     def cleanup(self, job: Job) -> None:
         """Removes the partial output of a job that ends failed or cancelled. Idempotent."""
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `1 h 5 min`: a wait as a person reads it."""
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
 
 
 def _describe_crash(exc: BaseException) -> str:
@@ -497,7 +559,7 @@ class Worker:
             self._fail(handler, context.job, exc.message)
             return
         except errors.Unavailable as exc:
-            self._retry_or_fail(handler, context.job, exc.message)
+            self._wait_or_fail(handler, context.job, exc.message)
             return
         except errors.DomainError as exc:
             self._fail(handler, context.job, exc.message)
@@ -534,6 +596,16 @@ class Worker:
             return
         self.queue.fail(job, error)
         log.warning("job %s failed: %s", job.id, error)
+
+    def _wait_or_fail(self, handler: JobHandler, job: Job, reason: str) -> None:
+        """A dependency is not up: the job waits for it (no attempt used), up to the queue's
+        `dependency_wait_s` without progress, then fails with the reason."""
+        if job.waited_s >= self.queue.dependency_wait_s:
+            self._fail(handler, job, f"{reason} (gave up after waiting {_duration(job.waited_s)} for it)")
+            return
+        delay_s = self.queue.dependency_delay_s(job)
+        self.queue.wait_for_dependency(job, reason)
+        log.warning("job %s waits for a dependency, next try in %.1f s: %s", job.id, delay_s, reason)
 
     def _retry_or_fail(self, handler: JobHandler, job: Job, error: str) -> None:
         if job.attempts >= job.max_attempts:

@@ -16,6 +16,11 @@ def build_namespace(core, settings) -> Namespace:
     ns = Namespace("videos", path="/videos", description="Videos split into auto-labelled frames")
     progress = ns.model("Progress", {"done": fields.Integer(description="frames labelled and stored"),
                                      "total": fields.Integer(description="frames expected (an estimate until done)")})
+    waiting = ns.model("Waiting", {
+        "reason": fields.String(description="the service the processing waits for, and what it answered"),
+        "since": fields.String(description="ISO 8601 UTC: when the wait began (it ends with the next progress)"),
+        "retry_at": fields.String(description="ISO 8601 UTC: the next try"),
+    })
     video = ns.model("Video", {
         "id": fields.Integer,
         "title": fields.String,
@@ -33,6 +38,7 @@ def build_namespace(core, settings) -> Namespace:
         "interval_ms": fields.Integer(description="one frame per interval_ms milliseconds (null when sampling by count)"),
         "model": fields.Integer(description="the model that labels the frames"),
         "error": fields.String(description="why processing failed, for a person"),
+        "waiting": fields.Nested(waiting, allow_null=True, description="set while processing waits for a service that is down (no attempt is used up); null otherwise"),
         "content_type": fields.String,
         "size": fields.Integer(description="bytes"),
         "width": fields.Integer,

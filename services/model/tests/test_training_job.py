@@ -196,3 +196,23 @@ def test_a_deleted_or_already_registered_model_is_not_trained(world):
     with pytest.raises(jobs.JobCancelled):
         world.handler().run(make_job(), FakeContext(make_job()))
     assert FakeSandbox.runs == []
+
+
+def test_the_next_attempt_clears_what_a_killed_attempt_left(world, tmp_path):
+    left = tmp_path / "training" / "model-7" / "work"  # the same job's directory, as a killed trainer leaves it
+    left.mkdir(parents=True)
+    (left / "train.py").write_text("an old copy")
+    job = make_job()
+    world.handler().run(job, FakeContext(job))
+    assert world.registrar.registered and list((tmp_path / "training").iterdir()) == []
+
+
+def test_a_sweep_removes_the_work_directories_of_jobs_no_trainer_runs(world, tmp_path):
+    root = tmp_path / "training"
+    for name in ("model-1", "model-2", "model-3-0123456789abcdef"):  # the last: a name of older trainers
+        (root / name / "work" / "data").mkdir(parents=True)
+    handler = world.handler()
+    assert handler.sweep_work_root(lambda job_id: job_id == "model-2") == ["model-1", "model-3-0123456789abcdef"]
+    assert [path.name for path in root.iterdir()] == ["model-2"]  # held by a live trainer: kept
+    assert handler.sweep_work_root(lambda job_id: False) == ["model-2"]
+    assert handler.sweep_work_root(lambda job_id: False) == []

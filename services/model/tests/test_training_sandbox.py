@@ -93,6 +93,8 @@ def test_a_good_script_reports_progress_and_its_model_is_collected(tmp_path):
     ("import sys\ndef train(data_dir, output_dir, params):\n    sys.exit(3)\n", "crash", "the training script failed: the script exited (code 3) before train returned"),
     ("def train(data_dir, output_dir, params):\n    import os\n    os.symlink('/etc/passwd', os.path.join(output_dir, 'model.keras'))\n",
      "bad_model", "the trained model cannot be used: model.keras cannot be read as a regular file"),
+    ("import os, signal\ndef train(data_dir, output_dir, params):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+     "killed", "the training process was killed by SIGKILL"),  # bwrap passes it on as 128 + 9
 ])
 def test_each_failure_is_reported_with_what_went_wrong(tmp_path, source, reason, message):
     run = Run(tmp_path, source)
@@ -245,7 +247,7 @@ def test_a_hostile_script_sees_only_its_job_and_python(tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     paths = ["/", "/tmp", "/root", "/home", "/var", "/srv", "/opt", "/mnt", "/etc", "/sys", "/sys/class/net",
-             str(checkout), str(checkout.parent), str(tmp_path), str(secret_dir), "/job"]
+             str(checkout), str(checkout.parent), str(checkout.parents[1]), str(tmp_path), str(secret_dir), "/job"]
     source = HOSTILE.format(paths=paths, secret=str(secret_dir / "credentials"), port=listener.getsockname()[1])
     with listener:
         run = Run(tmp_path, source)
@@ -256,11 +258,11 @@ def test_a_hostile_script_sees_only_its_job_and_python(tmp_path):
     assert listings["/job"] == ["data", "output", "runner.json", "tmp", "train.py"]
     assert set(listings["/"]) <= {"bin", "dev", "etc", "job", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
                                   *(Path(p).parts[1] for p in sandbox_mod.readable_paths())}, listings["/"]
-    assert set(listings["/etc"]) <= {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime"}
+    assert set(listings["/etc"]) <= {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "fonts"}
     for path in ["/home", "/var", "/srv", "/opt", "/mnt", "/sys", "/sys/class/net", str(tmp_path), str(secret_dir)]:
         assert listings[path] == "FileNotFoundError", (path, listings[path])
     # what is above Python shows only the way to it: no other checkout, none of this one but the runner's package
-    for path in ["/root", str(checkout.parent), str(checkout)]:
+    for path in ["/root", str(checkout.parents[1]), str(checkout.parent), str(checkout)]:
         visible = listings[path]
         assert visible == "FileNotFoundError" or all(any(str(Path(path) / name) == r or r.startswith(str(Path(path) / name) + "/")
                                                          for r in sandbox_mod.readable_paths()) for name in visible), (path, visible)

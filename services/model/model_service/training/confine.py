@@ -65,8 +65,9 @@ PR_SET_CHILD_SUBREAPER = 36
 JOB_DIR = "/job"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic loader and the C library read from /etc (TensorFlow's shared libraries load
-# through ld.so.cache); nothing else of /etc (no passwd, hosts, ssl keys) is bound.
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+# through ld.so.cache), and fontconfig's settings (Keras's imports load it, and complain without
+# them); nothing else of /etc (no passwd, hosts, ssl keys) is bound.
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/fonts")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -131,10 +132,14 @@ def inside_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
     return {**inside, "TMPDIR": "/tmp"}
 
 
-def bwrap_command(bwrap: str, *, workdir: Path, readable, env: dict[str, str], command: list[str], privileged: bool) -> list[str]:
+def bwrap_command(bwrap: str, *, workdir: Path, readable, env: dict[str, str], command: list[str], privileged: bool,
+                  info_fd: int | None = None) -> list[str]:
     """The bwrap command line that runs `command` in the working directory (at JOB_DIR) with
-    nothing of the host but the system's /usr and `readable` (read-only, at their own paths)."""
+    nothing of the host but the system's /usr and `readable` (read-only, at their own paths).
+    `info_fd`: where bwrap writes the host PID of the sandbox's PID 1 (see `_stop`)."""
     args = [bwrap, *namespace_flags(privileged), "--clearenv"]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     for name, value in sorted(inside_env(env, workdir).items()):
         args += ["--setenv", name, value]
     args += _system_args()
@@ -249,7 +254,7 @@ def _runner(spec: dict) -> list[str]:
     return [spec["python"], "-s", "-P", "-m", "model_service.training.script_runner", "runner.json"]
 
 
-def _run_child(spec: dict, user, isolated: bool, watch_fd: int) -> None:
+def _run_child(spec: dict, user, isolated: bool, watch_fd: int, info_fd: int | None) -> None:
     """The training's process: limits, then bwrap (or, without it, the user and the runner). Never returns."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -261,8 +266,9 @@ def _run_child(spec: dict, user, isolated: bool, watch_fd: int) -> None:
         env = dict(os.environ)
         if isolated:
             # As root, bwrap runs privileged and the runner takes the user (its spec says which)
+            os.set_inheritable(info_fd, True)
             command = bwrap_command(spec["bwrap"], workdir=Path(spec["workdir"]), readable=spec["readable"], env=env,
-                                    command=_runner(spec), privileged=os.getuid() == 0)
+                                    command=_runner(spec), privileged=os.getuid() == 0, info_fd=info_fd)
             os.execve(command[0], command, env)
         drop_privileges(user.pw_uid if user else None, user.pw_gid if user else None, spec["require_unprivileged"])
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change
@@ -314,11 +320,26 @@ def _end_descendants() -> None:
             time.sleep(REAP_POLL_S)
 
 
-def _stop(child: int, isolated: bool) -> None:
-    """Ends the training now, and every process it started."""
-    os.kill(child, signal.SIGKILL)
+def _sandbox_pid(info_fd: int) -> int | None:
+    """The host PID of the sandbox's PID 1, once bwrap has said it (None before)."""
+    readable, _, _ = select.select([info_fd], [], [], 0)
+    if not readable:
+        return None
+    try:
+        return int(json.loads(os.read(info_fd, 65536))["child-pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _stop(child: int, isolated: bool, info_fd: int | None) -> None:
+    """Ends the training now, and every process it started. In bubblewrap, its PID 1 is killed
+    rather than bwrap: the kernel kills the rest of the PID namespace before that PID 1's death is
+    reported to bwrap, and bwrap exits after it, so once bwrap is reaped here nothing of the
+    training is left (killing bwrap first would return while they are still being killed)."""
+    sandbox_pid = _sandbox_pid(info_fd) if isolated and info_fd is not None else None
+    os.kill(sandbox_pid or child, signal.SIGKILL)
     if isolated:
-        os.waitpid(child, 0)  # bwrap: its PID 1 dies with it, and the kernel kills the rest of the namespace
+        os.waitpid(child, 0)
     else:
         _end_descendants()
 
@@ -365,15 +386,20 @@ def confine(spec: dict) -> int:
     if not isolated:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # what the training leaves is re-parented here
     watch_read, watch_write = os.pipe()
+    info_read, info_write = os.pipe() if isolated else (None, None)
     child = os.fork()
     if child == 0:
         os.close(watch_write)
-        _run_child(spec, user, isolated, watch_read)
+        if info_read is not None:
+            os.close(info_read)
+        _run_child(spec, user, isolated, watch_read, info_write)
     os.close(watch_read)
+    if info_write is not None:
+        os.close(info_write)
     try:
         _, wait_status, usage = os.wait4(child, 0)
     except Stopped:
-        _stop(child, isolated)
+        _stop(child, isolated, info_read)
         return EXIT_STOPPED
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing anyway; the trainer kills the group if this takes long
     if not isolated:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import types
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from mlstudio.common import errors, jobs
 from mlstudio.common.storage import LocalObjectStore
-from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, training_payload
+from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, remove_tree, training_payload
 from model_service.training.params import TrainingParams
 from model_service.training.sandbox import Confinement, Limits, Outcome
 
@@ -216,3 +217,20 @@ def test_a_sweep_removes_the_work_directories_of_jobs_no_trainer_runs(world, tmp
     assert [path.name for path in root.iterdir()] == ["model-2"]  # held by a live trainer: kept
     assert handler.sweep_work_root(lambda job_id: False) == ["model-2"]
     assert handler.sweep_work_root(lambda job_id: False) == []
+
+
+def test_work_directories_nested_deeper_than_python_can_recurse_are_removed(tmp_path):
+    """What a script can make in a fraction of a second; shutil.rmtree raises RecursionError on it."""
+    top = tmp_path / "model-7"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    remove_tree(top)
+    assert not top.exists()

@@ -302,6 +302,41 @@ def test_many_empty_files_count_against_the_quota(tmp_path):
     assert run.outcome.reason == "disk", run.log.text()
 
 
+def test_folders_nested_too_deep_stop_the_training(tmp_path):
+    """Past PATH_MAX or Python's recursion limit, a walk by paths (or shutil.rmtree) would miss
+    or choke on them."""
+    source = """
+        import os, time
+        def train(data_dir, output_dir, params):
+            os.chdir(output_dir)
+            for _ in range(5000):
+                os.mkdir("d" * 200)
+                os.chdir("d" * 200)
+            time.sleep(100)
+    """
+    run = Run(tmp_path, source)
+    assert (run.outcome.reason, run.outcome.error) == ("disk", f"the training made folders nested more than {sandbox_mod.MAX_DEPTH} deep and was stopped")
+
+
+def test_the_disk_walk_counts_what_lies_past_path_max(tmp_path):
+    folder = tmp_path
+    os.mkdir(folder / "data")
+    (folder / "data" / "dataset").write_bytes(b"x" * (1 << 20))  # the dataset: not counted
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(sandbox_mod.MAX_DEPTH - 1):  # 63 levels of 200 characters: past PATH_MAX
+            os.mkdir("d" * 200, dir_fd=fd)
+            child = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        with open(os.open("big", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as out:
+            out.write(b"x" * (1 << 20))
+    finally:
+        os.close(fd)
+    used = sandbox_mod.disk_usage(folder)
+    assert (1 << 20) < used < (1 << 20) + 80 * sandbox_mod.DISK_ENTRY_BYTES
+
+
 RAN = """
 import os
 def train(data_dir, output_dir, params):

@@ -33,6 +33,7 @@ import pwd
 import queue
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -52,6 +53,9 @@ DISK_POLL_S = 0.5
 # What each file or directory counts for at least against the disk quota (so that a flood of
 # empty files, which take inodes but no blocks, reaches it too).
 DISK_ENTRY_BYTES = 4096
+# Folders nested deeper than this stop the training: they serve no training, and past PATH_MAX
+# (or Python's recursion limit) they would escape path-based walks and removals.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -159,26 +163,57 @@ def readable_paths(python: str = sys.executable) -> list[str]:
     return sorted(paths)
 
 
-def disk_usage(workdir: Path, skip: Path) -> int:
-    """Bytes the files under `workdir` (but `skip`) take on disk, each entry at least
-    DISK_ENTRY_BYTES; links are not followed. Files that vanish meanwhile count for nothing."""
-    total = 0
-    pending = [workdir]
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
+class TooDeep(Exception):
+    """The working directory holds folders nested deeper than MAX_DEPTH."""
+
+
+def _listing(fd: int) -> tuple[int, list[str]]:
+    """The bytes the entries of the directory open as `fd` take (each at least
+    DISK_ENTRY_BYTES), and the names of its subdirectories."""
+    total, folders = 0, []
+    with os.scandir(fd) as entries:
         for entry in entries:
             try:
-                stat = entry.stat(follow_symlinks=False)
+                info = entry.stat(follow_symlinks=False)
             except OSError:
+                continue  # gone meanwhile
+            total += max(info.st_blocks * 512, DISK_ENTRY_BYTES)
+            if stat.S_ISDIR(info.st_mode):
+                folders.append(entry.name)
+    return total, folders
+
+
+def disk_usage(workdir: Path, skip: str = "data") -> int:
+    """Bytes the files under `workdir` take on disk, but its folder `skip` (the dataset), each
+    entry at least DISK_ENTRY_BYTES. Walked through directory file descriptors, depth first, one
+    open descriptor per level, links not followed, so that no path length or recursion limit
+    leaves anything out; TooDeep past MAX_DEPTH levels."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    stack: list[tuple[int, list[str]]] = []  # (open folder, its subfolders still to walk)
+    try:
+        root = os.open(workdir, flags)
+        stack.append((root, []))
+        total, folders = _listing(root)
+        stack[-1][1].extend(name for name in folders if name != skip)
+        while stack:
+            fd, folders = stack[-1]
+            if not folders:
+                os.close(stack.pop()[0])
                 continue
-            total += max(stat.st_blocks * 512, DISK_ENTRY_BYTES)
-            if entry.is_dir(follow_symlinks=False) and entry.path != str(skip):
-                pending.append(Path(entry.path))
-    return total
+            try:
+                child = os.open(folders.pop(), flags, dir_fd=fd)
+            except OSError:
+                continue  # gone, or replaced by something else than a folder
+            stack.append((child, []))
+            if len(stack) > MAX_DEPTH:
+                raise TooDeep()
+            size, subfolders = _listing(child)
+            total += size
+            stack[-1][1].extend(subfolders)
+        return total
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
 
 
 def _target_user(name: str | None) -> pwd.struct_passwd | None:
@@ -313,10 +348,10 @@ class Sandbox:
                     return Outcome("time_limit", f"the training ran past its time limit of {self.limits.wall_s:.0f} s and was stopped",
                                    isolation=tuple(status.get("isolation") or ()))
                 if time.monotonic() >= next_disk_look:
-                    if disk_usage(training.workdir, training.workdir / "data") > self.limits.disk_bytes:
+                    refused = self._disk_refusal(training.workdir)
+                    if refused:
                         self._kill(process)
-                        return Outcome("disk", f"the training wrote more than {self.limits.disk_bytes >> 20} MB "
-                                       "(TRAINING_DISK_QUOTA_MB) and was stopped", isolation=tuple(status.get("isolation") or ()))
+                        return Outcome("disk", refused, isolation=tuple(status.get("isolation") or ()))
                     next_disk_look = time.monotonic() + DISK_POLL_S
                 if exited_at is None and process.poll() is not None:
                     exited_at = time.monotonic()
@@ -328,6 +363,16 @@ class Sandbox:
         self._finish(process)
         readers[2].join(EXIT_GRACE_S)
         return self._outcome(training, process.returncode, status, last_error, done)
+
+    def _disk_refusal(self, workdir: Path) -> str | None:
+        """Why what the training wrote must stop it (None: within its quota)."""
+        try:
+            used = disk_usage(workdir)
+        except TooDeep:
+            return f"the training made folders nested more than {MAX_DEPTH} deep and was stopped"
+        if used > self.limits.disk_bytes:
+            return f"the training wrote more than {self.limits.disk_bytes >> 20} MB (TRAINING_DISK_QUOTA_MB) and was stopped"
+        return None
 
     @staticmethod
     def _kill(process: subprocess.Popen) -> None:

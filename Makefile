@@ -8,9 +8,20 @@ PROTO_STAMP := services/common/mlstudio/.protos
 PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup protos run up down test unit-test integration-test bench sample-models lock clean
+.PHONY: setup bubblewrap protos run up down test unit-test integration-test bench sample-models lock clean
 
-setup: $(STAMP) $(PROTO_STAMP)
+setup: bubblewrap $(STAMP) $(PROTO_STAMP)
+
+# The training sandbox runs scripts in bubblewrap (a Debian package): installed here as root,
+# otherwise asked for.
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing: trainings run in it. Install it (Debian/Ubuntu: sudo apt-get install bubblewrap)" >&2; exit 1; \
+	  fi; }
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

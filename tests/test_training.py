@@ -2,7 +2,7 @@
 its trainer: the built-in recipe and an uploaded script learn 12 red and 12 blue images, the new
 models tag red and blue images right through `/images/predict`; progress while training, logs for
 the owner only, cancel, failing and sleeping scripts, a script that looks for secrets, too few
-images, and a trainer killed in the middle of a job."""
+images, a trainer killed in the middle of a job, and a script that fills the disk."""
 from __future__ import annotations
 
 import io
@@ -281,7 +281,7 @@ def test_too_few_tags_or_images_answer_400(owner, red, blue, message):
 
 def processes_of_job(model_id: int) -> list[int]:
     """Processes whose command line names this training's job directory (its sandbox)."""
-    marker = f"/model-{model_id}-".encode()
+    marker = f"/model-{model_id}/".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -293,7 +293,14 @@ def processes_of_job(model_id: int) -> list[int]:
     return found
 
 
+def job_dirs(work_root: Path, model_id: int) -> list[str]:
+    """The trainer's work directories of this training's job (its dataset copy, script, sandbox)."""
+    job = f"model-{model_id}"
+    return [path.name for path in work_root.iterdir() if path.name == job or path.name.startswith(job + "-")] if work_root.exists() else []
+
+
 def test_a_killed_trainer_leaves_a_job_that_is_retried_not_lost(module_stack, owner, colours, tmp_path):
+    work_root = module_stack.data_dir / "model-trainer" / "training"  # every trainer here has this DATA_DIR
     stack_trainer = module_stack.state()["processes"]["model-trainer"]
     os.kill(stack_trainer, signal.SIGSTOP)  # only our trainers take jobs during this test
     ours: list[subprocess.Popen] = []
@@ -302,6 +309,7 @@ def test_a_killed_trainer_leaves_a_job_that_is_retried_not_lost(module_stack, ow
         model = owner.created(colours, KERAS_SCRIPT, epochs="4", image_size="32", pause_s="2")
         owner.wait(model["id"], until=lambda m: (m["progress"] or {}).get("epoch", 0) >= 1)
         assert processes_of_job(model["id"]), "the sandbox runs while the trainer trains"
+        assert job_dirs(work_root, model["id"]), "the job's files are in the work directory while it trains"
         os.killpg(ours[0].pid, signal.SIGKILL)
         ours[0].wait()
         deadline = time.monotonic() + 10
@@ -321,6 +329,35 @@ def test_a_killed_trainer_leaves_a_job_that_is_retried_not_lost(module_stack, ow
                 process.wait(60)
         os.kill(stack_trainer, signal.SIGCONT)
     assert_learnt_colours(owner, colours, model)
+    assert job_dirs(work_root, model["id"]) == [], "the killed attempt's dataset copy and script are gone"
     job = pymongo.MongoClient("127.0.0.1", int(module_stack.ports["MONGO_PORT"]), directConnection=True)[
         "mlstudio_model"].training_jobs.find_one({"_id": f"model-{model['id']}"})
     assert (job["status"], job["attempts"], job["owner"]) == ("done", 2, None)
+
+
+# ---- the disk quota ----------------------------------------------------------------------------------
+
+FILLER_SCRIPT = textwrap.dedent('''
+    def train(data_dir, output_dir, params):
+        chunk = b"x" * (1 << 20)
+        with open("/tmp/filler", "wb") as out:  # its /tmp is inside its working directory: counted too
+            while True:
+                out.write(chunk)
+                out.flush()
+''')
+
+
+def test_a_script_that_fills_the_disk_is_stopped_at_its_quota_and_leaves_nothing(module_stack, owner, colours, tmp_path):
+    work_root = module_stack.data_dir / "model-trainer" / "training"
+    stack_trainer = module_stack.state()["processes"]["model-trainer"]
+    os.kill(stack_trainer, signal.SIGSTOP)  # only the trainer with a small quota takes this job
+    trainer = module_stack.start_component("model-trainer", tmp_path / "quota.log", TRAINING_DISK_QUOTA_MB="20", TRAINER_ID="quota")
+    try:
+        model, _ = owner.wait(owner.created(colours, FILLER_SCRIPT)["id"])
+    finally:
+        os.killpg(trainer.pid, signal.SIGTERM)
+        trainer.wait(60)
+        os.kill(stack_trainer, signal.SIGCONT)
+    assert (model["status"], model["error"]) == ("Failed", "the training wrote more than 20 MB (TRAINING_DISK_QUOTA_MB) and was stopped")
+    assert processes_of_job(model["id"]) == []
+    assert job_dirs(work_root, model["id"]) == [], "what it wrote is gone with its work directory"

@@ -30,12 +30,13 @@ class ModelSettings(ServiceSettings):
     training_memory_mb: int = env("TRAINING_MEMORY_MB", 4096, help="memory a training may allocate (RLIMIT_DATA), in MiB")
     training_max_processes: int = env("TRAINING_MAX_PROCESSES", 512, help="processes and threads of the training's user (RLIMIT_NPROC)")
     training_max_file_mb: int = env("TRAINING_MAX_FILE_MB", 2048, help="largest file a training may write, in MiB")
+    training_disk_quota_mb: int = env("TRAINING_DISK_QUOTA_MB", 4096, help="all a training may write (its working directory and /tmp, the dataset not counted), in MiB; past it the training is stopped")
     training_min_images_per_tag: int = env("TRAINING_MIN_IMAGES_PER_TAG", 5, help="fewest images of each tag to train on")
     training_max_dataset_mb: int = env("TRAINING_MAX_DATASET_MB", 4096, help="largest dataset (all images of a project) to train on, in MiB")
     training_max_script_bytes: int = env("TRAINING_MAX_SCRIPT_BYTES", 1 << 20, help="largest training script accepted")
     training_log_bytes: int = env("TRAINING_LOG_BYTES", 256 << 10, help="how much of a training's output is kept (its last bytes)")
     sandbox_user: str = env("SANDBOX_USER", "nobody", help="who runs training scripts when the trainer runs as root (never root itself)")
-    sandbox_namespaces: bool = env("SANDBOX_NAMESPACES", True, help="isolate trainings in Linux namespaces (no network, hidden data, a PID namespace) where the platform allows; false: uploaded scripts are refused unless SANDBOX_REQUIRE_ISOLATION=false")
+    sandbox_namespaces: bool = env("SANDBOX_NAMESPACES", True, help="isolate trainings with bubblewrap (no network, nothing of the host but their own data and Python, a PID namespace) where the platform allows; false: uploaded scripts are refused unless SANDBOX_REQUIRE_ISOLATION=false")
     sandbox_require_isolation: bool = env("SANDBOX_REQUIRE_ISOLATION", True, help=(
         "refuse to run uploaded training scripts (the training fails, saying why) unless the network, mount and PID "
         "namespaces were entered. false is UNSAFE: where namespaces are refused (many containers), an uploaded script "
@@ -43,7 +44,6 @@ class ModelSettings(ServiceSettings):
         "x-jwt-payload header where services are reachable directly) and its files (the trainer's data, TF Serving's "
         "model repository, local object storage); only resource limits and a clean environment remain. The built-in "
         "recipe runs either way"))
-    sandbox_hide_paths: str = env("SANDBOX_HIDE_PATHS", "", help="more directories trainings must not see, separated by ':' (DATA_DIR, TF Serving's repository and local object storage always are)")
     trainer_job_lease_s: float = env("TRAINER_JOB_LEASE_S", 30.0, help="a trainer's lease on a job; a dead trainer's job is taken over after it")
     trainer_job_max_attempts: int = env("TRAINER_JOB_MAX_ATTEMPTS", 3, help="claims of one training job before it is given up as failed")
     trainer_job_retry_delay_s: float = env("TRAINER_JOB_RETRY_DELAY_S", 10.0, help="first delay before a training that met a transient failure is retried")

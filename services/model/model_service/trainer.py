@@ -16,34 +16,23 @@ environment or memory through /proc.
 import logging
 import os
 import socket
-import urllib.parse
 import uuid
-from pathlib import Path
 
-from mlstudio.common import clients, jobs, logs, mongo, settings as settings_mod
+from mlstudio.common import clients, jobs, logs, mongo, runner, settings as settings_mod
 
 from .composition import build_core, training_queue
 from .settings import ModelSettings
-from .training import namespaces
+from .training import confine
 from .training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler
 from .training.sandbox import Confinement, Limits
 
 log = logging.getLogger(__name__)
 
+WORK_SWEEP_S = 300.0  # how often the work directories of jobs no trainer runs are removed
+
 
 def trainer_name(settings: ModelSettings) -> str:
     return settings.trainer_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def hidden_paths(settings: ModelSettings) -> tuple[Path, ...]:
-    """What trainings must not see: this process's data, TF Serving's repository, local object
-    storage, and whatever SANDBOX_HIDE_PATHS adds (the local stack's whole data directory)."""
-    paths = [settings.data_dir, settings.model_base]
-    storage_url = urllib.parse.urlparse(settings.object_storage_url)
-    if storage_url.scheme == "file":
-        paths.append(Path(urllib.parse.unquote(storage_url.path)))
-    paths += [Path(entry) for entry in settings.sandbox_hide_paths.split(os.pathsep) if entry]
-    return tuple(sorted({path.resolve() for path in paths}))
 
 
 def trainer_config(settings: ModelSettings) -> TrainerConfig:
@@ -51,10 +40,11 @@ def trainer_config(settings: ModelSettings) -> TrainerConfig:
         memory_bytes=settings.training_memory_mb << 20,
         processes=settings.training_max_processes,
         file_bytes=settings.training_max_file_mb << 20,
+        disk_bytes=settings.training_disk_quota_mb << 20,
         log_bytes=settings.training_log_bytes,
         max_model_bytes=settings.model_upload_max_bytes,
     )
-    confinement = Confinement(user=settings.sandbox_user or None, hide=hidden_paths(settings), isolate=settings.sandbox_namespaces,
+    confinement = Confinement(user=settings.sandbox_user or None, isolate=settings.sandbox_namespaces,
                               require_isolation=settings.sandbox_require_isolation)
     return TrainerConfig(
         work_root=(settings.data_dir / "training").resolve(),
@@ -75,15 +65,31 @@ def build_worker(settings: ModelSettings) -> jobs.Worker:
     return jobs.Worker(training_queue(settings, db), {TRAIN_JOB: handler}, trainer_name(settings), poll_s=settings.trainer_poll_s)
 
 
+def start_work_sweeps(worker: jobs.Worker) -> None:
+    """Removes what killed trainers left in the work directory now, then every WORK_SWEEP_S."""
+    handler = worker.handlers[TRAIN_JOB]
+
+    def sweep() -> None:
+        handler.sweep_work_root(worker.queue.is_active)
+
+    try:
+        sweep()
+    except Exception:  # noqa: BLE001 - the database may be slow to come up; the periodic sweep comes anyway
+        log.exception("the first sweep of the work directories failed")
+    runner.periodic("training-work-sweep", WORK_SWEEP_S, sweep).start()
+
+
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model-trainer", settings.log_level)
     settings_mod.require(settings, "image_grpc_addr", why="the trainer reads training images from it")
-    namespaces.prctl(namespaces.PR_SET_DUMPABLE, 0)
+    confine.prctl(confine.PR_SET_DUMPABLE, 0)
     if not settings.sandbox_require_isolation:
         log.warning("SANDBOX_REQUIRE_ISOLATION=false: where namespaces are refused, uploaded training scripts run "
                     "with this trainer's network and files")
-    build_worker(settings).run_until_signalled("the training in progress goes back to the queue")
+    worker = build_worker(settings)
+    start_work_sweeps(worker)
+    worker.run_until_signalled("the training in progress goes back to the queue")
 
 
 if __name__ == "__main__":

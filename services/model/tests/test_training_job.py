@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import types
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from mlstudio.common import errors, jobs
 from mlstudio.common.storage import LocalObjectStore
-from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, training_payload
+from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, remove_tree, training_payload
 from model_service.training.params import TrainingParams
 from model_service.training.sandbox import Confinement, Limits, Outcome
 
@@ -196,3 +197,40 @@ def test_a_deleted_or_already_registered_model_is_not_trained(world):
     with pytest.raises(jobs.JobCancelled):
         world.handler().run(make_job(), FakeContext(make_job()))
     assert FakeSandbox.runs == []
+
+
+def test_the_next_attempt_clears_what_a_killed_attempt_left(world, tmp_path):
+    left = tmp_path / "training" / "model-7" / "work"  # the same job's directory, as a killed trainer leaves it
+    left.mkdir(parents=True)
+    (left / "train.py").write_text("an old copy")
+    job = make_job()
+    world.handler().run(job, FakeContext(job))
+    assert world.registrar.registered and list((tmp_path / "training").iterdir()) == []
+
+
+def test_a_sweep_removes_the_work_directories_of_jobs_no_trainer_runs(world, tmp_path):
+    root = tmp_path / "training"
+    for name in ("model-1", "model-2", "model-3-0123456789abcdef"):  # the last: a name of older trainers
+        (root / name / "work" / "data").mkdir(parents=True)
+    handler = world.handler()
+    assert handler.sweep_work_root(lambda job_id: job_id == "model-2") == ["model-1", "model-3-0123456789abcdef"]
+    assert [path.name for path in root.iterdir()] == ["model-2"]  # held by a live trainer: kept
+    assert handler.sweep_work_root(lambda job_id: False) == ["model-2"]
+    assert handler.sweep_work_root(lambda job_id: False) == []
+
+
+def test_work_directories_nested_deeper_than_python_can_recurse_are_removed(tmp_path):
+    """What a script can make in a fraction of a second; shutil.rmtree raises RecursionError on it."""
+    top = tmp_path / "model-7"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    remove_tree(top)
+    assert not top.exists()

@@ -1,16 +1,21 @@
 """The training sandbox with real child processes and small scripts (no TensorFlow): how each kind
-of failure is reported, the limits, the environment without credentials, and the confinement
-(network, hidden data, unprivileged user, no process left behind).
+of failure is reported, the limits (the disk quota included), the environment without
+credentials, and the confinement (network, nothing of the host but the job and Python, an
+unprivileged user, no process left behind).
 
-These tests need a machine where the sandbox can enter namespaces (root, or unprivileged user
-namespaces allowed) and assert that it did. Where the platform refuses them, an uploaded script
-is refused: that is tested by making `unshare` fail inside the sandbox's own processes.
+These tests need bubblewrap and a machine where it can make its namespaces (root, or unprivileged
+user namespaces allowed), and assert that it did. Where bwrap is missing or refused, an uploaded
+script is refused: that is tested with a bwrap that is not there, and one that fails as bwrap
+does where namespaces are refused. The pytest temporary directories are under /tmp, so every
+run here has its working directory under /tmp (where the sandbox has a /tmp of its own).
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -27,7 +32,7 @@ SECRETS = {"MONGO_URI": "mongodb://admin:hunter2@db:27017", "STORAGE_URL": "s3:/
 class Run:
     """One sandboxed run of `source`, with what it reported."""
 
-    def __init__(self, tmp_path: Path, source: str, *, limits: Limits | None = None, hide=(), check=lambda: None, params=None,
+    def __init__(self, tmp_path: Path, source: str, *, limits: Limits | None = None, check=lambda: None, params=None,
                  confinement: Confinement | None = None, trusted: bool = False):
         job_dir = tmp_path / f"job-{uuid.uuid4().hex[:6]}"
         job_dir.mkdir(mode=0o711)
@@ -42,7 +47,7 @@ class Run:
         os.chmod(script, 0o644)
         self.progress: list[tuple[int, int, dict]] = []
         self.log = LogTail((limits or Limits()).log_bytes)
-        sandbox = Sandbox(limits or Limits(wall_s=60, cpu_s=60, memory_bytes=1 << 30), confinement or Confinement(hide=tuple(hide)))
+        sandbox = Sandbox(limits or Limits(wall_s=60, cpu_s=60, memory_bytes=1 << 30), confinement or Confinement())
         self.outcome = sandbox.run(Training(self.workdir, script, params or {"epochs": 2}, trusted), self.log,
                                    lambda *event: self.progress.append(event), check)
 
@@ -88,6 +93,8 @@ def test_a_good_script_reports_progress_and_its_model_is_collected(tmp_path):
     ("import sys\ndef train(data_dir, output_dir, params):\n    sys.exit(3)\n", "crash", "the training script failed: the script exited (code 3) before train returned"),
     ("def train(data_dir, output_dir, params):\n    import os\n    os.symlink('/etc/passwd', os.path.join(output_dir, 'model.keras'))\n",
      "bad_model", "the trained model cannot be used: model.keras cannot be read as a regular file"),
+    ("import os, signal\ndef train(data_dir, output_dir, params):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+     "killed", "the training process was killed by SIGKILL"),  # bwrap passes it on as 128 + 9
 ])
 def test_each_failure_is_reported_with_what_went_wrong(tmp_path, source, reason, message):
     run = Run(tmp_path, source)
@@ -173,11 +180,11 @@ def test_the_script_sees_no_credentials(tmp_path, monkeypatch):
     """
     run = Run(tmp_path, source)
     environment = run.printed("environment")
-    assert set(environment) <= set(sandbox_mod.child_env(run.workdir)), environment
+    assert set(environment) - {"PWD"} <= set(sandbox_mod.child_env(run.workdir)), environment  # bwrap's --chdir sets PWD
     everything = run.log.text()
     for value in SECRETS.values():
         assert value not in everything
-    assert environment["HOME"] == str(run.workdir) and environment["TMPDIR"] == str(run.workdir / "tmp")
+    assert environment["HOME"] == "/job" and environment["TMPDIR"] == "/tmp"  # the working directory, inside bubblewrap
 
 
 def test_the_log_keeps_only_its_last_part(tmp_path):
@@ -203,51 +210,132 @@ def test_a_check_that_raises_stops_the_run_at_once(tmp_path):
         Run(tmp_path, "import time\ndef train(d, o, p):\n    time.sleep(1000)\n", check=check)
 
 
-def test_confinement_network_user_and_hidden_data(tmp_path):
-    secret_dir = tmp_path / "service-data"
+HOSTILE = """
+    import json, os, socket, sys
+
+    def attempt(action):
+        try:
+            return action()
+        except Exception as exc:
+            return type(exc).__name__
+
+    def train(data_dir, output_dir, params):
+        listings = {{}}
+        for path in {paths!r}:
+            listings[path] = attempt(lambda: sorted(os.listdir(path)))
+        print("listings=" + json.dumps(listings))
+        print("secret=" + json.dumps(attempt(lambda: open({secret!r}).read())))
+        print("network=" + json.dumps(attempt(lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2).close())))
+        print("interfaces=" + json.dumps([name for _, name in socket.if_nameindex()]))
+        print("data_writable=" + json.dumps(attempt(lambda: open(os.path.join(data_dir, "new"), "w").close())))
+        print("root_writable=" + json.dumps(attempt(lambda: open("/planted", "w").close())))
+        print("python_writable=" + json.dumps(attempt(lambda: open(os.path.join(sys.prefix, "planted"), "w").close())))
+        print("uid=" + json.dumps(os.getuid()))
+        print("pids=" + json.dumps(sorted(int(p) for p in os.listdir("/proc") if p.isdigit())))
+        open(os.path.join(output_dir, "model.keras"), "w").write("m")
+"""
+
+
+def test_a_hostile_script_sees_only_its_job_and_python(tmp_path):
+    """Nothing of the host but the job's working directory and Python (read-only): no other
+    checkout, no data of the stack (here, a directory next to the job's under /tmp), no network."""
+    checkout = Path(__file__).resolve().parents[3]
+    secret_dir = tmp_path / "stack-data"
     secret_dir.mkdir()
     (secret_dir / "credentials").write_text("password")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
-    source = f"""
-        import json, os, socket
-        def train(data_dir, output_dir, params):
-            try:
-                socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
-                print("network=" + json.dumps("connected"))
-            except OSError as exc:
-                print("network=" + json.dumps(str(exc)))
-            print("secret_visible=" + json.dumps(os.path.exists("{secret_dir / 'credentials'}")))
-            print("uid=" + json.dumps(os.getuid()))
-            print("pids=" + json.dumps(sorted(int(p) for p in os.listdir("/proc") if p.isdigit())))
-            open(os.path.join(output_dir, "model.keras"), "w").write("m")
-    """
+    paths = ["/", "/tmp", "/root", "/home", "/var", "/srv", "/opt", "/mnt", "/etc", "/sys", "/sys/class/net",
+             str(checkout), str(checkout.parent), str(checkout.parents[1]), str(tmp_path), str(secret_dir), "/job"]
+    source = HOSTILE.format(paths=paths, secret=str(secret_dir / "credentials"), port=listener.getsockname()[1])
     with listener:
-        run = Run(tmp_path, source, hide=[secret_dir])
+        run = Run(tmp_path, source)
     assert run.outcome.ok, run.log.text()
     assert run.isolated, run.outcome.isolation
-    assert run.printed("network") != "connected"
-    assert run.printed("secret_visible") is False
-    assert run.printed("pids") == [1]
+    listings = run.printed("listings")
+    assert listings["/tmp"] == []  # its own, empty: not the host's
+    assert listings["/job"] == ["data", "output", "runner.json", "tmp", "train.py"]
+    assert set(listings["/"]) <= {"bin", "dev", "etc", "job", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+                                  *(Path(p).parts[1] for p in sandbox_mod.readable_paths())}, listings["/"]
+    assert set(listings["/etc"]) <= {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "fonts"}
+    for path in ["/home", "/var", "/srv", "/opt", "/mnt", "/sys", "/sys/class/net", str(tmp_path), str(secret_dir)]:
+        assert listings[path] == "FileNotFoundError", (path, listings[path])
+    # what is above Python shows only the way to it: no other checkout, none of this one but the runner's package
+    for path in ["/root", str(checkout.parents[1]), str(checkout.parent), str(checkout)]:
+        visible = listings[path]
+        assert visible == "FileNotFoundError" or all(any(str(Path(path) / name) == r or r.startswith(str(Path(path) / name) + "/")
+                                                         for r in sandbox_mod.readable_paths()) for name in visible), (path, visible)
+    assert run.printed("secret") == "FileNotFoundError"
+    assert run.printed("network") in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert run.printed("interfaces") == ["lo"]  # a loopback of its own: none of the host's interfaces
+    assert run.printed("data_writable") in ("OSError", "PermissionError")  # the dataset is read-only
+    assert run.printed("root_writable") in ("OSError", "PermissionError")
+    assert run.printed("python_writable") in ("OSError", "PermissionError")
+    assert run.printed("pids") == [1, 2]  # bubblewrap's PID 1 and the runner: none of the host's processes
     if os.getuid() == 0:
         assert run.printed("uid") != 0 and "user: nobody (unprivileged)" in run.outcome.isolation
 
 
-# Loaded by the sandbox's processes (through PYTHONPATH) before the sandbox itself: `unshare` is
-# refused as a container without namespace privileges refuses it.
-REFUSE_UNSHARE = """
-import errno, os
-from model_service.training import namespaces
+def test_a_script_that_fills_the_disk_is_stopped_at_its_quota(tmp_path):
+    source = """
+        import os
+        def train(data_dir, output_dir, params):
+            chunk = b"x" * (1 << 20)
+            with open("/tmp/filler", "wb") as out:  # the sandbox's /tmp counts too
+                for _ in range(4096):
+                    out.write(chunk)
+                    out.flush()
+    """
+    run = Run(tmp_path, source, limits=Limits(wall_s=60, cpu_s=60, memory_bytes=1 << 30, disk_bytes=64 << 20))
+    assert (run.outcome.reason, run.outcome.error) == ("disk", "the training wrote more than 64 MB (TRAINING_DISK_QUOTA_MB) and was stopped")
 
 
-def _refused(flags):
-    raise OSError(errno.EPERM, "unshare: " + os.strerror(errno.EPERM))
+def test_many_empty_files_count_against_the_quota(tmp_path):
+    source = """
+        import os
+        def train(data_dir, output_dir, params):
+            for i in range(10 ** 7):
+                open(os.path.join(output_dir, str(i)), "w").close()
+    """
+    run = Run(tmp_path, source, limits=Limits(wall_s=60, cpu_s=60, memory_bytes=1 << 30, disk_bytes=8 << 20))
+    assert run.outcome.reason == "disk", run.log.text()
 
 
-namespaces.unshare = _refused
-"""
+def test_folders_nested_too_deep_stop_the_training(tmp_path):
+    """Past PATH_MAX or Python's recursion limit, a walk by paths (or shutil.rmtree) would miss
+    or choke on them."""
+    source = """
+        import os, time
+        def train(data_dir, output_dir, params):
+            os.chdir(output_dir)
+            for _ in range(5000):
+                os.mkdir("d" * 200)
+                os.chdir("d" * 200)
+            time.sleep(100)
+    """
+    run = Run(tmp_path, source)
+    assert (run.outcome.reason, run.outcome.error) == ("disk", f"the training made folders nested more than {sandbox_mod.MAX_DEPTH} deep and was stopped")
+
+
+def test_the_disk_walk_counts_what_lies_past_path_max(tmp_path):
+    folder = tmp_path
+    os.mkdir(folder / "data")
+    (folder / "data" / "dataset").write_bytes(b"x" * (1 << 20))  # the dataset: not counted
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(sandbox_mod.MAX_DEPTH - 1):  # 63 levels of 200 characters: past PATH_MAX
+            os.mkdir("d" * 200, dir_fd=fd)
+            child = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        with open(os.open("big", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as out:
+            out.write(b"x" * (1 << 20))
+    finally:
+        os.close(fd)
+    used = sandbox_mod.disk_usage(folder)
+    assert (1 << 20) < used < (1 << 20) + 80 * sandbox_mod.DISK_ENTRY_BYTES
+
 
 RAN = """
 import os
@@ -256,30 +344,40 @@ def train(data_dir, output_dir, params):
     open(os.path.join(output_dir, "model.keras"), "w").write("m")
 """
 
+# What bwrap says, and does, where the platform refuses it namespaces (a container without user
+# namespaces, or one whose seccomp profile blocks them).
+REFUSING_BWRAP = """#!/bin/sh
+echo "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces." >&2
+exit 1
+"""
+
 
 @pytest.fixture
-def unshare_refused(tmp_path, monkeypatch):
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(REFUSE_UNSHARE)
-    real_env = sandbox_mod.child_env
-
-    def env_with_hook(workdir):
-        env = real_env(workdir)
-        return {**env, "PYTHONPATH": os.pathsep.join([str(hooks), env["PYTHONPATH"]])}
-
-    monkeypatch.setattr(sandbox_mod, "child_env", env_with_hook)
+def refusing_bwrap(tmp_path):
+    path = tmp_path / "bin" / "bwrap"
+    path.parent.mkdir()
+    path.write_text(REFUSING_BWRAP)
+    path.chmod(0o755)
+    return str(path)
 
 
-def test_an_uploaded_script_is_refused_where_namespaces_are_refused(tmp_path, unshare_refused):
-    run = Run(tmp_path, RAN)
+def test_an_uploaded_script_is_refused_where_bwrap_cannot_make_namespaces(tmp_path, refusing_bwrap):
+    run = Run(tmp_path, RAN, confinement=Confinement(bwrap=refusing_bwrap))
     assert (run.outcome.ok, run.outcome.reason) == (False, "not_isolated")
     assert run.outcome.error.startswith("the training script was not run: uploaded scripts run only isolated from the server "
                                         "(network, mount and PID namespaces) and this trainer cannot isolate them "
-                                        "(unshare: Operation not permitted)")
+                                        "(No permissions to create new namespace, likely because the kernel does not allow "
+                                        "non-privileged user namespaces.)")
     assert "SANDBOX_REQUIRE_ISOLATION=false" in run.outcome.error
     assert "the script ran" not in run.log.text() and not (run.workdir / "output" / "model.keras").exists()
-    assert "namespaces: unavailable (unshare: Operation not permitted); the network and other data are not isolated here" in run.outcome.isolation
+    assert any(line.startswith("namespaces: unavailable (No permissions to create new namespace") for line in run.outcome.isolation)
+
+
+def test_an_uploaded_script_is_refused_where_bwrap_is_missing(tmp_path):
+    run = Run(tmp_path, RAN, confinement=Confinement(bwrap=str(tmp_path / "no-such-bwrap")))
+    assert run.outcome.reason == "not_isolated"
+    assert "(bubblewrap (bwrap) is not installed)" in run.outcome.error and "install bubblewrap" in run.outcome.error
+    assert "the script ran" not in run.log.text()
 
 
 def test_an_uploaded_script_is_refused_where_namespaces_are_turned_off(tmp_path):
@@ -289,8 +387,8 @@ def test_an_uploaded_script_is_refused_where_namespaces_are_turned_off(tmp_path)
     assert "the script ran" not in run.log.text()
 
 
-def test_without_namespaces_the_built_in_recipe_still_runs(tmp_path, unshare_refused):
-    run = Run(tmp_path, RAN, confinement=Confinement(user=None), trusted=True)
+def test_without_bwrap_the_built_in_recipe_still_runs(tmp_path, refusing_bwrap):
+    run = Run(tmp_path, RAN, confinement=Confinement(user=None, bwrap=refusing_bwrap), trusted=True)
     assert run.outcome.ok, run.log.text()
     assert "the script ran" in run.log.text() and not run.isolated
     assert any(line.startswith("namespaces: unavailable") for line in run.outcome.isolation)
@@ -300,7 +398,7 @@ def test_without_namespaces_the_built_in_recipe_still_runs(tmp_path, unshare_ref
 def test_isolation_is_required_of_uploaded_scripts_unless_opted_out(tmp_path, require_isolation, trusted, required):
     spec = tmp_path / "confine.json"
     sandbox = Sandbox(Limits(), Confinement(require_isolation=require_isolation))
-    sandbox._write_confine_spec(spec, Training(tmp_path, tmp_path / "train.py", {}, trusted), tmp_path / "runner.json", 3)
+    sandbox._write_confine_spec(spec, Training(tmp_path, tmp_path / "train.py", {}, trusted), 3)
     assert json.loads(spec.read_text())["require_isolation"] is required
 
 
@@ -314,3 +412,24 @@ def _processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_python_under_tmp_is_reached_though_the_sandbox_has_its_own_tmp(tmp_path):
+    """A checkout (and its virtual environment) under /tmp: bound on top of the sandbox's /tmp."""
+    venv = tmp_path / "checkout" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir(mode=0o711)
+    workdir = job_dir / "work"
+    (workdir / "data").mkdir(parents=True)
+    os.chmod(workdir / "data", 0o755)
+    script = workdir / "train.py"
+    script.write_text("import os, sys\ndef train(d, o, p):\n    print('prefix=' + sys.prefix)\n"
+                      "    open(os.path.join(o, 'model.keras'), 'w').write('m')\n")
+    os.chmod(script, 0o644)
+    log = LogTail(1 << 20)
+    python = str(venv / "bin" / "python")
+    outcome = Sandbox(Limits(wall_s=60, cpu_s=60, memory_bytes=1 << 30), Confinement(), python=python).run(
+        Training(workdir, script, {}), log, lambda *event: None, lambda: None)
+    assert outcome.ok and any(line.startswith("network: none") for line in outcome.isolation), log.text()
+    assert f"prefix={venv}" in log.text()

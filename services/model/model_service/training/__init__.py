@@ -8,8 +8,8 @@ claims it and, module by module:
     recipe.py         the built-in recipe (a small CNN), used when no script is uploaded
     sandbox.py        runs a training (script or recipe) in a confined child process, with limits,
                       bounded logs and progress; says how it ended
-    confine.py        the child's first step: namespaces, resource limits, an unprivileged user
-    namespaces.py     Linux namespaces and mounts (ctypes), used by confine.py
+    confine.py        the child's first step: resource limits, then bubblewrap (bwrap) with only
+                      what the training needs; an unprivileged user
     script_runner.py  the confined child's last step: loads the script and calls `train`
     job.py            the worker's handler of training jobs: dataset, sandbox, registration
 

@@ -1,55 +1,82 @@
-"""The sandbox's first process (`python -m model_service.training.confine <spec.json>`): confines
-itself, then runs the training (`script_runner`) as PID 1 of a new PID namespace and reports how
-it ended.
+"""The sandbox's first process (`python -m model_service.training.confine <spec.json>`): runs the
+training (`script_runner`) inside bubblewrap (`bwrap`) and reports how it ended.
 
 Started by the trainer (`sandbox.py`) with an environment that holds no credentials, it applies
 what the platform allows, and says what it applied:
 
-- namespaces: a network namespace with no interfaces (no network), a mount namespace in which
-  the trainer's data, the stack's data, object storage and TF Serving's repository are hidden
-  except this job's working directory, private /tmp and /dev/shm, and a PID namespace whose
-  death takes every process the script started with it (nothing outlives the sandbox). As root
-  this needs nothing more; otherwise an unprivileged user namespace is tried;
-- resource limits on the training process: CPU time (RLIMIT_CPU: SIGXCPU, then SIGKILL 5 s
-  later), memory (RLIMIT_DATA: RLIMIT_AS would count TensorFlow's large virtual reservations
-  and break it, RLIMIT_DATA counts what is really allocated), processes/threads (RLIMIT_NPROC),
-  file size (RLIMIT_FSIZE), open files, no core dumps;
+- bubblewrap, the sandbox Flatpak uses (a well-kept tool rather than a mount planner of our
+  own): a new, empty root in which only what the training needs is bound at its own path, the
+  Python installation and the runner's package read-only, the job's working directory
+  read-write (its dataset read-only), the working directory's `tmp/` as `/tmp` and `/dev/shm`
+  (so the disk quota the trainer watches covers everything it can write), a fresh `/proc` and a
+  minimal `/dev`; nothing else of the host (no other checkout, no data of the stack, no `/sys`).
+  New network (no interfaces but a loopback of its own), PID, IPC, UTS and cgroup namespaces; a
+  new session; it dies with this process (`--die-with-parent`), and the PID namespace takes every
+  process the script started with it. As root, bwrap runs privileged (no user namespace) and
+  the runner drops to the unprivileged user before anything of the script runs; otherwise
+  bwrap uses an unprivileged user namespace (which some container runtimes refuse);
+- resource limits, set here before bwrap starts and inherited by everything in it: CPU time
+  (RLIMIT_CPU: SIGXCPU, then SIGKILL 5 s later), memory (RLIMIT_DATA: RLIMIT_AS would count
+  TensorFlow's large virtual reservations and break it, RLIMIT_DATA counts what is really
+  allocated), processes/threads (RLIMIT_NPROC), file size (RLIMIT_FSIZE), open files, no core
+  dumps;
 - privileges: started as root, the training runs as an unprivileged user (`nobody` by
   default), since RLIMIT_NPROC does not bind root and root could undo every other limit.
 
 Untrusted code never runs as root: if the spec asks for an unprivileged user and it cannot be
 taken, the training does not start. Nor does it run unisolated unless the operator opted out:
-when the spec requires isolation (an uploaded script, `SANDBOX_REQUIRE_ISOLATION=true`) and the
-mount, network and PID namespaces cannot be entered (a container that refuses `unshare`), nothing
-of the script runs and the status says what is missing and which setting to change.
+when the spec requires isolation (an uploaded script, `SANDBOX_REQUIRE_ISOLATION=true`) and
+bwrap is missing or cannot create its namespaces (a container that refuses them), nothing of
+the script runs and the status says what is missing and which setting to change.
 
 Ending: SIGTERM (from the trainer at a deadline or a cancel, or as the death signal when the
-trainer dies) makes this process kill the training and everything it started, then exit. With
-a PID namespace, killing its PID 1 is enough: the kernel kills the rest. Without one (the
-built-in recipe where namespaces are refused, or the opt-out), this process is a child
-subreaper: whatever the training started, even in a session of its own, is re-parented here and
-killed before this process exits.
+trainer dies) makes this process kill the training and everything it started, then exit. In
+bwrap, killing bwrap is enough: its PID 1 dies with it, and the kernel kills the rest of the PID
+namespace. Without bwrap (the built-in recipe where namespaces are refused, or the opt-out),
+this process is a child subreaper: whatever the training started, even in a session of its own,
+is re-parented here and killed before this process exits.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pwd
 import resource
 import select
 import signal
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-
-from . import namespaces
 
 EXIT_CONFINE_FAILED = 70
 EXIT_NOT_ISOLATED = 71
 EXIT_STOPPED = 72
 CPU_KILL_GRACE_S = 5
 REAP_POLL_S = 0.05
+PROBE_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+# Where the job's working directory is inside bubblewrap: a fixed path, apart from any host path
+# (the working directory may be under /tmp, where the sandbox has a /tmp of its own).
+JOB_DIR = "/job"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What the dynamic loader and the C library read from /etc (TensorFlow's shared libraries load
+# through ld.so.cache), and fontconfig's settings (Keras's imports load it, and complain without
+# them); nothing else of /etc (no passwd, hosts, ssl keys) is bound.
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/fonts")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl: {os.strerror(code)}")
 
 
 class Stopped(Exception):
@@ -61,40 +88,106 @@ def _on_stop(_signum, _frame) -> None:
     raise Stopped()
 
 
-def _isolate(report: list[str]) -> str | None:
-    """Enters new mount, network, PID and IPC namespaces (all or none); None when they were
-    entered, else why they could not be."""
-    flags = namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC
-    uid, gid = os.getuid(), os.getgid()
+# ----- bubblewrap
+
+def namespace_flags(privileged: bool) -> list[str]:
+    """Every namespace bwrap makes. Privileged (root), no user namespace: the runner's own
+    setuid to the unprivileged user is what takes root away, and it needs the two capabilities
+    bwrap otherwise drops; unprivileged, the user namespace is what lets bwrap make the others."""
+    common = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+              "--die-with-parent", "--new-session"]
+    if privileged:
+        return [*common, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return ["--unshare-user", "--disable-userns", *common]
+
+
+def _outermost(paths) -> list[Path]:
+    kept: list[Path] = []
+    for path in sorted({Path(p) for p in paths}, key=lambda p: (len(p.parts), str(p))):
+        if not any(path == outer or outer in path.parents for outer in kept):
+            kept.append(path)
+    return kept
+
+
+def _system_args() -> list[str]:
+    """/usr and the top-level links into it (merged /usr), or the directories themselves."""
+    args: list[str] = []
+    for entry in SYSTEM_DIRS:
+        path = Path(entry)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), entry]
+        elif path.is_dir():
+            args += ["--ro-bind", entry, entry]
+    args += ["--perms", "0755", "--dir", "/etc"]  # made like the host's otherwise: unreadable by the user
+    for entry in SYSTEM_FILES:
+        args += ["--ro-bind-try", entry, entry]
+    return args
+
+
+def inside_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """The environment as seen inside bubblewrap: the working directory at JOB_DIR, /tmp its tmp/."""
+    prefix = str(workdir)
+    inside = {name: JOB_DIR + value[len(prefix):] if value == prefix or value.startswith(prefix + "/") else value
+              for name, value in env.items()}
+    return {**inside, "TMPDIR": "/tmp"}
+
+
+def bwrap_command(bwrap: str, *, workdir: Path, readable, env: dict[str, str], command: list[str], privileged: bool,
+                  info_fd: int | None = None) -> list[str]:
+    """The bwrap command line that runs `command` in the working directory (at JOB_DIR) with
+    nothing of the host but the system's /usr and `readable` (read-only, at their own paths).
+    `info_fd`: where bwrap writes the host PID of the sandbox's PID 1 (see `_stop`)."""
+    args = [bwrap, *namespace_flags(privileged), "--clearenv"]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
+    for name, value in sorted(inside_env(env, workdir).items()):
+        args += ["--setenv", name, value]
+    args += _system_args()
+    # /tmp first: Python may live under /tmp (a checkout there), and is then bound on top of it.
+    args += ["--bind", str(workdir / "tmp"), "/tmp"]
+    made: set[Path] = set()
+    readable = [path for path in _outermost(readable) if not any(path == system or Path(system) in path.parents
+                                                                 for system in SYSTEM_DIRS)]
+    for path in readable:
+        # Directories bwrap makes above a bind copy the host's modes: /root (0700) would keep the
+        # unprivileged user from the Python installed under it; they hold nothing but the path.
+        for ancestor in reversed(path.parents):
+            if ancestor not in (Path("/"), Path("/tmp")) and ancestor not in made:
+                args += ["--perms", "0755", "--dir", str(ancestor)]
+                made.add(ancestor)
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--bind", str(workdir), JOB_DIR, "--ro-bind", str(workdir / "data"), f"{JOB_DIR}/data",
+             "--proc", "/proc", "--dev", "/dev", "--bind", str(workdir / "tmp"), "/dev/shm",
+             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", JOB_DIR, "--", *command]
+    return args
+
+
+def _probe(bwrap: str, privileged: bool) -> str | None:
+    """None when bwrap can make its namespaces here, else why not (its own words)."""
     try:
-        namespaces.unshare(flags if uid == 0 else flags | namespaces.CLONE_NEWUSER)
-    except OSError as exc:
-        report.append(f"namespaces: unavailable ({exc.strerror}); the network and other data are not isolated here")
-        return exc.strerror
-    if uid != 0:
-        namespaces.map_own_ids(uid, gid)  # in the new user namespace: a failure here stops the sandbox
-    report.append("network: none (a network namespace without interfaces)")
-    report.append("processes: a PID namespace of their own (every process ends with the training)")
-    return None
+        result = subprocess.run([bwrap, *namespace_flags(privileged), "--ro-bind", "/", "/", "--", "/bin/true"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                timeout=PROBE_TIMEOUT_S, close_fds=True)
+    except FileNotFoundError:
+        return "bubblewrap (bwrap) is not installed"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not be started: {exc}"
+    if result.returncode == 0:
+        return None
+    words = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    return (words[-1] if words else f"bwrap exited with code {result.returncode}").removeprefix("bwrap: ")
 
 
 def refusal(missing: str, namespaces_enabled: bool) -> str:
     """Why an uploaded script was not run, and what the server's operator can change."""
-    fix = ("let the trainer create Linux namespaces (run it as root, or allow it unprivileged user namespaces)"
-           if namespaces_enabled else "set SANDBOX_NAMESPACES=true")
+    fix = ("install bubblewrap (bwrap) and let the trainer create Linux namespaces (run it as root, or allow it "
+           "unprivileged user namespaces)" if namespaces_enabled else "set SANDBOX_NAMESPACES=true")
     return (f"the training script was not run: uploaded scripts run only isolated from the server (network, mount and "
             f"PID namespaces) and this trainer cannot isolate them ({missing}). The server's operator can {fix}, or set "
             "SANDBOX_REQUIRE_ISOLATION=false to run scripts without isolation (unsafe: they get the trainer's network and files)")
 
 
-def _hide(spec: dict, report: list[str], other_user: bool) -> None:
-    namespaces.make_mounts_private()
-    needed = [spec["workdir"], *spec["readable"]]
-    masks = namespaces.plan_masks(spec["hide"], spec["scratch"], needed, other_user=other_user)
-    for mask in masks:
-        namespaces.apply_mask(mask)
-    report.append("files: only this job's working directory among the service's data; private /tmp")
-
+# ----- limits and the user
 
 def _limit(limits: dict) -> None:
     cpu = int(limits["cpu_s"])
@@ -132,12 +225,14 @@ def _describe_user(user: pwd.struct_passwd | None) -> str:
     return "user: root (trusted code only)" if os.getuid() == 0 else f"user: uid {os.getuid()} (unprivileged)"
 
 
-def _drop_privileges(user: pwd.struct_passwd | None, required: bool) -> None:
-    """Becomes `user` for good (root cannot be regained); refuses to go on as root if `required`."""
-    if user is not None:
+def drop_privileges(uid: int | None, gid: int | None, required: bool) -> None:
+    """Becomes `uid`/`gid` for good (root cannot be regained); refuses to go on as root if `required`.
+    Called before anything untrusted runs: here without bwrap, in the runner inside it (where it
+    is a no-op when this process is not root: bwrap ran unprivileged, or this process dropped)."""
+    if uid is not None and os.getuid() == 0:
         os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
+        os.setgid(gid)
+        os.setuid(uid)
         try:
             os.setuid(0)
         except OSError:
@@ -153,24 +248,32 @@ def _parent_alive(watch_fd: int) -> bool:
     return not readable  # EOF: the confining parent died
 
 
-def _run_child(spec: dict, user, isolated: bool, watch_fd: int) -> None:
-    """PID 1 of the new namespace: last preparations, then the training runner. Never returns."""
+def _runner(spec: dict) -> list[str]:
+    # -P: the working directory (the script's, writable by it) is not put on sys.path. The
+    # runner's spec is named relative to the working directory, which is its current directory.
+    return [spec["python"], "-s", "-P", "-m", "model_service.training.script_runner", "runner.json"]
+
+
+def _run_child(spec: dict, user, isolated: bool, watch_fd: int, info_fd: int | None) -> None:
+    """The training's process: limits, then bwrap (or, without it, the user and the runner). Never returns."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if not _parent_alive(watch_fd):
             os._exit(EXIT_CONFINE_FAILED)
-        if isolated:
-            try:
-                namespaces.mount_proc()
-            except OSError:
-                pass  # the old /proc stays: other users' processes keep their environment private
         _limit(spec["limits"])
-        _drop_privileges(user, spec["require_unprivileged"])
-        namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change
         os.chdir(spec["workdir"])
-        python = spec["python"]
-        os.execve(python, [python, "-s", "-m", "model_service.training.script_runner", spec["runner_spec"]], dict(os.environ))
+        env = dict(os.environ)
+        if isolated:
+            # As root, bwrap runs privileged and the runner takes the user (its spec says which)
+            os.set_inheritable(info_fd, True)
+            command = bwrap_command(spec["bwrap"], workdir=Path(spec["workdir"]), readable=spec["readable"], env=env,
+                                    command=_runner(spec), privileged=os.getuid() == 0, info_fd=info_fd)
+            os.execve(command[0], command, env)
+        drop_privileges(user.pw_uid if user else None, user.pw_gid if user else None, spec["require_unprivileged"])
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change
+        command = _runner(spec)
+        os.execve(command[0], command, env)
     except BaseException:  # noqa: BLE001 - anything here means the sandbox is not safe to run
         sys.stderr.write("the training sandbox could not be set up:\n" + traceback.format_exc())
         sys.stderr.flush()
@@ -217,18 +320,42 @@ def _end_descendants() -> None:
             time.sleep(REAP_POLL_S)
 
 
-def _stop(child: int, isolated: bool) -> None:
-    """Ends the training now, and every process it started."""
-    os.kill(child, signal.SIGKILL)
+def _sandbox_pid(info_fd: int) -> int | None:
+    """The host PID of the sandbox's PID 1, once bwrap has said it (None before)."""
+    readable, _, _ = select.select([info_fd], [], [], 0)
+    if not readable:
+        return None
+    try:
+        return int(json.loads(os.read(info_fd, 65536))["child-pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _stop(child: int, isolated: bool, info_fd: int | None) -> None:
+    """Ends the training now, and every process it started. In bubblewrap, its PID 1 is killed
+    rather than bwrap: the kernel kills the rest of the PID namespace before that PID 1's death is
+    reported to bwrap, and bwrap exits after it, so once bwrap is reaped here nothing of the
+    training is left (killing bwrap first would return while they are still being killed)."""
+    sandbox_pid = _sandbox_pid(info_fd) if isolated and info_fd is not None else None
+    os.kill(sandbox_pid or child, signal.SIGKILL)
     if isolated:
-        os.waitpid(child, 0)  # PID 1 of its namespace: the kernel kills the rest with it
+        os.waitpid(child, 0)
     else:
         _end_descendants()
 
 
+def _exit_code(wait_status: int, isolated: bool) -> int:
+    """The runner's exit code; negative for a signal. bwrap passes a signalled child's death on as
+    128 + the signal."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    if isolated and 128 < code < 128 + signal.NSIG:
+        return -(code - 128)
+    return code
+
+
 def confine(spec: dict) -> int:
     signal.signal(signal.SIGTERM, _on_stop)
-    namespaces.prctl(namespaces.PR_SET_PDEATHSIG, signal.SIGTERM)  # the trainer died: end the training
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the trainer died: end the training
     if os.getppid() != spec["parent_pid"]:
         return EXIT_CONFINE_FAILED  # the trainer died before prctl took effect
     os.umask(0o022)
@@ -239,13 +366,17 @@ def confine(spec: dict) -> int:
     workdir = Path(spec["workdir"])
     _prepare_workdir(workdir, user)
     if spec["isolate"]:
-        missing = _isolate(report)
+        missing = _probe(spec["bwrap"], privileged=os.getuid() == 0)
+        if missing is None:
+            report += ["network: none (bubblewrap: a network namespace of its own, without the host's interfaces)",
+                       "processes: a PID namespace of their own (every process ends with the training)",
+                       "files: only this job's working directory (dataset read-only) and Python, read-only; a private /tmp"]
+        else:
+            report.append(f"namespaces: unavailable ({missing}); the network and other data are not isolated here")
     else:
         missing = "namespaces are turned off: SANDBOX_NAMESPACES=false"
         report.append("namespaces: not used (SANDBOX_NAMESPACES=false)")
     isolated = missing is None
-    if isolated:
-        _hide(spec, report, other_user=user is not None)
     report += [_describe_user(user), _describe_limits(spec["limits"])]
     if not isolated and spec["require_isolation"]:
         report.append("refused: the script needs isolation (SANDBOX_REQUIRE_ISOLATION=true)")
@@ -253,23 +384,28 @@ def confine(spec: dict) -> int:
         return EXIT_NOT_ISOLATED
     _write_status(status_fd, {"isolation": report})
     if not isolated:
-        namespaces.prctl(namespaces.PR_SET_CHILD_SUBREAPER, 1)  # what the training leaves is re-parented here
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # what the training leaves is re-parented here
     watch_read, watch_write = os.pipe()
+    info_read, info_write = os.pipe() if isolated else (None, None)
     child = os.fork()
     if child == 0:
         os.close(watch_write)
-        _run_child(spec, user, isolated, watch_read)
+        if info_read is not None:
+            os.close(info_read)
+        _run_child(spec, user, isolated, watch_read, info_write)
     os.close(watch_read)
+    if info_write is not None:
+        os.close(info_write)
     try:
         _, wait_status, usage = os.wait4(child, 0)
     except Stopped:
-        _stop(child, isolated)
+        _stop(child, isolated, info_read)
         return EXIT_STOPPED
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing anyway; the trainer kills the group if this takes long
     if not isolated:
         _end_descendants()
     _write_status(status_fd, {
-        "exit_code": os.waitstatus_to_exitcode(wait_status),
+        "exit_code": _exit_code(wait_status, isolated),
         "cpu_s": usage.ru_utime + usage.ru_stime,
     })
     return 0

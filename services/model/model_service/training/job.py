@@ -11,6 +11,11 @@ Restart-safety: once a training has produced its model, the model is kept in obj
 its key written to the job's checkpoint before registration starts, so a trainer that dies while
 registering (or a TF Serving that is down) does not make the next attempt train again.
 Registration itself may be repeated: it writes the same version of the same model.
+
+Work directories: a job's files (dataset copy, script, sandbox) live in `work_root/<job id>`,
+removed when the attempt ends. A trainer killed mid-job cannot remove its own: the next attempt
+at the job starts by clearing the directory of that name, and `sweep_work_root` (at trainer
+start and periodically) removes those of jobs no live trainer holds.
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ import dataclasses
 import logging
 import os
 import re
-import secrets
 import shutil
+import subprocess
 import time
 import zipfile
 from collections.abc import Callable
@@ -110,6 +115,7 @@ class TrainModelHandler:
         self.store = store
         self.config = config
         self.sandbox_factory = sandbox_factory
+        self._current: str | None = None  # the job in progress here: never swept
 
     # ----- jobs.JobHandler
 
@@ -141,6 +147,25 @@ class TrainModelHandler:
 
     def cleanup(self, job: jobs.Job) -> None:
         self.registrar.abandon_training(int(job.payload["model_id"]))
+        remove_tree(self.config.work_root / job.id)
+
+    def sweep_work_root(self, is_active: Callable[[str], bool]) -> list[str]:
+        """Removes the work directories that no attempt in progress owns: left by a trainer that
+        was killed (its job retried elsewhere, finished or given up). `is_active(job_id)`: a live
+        trainer holds that job (this one's current job included). The names removed."""
+        removed = []
+        try:
+            entries = sorted(os.scandir(self.config.work_root), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            if entry.name == self._current or is_active(entry.name):
+                continue
+            remove_tree(Path(entry.path))
+            removed.append(entry.name)
+        if removed:
+            log.info("removed the work directories of jobs no trainer runs", extra={"jobs": removed})
+        return removed
 
     # ----- the steps
 
@@ -227,26 +252,32 @@ class TrainModelHandler:
         return dataclasses.replace(self.config.limits, wall_s=float(wall), cpu_s=float(max(cpu, 1)))
 
     def _job_dir(self, job: jobs.Job):
-        return _JobDir(self.config.work_root, job.id)
+        return _JobDir(self, job.id)
 
 
 class _JobDir:
-    """A fresh directory for one attempt, unguessable and not listable by the sandbox's user,
-    removed afterwards whatever happens."""
+    """A fresh directory for one attempt, named after its job (so the next attempt, or a sweep,
+    finds what a killed trainer left), not listable by the sandbox's user, removed afterwards
+    whatever happens."""
 
-    def __init__(self, root: Path, name: str):
-        self.path = root / f"{name}-{secrets.token_hex(8)}"
-        self.root = root
+    def __init__(self, handler: TrainModelHandler, job_id: str):
+        self.handler = handler
+        self.root = handler.config.work_root
+        self.job_id = job_id
+        self.path = self.root / job_id
 
     def __enter__(self) -> Path:
+        self.handler._current = self.job_id
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
+        remove_tree(self.path)  # what an attempt whose trainer was killed left
         self.path.mkdir(mode=0o711)
         os.chmod(self.path, 0o711)
         return self.path
 
     def __exit__(self, *exc_info) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
+        self.handler._current = None
 
 
 class _LogSaver:
@@ -270,6 +301,15 @@ class _LogSaver:
             self.store.put_bytes(self.key, text.encode(), "text/plain; charset=utf-8")
         except errors.DomainError as exc:
             log.warning("training log %s not saved: %s", self.key, exc.message)
+
+
+def remove_tree(path: Path) -> None:
+    """Removes `path` and all under it, whatever a training made there. `rm -rf`, not
+    shutil.rmtree: Python 3.11's recurses, and fails (RecursionError, even with ignore_errors)
+    under folders nested about a thousand deep, which a script makes in a fraction of a second.
+    Never crosses into another filesystem."""
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def _share_read_only(data_dir: Path) -> None:

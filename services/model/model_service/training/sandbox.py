@@ -6,14 +6,17 @@ The trainer calls `Sandbox.run`. The child (`confine.py`, then `script_runner.py
   PYTHONPATH of the runner, locale and TensorFlow's quiet flags; no database URI, storage keys,
   signing or JWT keys, nor anything else of the trainer's environment;
 - a working directory holding only this job's data (`data/<tag>/...`), the script, an empty
-  `output/` and `tmp/`; everything else of the service is hidden where namespaces are available;
-- isolation: namespaces (no network, only its own data, a PID namespace), required for uploaded
-  scripts unless `Confinement.require_isolation` is off: where they cannot be made, an uploaded
-  script is refused (outcome `not_isolated`) before any of it runs. The built-in recipe is our
-  own code and runs with whatever isolation the platform allows;
+  `output/` and `tmp/`;
+- isolation: bubblewrap (no network, nothing of the host but this working directory and Python,
+  a PID namespace; see `confine.py`), required for uploaded scripts unless
+  `Confinement.require_isolation` is off: where bwrap is missing or cannot make its namespaces,
+  an uploaded script is refused (outcome `not_isolated`) before any of it runs. The built-in
+  recipe is our own code and runs with whatever isolation the platform allows;
 - limits: wall-clock time here (at the deadline the confining process is told to end the
-  training and everything it started, then its whole process group is killed), CPU time,
-  memory, processes, file size in the child (see `confine.py`).
+  training and everything it started, then its whole process group is killed), a disk quota
+  here (what the working directory holds besides the dataset, its /tmp included, is measured
+  every DISK_POLL_S; past `Limits.disk_bytes` the run is stopped), CPU time, memory,
+  processes, file size in the child (see `confine.py`).
 
 While it runs, its stdout and stderr are kept, the last `log_bytes` of them, and its progress
 events are handed to `on_progress`; `check` is called a few times a second. Either may raise
@@ -26,8 +29,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import queue
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -43,8 +49,13 @@ log = logging.getLogger(__name__)
 SERVICE_ROOT = Path(__file__).resolve().parents[2]  # services/model, where model_service lives
 POLL_S = 0.2
 EXIT_GRACE_S = 2.0
-# Where temporary files of other processes live: the sandbox gets private ones.
-SHARED_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+DISK_POLL_S = 0.5
+# What each file or directory counts for at least against the disk quota (so that a flood of
+# empty files, which take inodes but no blocks, reaches it too).
+DISK_ENTRY_BYTES = 4096
+# Folders nested deeper than this stop the training: they serve no training, and past PATH_MAX
+# (or Python's recursion limit) they would escape path-based walks and removals.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class Limits:
     memory_bytes: int = 4 << 30
     processes: int = 512
     file_bytes: int = 2 << 30
+    disk_bytes: int = 4 << 30  # all the training writes (its working directory and /tmp)
     open_files: int = 1024
     log_bytes: int = 256 << 10
     max_model_bytes: int = 2 << 30
@@ -64,11 +76,11 @@ class Confinement:
     """How the child is confined beyond its limits."""
 
     user: str | None = "nobody"  # who runs the training when the trainer is root
-    hide: tuple[Path, ...] = ()  # directories the training must not see (data of the service)
-    isolate: bool = True  # namespaces where the platform allows
-    # Uploaded scripts are refused unless the namespaces were entered. Off, they run without
-    # them where the platform refuses them: with the trainer's network and files.
+    isolate: bool = True  # bubblewrap where the platform allows
+    # Uploaded scripts are refused unless bubblewrap ran them. Off, they run without it where
+    # the platform refuses it: with the trainer's network and files.
     require_isolation: bool = True
+    bwrap: str = "bwrap"  # the bubblewrap executable (looked up on PATH)
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ class Training:
 class Outcome:
     """How a run ended. `model` is the collected model (file or SavedModel directory) when ok."""
 
-    reason: str  # done | crash | load | no_train | no_model | bad_model | time_limit | cpu_limit | memory | killed | sandbox | not_isolated
+    reason: str  # done | crash | load | no_train | no_model | bad_model | time_limit | cpu_limit | memory | disk | killed | sandbox | not_isolated
     error: str | None = None
     metrics: dict = field(default_factory=dict)
     model: Path | None = None
@@ -139,11 +151,74 @@ def child_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def _readable_paths() -> list[str]:
-    """What the training's Python needs to reach: its installation and import paths."""
-    paths = {sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parent), str(SERVICE_ROOT)}
-    paths.update(entry for entry in sys.path if entry and Path(entry).is_dir())
-    return sorted(str(Path(path).resolve()) for path in paths)
+def readable_paths(python: str = sys.executable) -> list[str]:
+    """All the training sees of the host besides the system's /usr: the Python installation (at
+    the paths it is reached by, and behind its symbolic links) and the runner's package. Not
+    sys.path: the trainer's may hold the whole checkout (the Makefile puts it there), data included."""
+    paths = {sys.base_prefix, sys.prefix, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
+             str(Path(python).parent), os.path.realpath(Path(python).parent), str(SERVICE_ROOT / "model_service")}
+    environment = Path(python).parent.parent
+    if (environment / "pyvenv.cfg").is_file():  # the child's Python is a virtual environment's: all of it
+        paths.update({str(environment), os.path.realpath(environment)})
+    return sorted(paths)
+
+
+class TooDeep(Exception):
+    """The working directory holds folders nested deeper than MAX_DEPTH."""
+
+
+def _listing(fd: int) -> tuple[int, list[str]]:
+    """The bytes the entries of the directory open as `fd` take (each at least
+    DISK_ENTRY_BYTES), and the names of its subdirectories."""
+    total, folders = 0, []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            total += max(info.st_blocks * 512, DISK_ENTRY_BYTES)
+            if stat.S_ISDIR(info.st_mode):
+                folders.append(entry.name)
+    return total, folders
+
+
+def disk_usage(workdir: Path, skip: str = "data") -> int:
+    """Bytes the files under `workdir` take on disk, but its folder `skip` (the dataset), each
+    entry at least DISK_ENTRY_BYTES. Walked through directory file descriptors, depth first, one
+    open descriptor per level, links not followed, so that no path length or recursion limit
+    leaves anything out; TooDeep past MAX_DEPTH levels."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    stack: list[tuple[int, list[str]]] = []  # (open folder, its subfolders still to walk)
+    try:
+        root = os.open(workdir, flags)
+        stack.append((root, []))
+        total, folders = _listing(root)
+        stack[-1][1].extend(name for name in folders if name != skip)
+        while stack:
+            fd, folders = stack[-1]
+            if not folders:
+                os.close(stack.pop()[0])
+                continue
+            try:
+                child = os.open(folders.pop(), flags, dir_fd=fd)
+            except OSError:
+                continue  # gone, or replaced by something else than a folder
+            stack.append((child, []))
+            if len(stack) > MAX_DEPTH:
+                raise TooDeep()
+            size, subfolders = _listing(child)
+            total += size
+            stack[-1][1].extend(subfolders)
+        return total
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _target_user(name: str | None) -> pwd.struct_passwd | None:
+    """Who runs the training when the trainer is root (None: the trainer's own user)."""
+    return pwd.getpwnam(name) if name and os.getuid() == 0 else None
 
 
 def _pump(stream, sink: Callable[[bytes], None]) -> None:
@@ -195,12 +270,17 @@ class Sandbox:
         status_read, status_write = os.pipe()
         try:
             runner_spec = workdir / "runner.json"
+            user = _target_user(self.confinement.user)
             runner_spec.write_text(json.dumps({
-                "script": str(training.script), "data_dir": str(workdir / "data"), "output_dir": str(workdir / "output"),
+                # relative to the working directory: inside bubblewrap it is at another path (JOB_DIR)
+                "script": str(training.script.relative_to(workdir)), "data_dir": "data", "output_dir": "output",
                 "params": training.params, "events_fd": events_write,
+                # inside bubblewrap started as root, the runner itself becomes the user (see confine.py)
+                "uid": user.pw_uid if user else None, "gid": user.pw_gid if user else None,
+                "require_unprivileged": not training.trusted,
             }))
             confine_spec = workdir.parent / "confine.json"
-            self._write_confine_spec(confine_spec, training, runner_spec, status_write)
+            self._write_confine_spec(confine_spec, training, status_write)
             process = subprocess.Popen(
                 [self.python, "-s", "-m", "model_service.training.confine", str(confine_spec)],
                 cwd=workdir, env=child_env(workdir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -214,21 +294,19 @@ class Sandbox:
             os.close(status_write)
         return self._watch(process, training, log_tail, events_read, status_read, on_progress, check)
 
-    def _write_confine_spec(self, path: Path, training: Training, runner_spec: Path, status_fd: int) -> None:
+    def _write_confine_spec(self, path: Path, training: Training, status_fd: int) -> None:
         limits = self.limits
         path.write_text(json.dumps({
             "parent_pid": os.getpid(),
             "status_fd": status_fd,
             "workdir": str(training.workdir),
-            "runner_spec": str(runner_spec),
             "python": self.python,
             "user": self.confinement.user,
             "require_unprivileged": not training.trusted,
             "isolate": self.confinement.isolate,
             "require_isolation": self.confinement.require_isolation and not training.trusted,
-            "hide": [str(path) for path in self.confinement.hide],
-            "scratch": list(SHARED_SCRATCH),
-            "readable": _readable_paths(),
+            "bwrap": shutil.which(self.confinement.bwrap) or self.confinement.bwrap,
+            "readable": readable_paths(self.python),
             "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "processes": limits.processes,
                        "file_bytes": limits.file_bytes, "open_files": limits.open_files},
         }))
@@ -245,6 +323,7 @@ class Sandbox:
         for reader in readers:
             reader.start()
         deadline = time.monotonic() + self.limits.wall_s
+        next_disk_look = time.monotonic() + DISK_POLL_S
         last_error: dict | None = None
         done: dict | None = None
         exited_at: float | None = None
@@ -268,6 +347,12 @@ class Sandbox:
                     self._kill(process)
                     return Outcome("time_limit", f"the training ran past its time limit of {self.limits.wall_s:.0f} s and was stopped",
                                    isolation=tuple(status.get("isolation") or ()))
+                if time.monotonic() >= next_disk_look:
+                    refused = self._disk_refusal(training.workdir)
+                    if refused:
+                        self._kill(process)
+                        return Outcome("disk", refused, isolation=tuple(status.get("isolation") or ()))
+                    next_disk_look = time.monotonic() + DISK_POLL_S
                 if exited_at is None and process.poll() is not None:
                     exited_at = time.monotonic()
                 if exited_at is not None and time.monotonic() - exited_at > EXIT_GRACE_S:
@@ -278,6 +363,16 @@ class Sandbox:
         self._finish(process)
         readers[2].join(EXIT_GRACE_S)
         return self._outcome(training, process.returncode, status, last_error, done)
+
+    def _disk_refusal(self, workdir: Path) -> str | None:
+        """Why what the training wrote must stop it (None: within its quota)."""
+        try:
+            used = disk_usage(workdir)
+        except TooDeep:
+            return f"the training made folders nested more than {MAX_DEPTH} deep and was stopped"
+        if used > self.limits.disk_bytes:
+            return f"the training wrote more than {self.limits.disk_bytes >> 20} MB (TRAINING_DISK_QUOTA_MB) and was stopped"
+        return None
 
     @staticmethod
     def _kill(process: subprocess.Popen) -> None:

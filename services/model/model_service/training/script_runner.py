@@ -1,6 +1,7 @@
 """The sandbox's last step (`python -m model_service.training.script_runner <runner.json>`): loads
 the training script and calls `train(data_dir, output_dir, params)`, inside the confinement that
-`confine.py` set up.
+`confine.py` set up. Inside bubblewrap started as root, it first becomes the unprivileged user
+its spec names (`uid`, `gid`), before any of the script is read.
 
 It tells the trainer what happens through events, one JSON object per line on an inherited pipe:
 `progress` (from `params["report"](epoch, epochs, **metrics)`), then `done` with the metrics
@@ -19,6 +20,8 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+
+from .confine import EXIT_CONFINE_FAILED, drop_privileges
 
 EXIT_SCRIPT_FAILED = 10
 EXIT_NO_TRAIN = 11
@@ -125,6 +128,14 @@ def _on_cpu_limit(events: Events):
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        drop_privileges(spec.get("uid"), spec.get("gid"), bool(spec.get("require_unprivileged", True)))
+    except BaseException:  # noqa: BLE001 - nothing of the script may run as root
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(EXIT_CONFINE_FAILED)  # the sandbox could not be set up
+    # paths relative to the working directory (this process's current one) become absolute
+    spec.update({key: os.path.abspath(spec[key]) for key in ("script", "data_dir", "output_dir")})
     events = Events(int(spec["events_fd"]))
     os.set_inheritable(events.fd, False)  # processes the script starts do not get the channel
     signal.signal(signal.SIGXCPU, _on_cpu_limit(events))

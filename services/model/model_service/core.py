@@ -529,13 +529,19 @@ class ModelCore:
                     self.serving.repository.install(name, version, workspace / "saved_model")
             except errors.NotFound:
                 log.error("model %s: its SavedModel is missing from object storage too", doc["_id"])
-                self.repository.update(doc["_id"], {"status": FAILED, "served": False,
-                                                    "error": "the served copy of this model was lost; upload it again"})
-                self.serving.dirty = True
+                self._stop_serving(doc, "the served copy of this model was lost; upload it again")
+                continue
+            except errors.Unprocessable as exc:  # kept before graphs were checked: never served again
+                log.error("model %s: its SavedModel is refused: %s", doc["_id"], exc.message)
+                self._stop_serving(doc, f"this model can no longer be served: {exc.message}")
                 continue
             log.info("model %s: SavedModel restored from object storage", doc["_id"])
             restored += 1
         return restored
+
+    def _stop_serving(self, doc: dict, error: str) -> None:
+        self.repository.update(doc["_id"], {"status": FAILED, "served": False, "error": error})
+        self.serving.dirty = True
 
     # ----- inference
 

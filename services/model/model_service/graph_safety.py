@@ -30,8 +30,9 @@ What is allowed:
     and in it each file name must derive from its first argument;
   - TF1 SavedModels keep them in the graph (`save/SaveV2`, `save/RestoreV2`...), where each
     file name must derive from the saver's filename tensor (which the loader feeds);
-  - "derive" means: through Identity, StringJoin, ShardedFilename, Pack, Select and constants
-    that are no absolute path and hold no `..` (the saver appends `_temp/part`, `.part`);
+  - "derive" means: a restore op reads exactly that file name (through Identity at most); a
+    save may extend it with StringJoin, ShardedFilename, Pack, Select and constants that are no
+    absolute path and hold no `..` (the saver appends `_temp/part`, `.part`);
   - no signature's tensors and no init/main op (collections) may depend on a checkpoint op or
     a saver call, and the restore op may depend on restoring ones only (never on a save).
   So the loader can restore variables from the model's own `variables/`, and nothing a request
@@ -144,6 +145,7 @@ CHECKPOINT_OPS = {**SAVE_OPS, **RESTORE_OPS}
 # What a checkpoint file name may be made with, from the loader's file name and constants.
 _PATH_OPS = frozenset({"Identity", "StringJoin", "ShardedFilename", "ShardedFilespec", "Pack", "Select", "SelectV2",
                        "StaticRegexFullMatch", "PlaceholderWithDefault"})
+_IDENTITY = frozenset({"Identity"})
 _CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 _OTHER_FORMS = ("saved_model.pbtxt", "saved_model.cpb")
 
@@ -266,8 +268,9 @@ def _safe_constant(node) -> bool:
     return all(not value.startswith(b"/") and b".." not in value and b"\\" not in value for value in values)
 
 
-def _derives_from(graph: _Graph, start: str, source: str) -> bool:
-    """Whether the file name at node (or argument) `start` is made from `source` (see docstring)."""
+def _derives_from(graph: _Graph, start: str, source: str, through: frozenset = _PATH_OPS) -> bool:
+    """Whether the file name at node (or argument) `start` is made from `source` with the ops
+    `through` and safe constants (see the module docstring)."""
     found, seen, stack = False, set(), [start]
     while stack:
         name = stack.pop()
@@ -284,7 +287,7 @@ def _derives_from(graph: _Graph, start: str, source: str) -> bool:
             if not _safe_constant(node):
                 return False
             continue
-        if node.op not in _PATH_OPS:
+        if node.op not in through:
             return False
         stack.extend(graph.data_inputs[name])
     return found
@@ -350,9 +353,11 @@ class _MetaGraphCheck:
 
     @staticmethod
     def _check_file_names(graph: _Graph, node, source: str | None) -> None:
+        # A restore reads the loader's file name as it is; a save may add the saver's suffixes.
+        through = _IDENTITY if node.op in RESTORE_OPS else _PATH_OPS
         for index in CHECKPOINT_OPS.get(node.op, ()):
             inputs = graph.data_inputs[node.name]
-            if source is None or index >= len(inputs) or not _derives_from(graph, inputs[index], source):
+            if source is None or index >= len(inputs) or not _derives_from(graph, inputs[index], source, through):
                 raise _refuse_op(node.op, " with a file name of its own")
 
     def _check_entry_points(self, saver_functions: dict) -> None:

@@ -62,6 +62,11 @@ def test_the_exported_sample_models_pass(samples, tmp_path, name, fmt, model_typ
     graph_safety.check_saved_model(tmp_path / "out")
 
 
+def test_a_keras_exported_saved_model_passes(tmp_path):
+    sample_models.light_dark_model().export(str(tmp_path / "exported"))  # Keras' own SavedModel export
+    graph_safety.check_saved_model(tmp_path / "exported")
+
+
 def test_the_od_api_style_detector_passes(samples):
     graph_safety.check_saved_model(samples / "detector_saved_model")
 

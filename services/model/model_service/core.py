@@ -35,6 +35,7 @@ from . import archive, detections, labels as label_files, pixels, preprocessing,
 from .conversion import Conversion
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, serving_name
+from .user_messages import without_paths
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ class ModelCore:
             except errors.DomainError:
                 raise
             except Exception as exc:  # a backend's own error: the caller sees a retryable one
-                raise errors.Unavailable(f"model {doc['_id']} is not removed yet: {exc}") from exc
+                raise errors.Unavailable(f"model {doc['_id']} is not removed yet: {without_paths(str(exc))}") from exc
         return len(docs)
 
     def _stop_training(self, doc: dict) -> None:

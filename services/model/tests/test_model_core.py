@@ -359,8 +359,9 @@ def test_a_delete_the_database_refuses_is_answered_503_and_changes_nothing(world
 
 def test_delete_project_data_turns_a_storage_failure_into_a_retryable_error(world, monkeypatch):
     upload(world)
-    fail_once(world, monkeypatch, "delete_prefix", OSError(5, "Input/output error"))
-    with pytest.raises(errors.Unavailable, match="not removed yet"):
+    fail_once(world, monkeypatch, "delete_prefix", OSError(5, "Input/output error", "/srv/data/objects/models/1/model.h5"))
+    with pytest.raises(errors.Unavailable, match="not removed yet") as caught:
         world.core.delete_project_data(10)
+    assert "/srv" not in caught.value.message and "model.h5" in caught.value.message
     assert world.core.delete_project_data(10) == 1
     assert world.repository.docs == {} and store_keys(world) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,77 @@ def test_refused_uploads_leave_nothing(stack, alice, samples, tmp_path, case, st
     assert [m for m in alice.models() if m["user"] == alice.user_id] == []
     assert all_model_objects(stack) == objects_before
     assert not marker.exists()
+
+
+def zipped(directory: Path) -> tuple[str, bytes]:
+    return "model.zip", sample_models.zip_tree(directory, directory.with_suffix(".zip"), prefix="model/").read_bytes()
+
+
+def reading_saved_model(directory: Path, secret: Path) -> Path:
+    """A classifier whose serving_default returns the length of the file `secret`'s bytes."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def classify(images):
+        leaked = tf.cast(tf.strings.length(tf.io.read_file(str(secret))), tf.float32)
+        return {"scores": tf.fill([tf.shape(images)[0], 2], leaked)}
+
+    module = tf.Module()
+    module.classify = classify
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": classify})
+    return directory
+
+
+def writing_saved_model(directory: Path, target: Path) -> Path:
+    """A TF1-style classifier whose main op (run by TensorFlow while loading) writes `target`."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        images = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="images")
+        scores = tf.tile(tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2])[:, :1], [1, 2])
+        builder = tf.compat.v1.saved_model.Builder(str(directory))
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], main_op=tf.io.write_file(str(target), "written by a model"),
+            signature_def_map={"serving_default": tf.compat.v1.saved_model.predict_signature_def({"images": images}, {"scores": scores})})
+        builder.save()
+    return directory
+
+
+@pytest.mark.parametrize("op", ["ReadFile", "WriteFile"])
+def test_saved_models_that_read_or_write_files_are_refused_naming_the_op(stack, alice, tmp_path, op):
+    target = stack.data_dir / f"model-test-{uuid.uuid4().hex[:8]}"
+    if op == "ReadFile":
+        target.write_text("the stack's secret")
+        model = zipped(reading_saved_model(tmp_path / "reader", target))
+    else:
+        model = zipped(writing_saved_model(tmp_path / "writer", target))
+    objects_before = all_model_objects(stack)
+    response = alice.upload(model, b"light\ndark\n")
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == f"the model uses the operation {op}, which reads or writes files; models may only compute"
+    assert [m for m in alice.models() if m["user"] == alice.user_id] == []
+    assert all_model_objects(stack) == objects_before
+    if op == "WriteFile":
+        assert not target.exists()
+
+
+def test_a_zip_bomb_is_refused_after_unpacking_no_more_than_the_upload_limit(stack_factory, api, register, tmp_path):
+    limit = 2_000_000
+    stack = stack_factory(AUTH_REQUIRED="true", MAX_MODEL_UPLOAD_BYTES=str(limit))
+    owner = User(stack, api, register)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("model/saved_model.pb", b"")
+        for index in range(4):  # 4 x 64 MiB of zeros: about 256 KiB zipped
+            out.writestr(f"model/variables/part{index}", b"\0" * (64 << 20))
+    assert len(bomb.getvalue()) < limit
+    staging = stack.data_dir / "model" / "tfserving-models" / ".staging"
+    response = owner.upload(("model.zip", bomb.getvalue()), b"light\ndark\n")
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message == f"the model zip cannot be used: it unpacks to more than {limit} bytes"
+    assert [m for m in owner.models() if m["user"] == owner.user_id] == []
+    assert not staging.exists() or list(staging.iterdir()) == []
 
 
 # create takes one file (a training script), not a model and its labels: tests/test_training.py.

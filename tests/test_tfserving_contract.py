@@ -189,7 +189,12 @@ def test_a_broken_saved_model_never_becomes_available(server):
 
     staged = server.repository.staging_dir() / "broken"
     (staged / "variables").mkdir(parents=True)
-    (staged / "saved_model.pb").write_bytes(b"this is not a graph")
+    # A graph that passes the repository's check but no loader can serve (no `serve` tag).
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    broken = saved_model_pb2.SavedModel()
+    broken.meta_graphs.add().graph_def.node.add(name="x", op="Placeholder")
+    (staged / "saved_model.pb").write_bytes(broken.SerializeToString())
     server.repository.install("contract-broken", 1, staged)
     with pytest.raises((ModelLoadFailed, errors.Unavailable)):
         # The real server answers the reload with an error once loading fails; either way the

@@ -231,6 +231,37 @@ def test_a_script_sees_no_credentials_nor_the_stack_data(owner, colours, module_
     assert "\nnetwork: " in text and "network: reached the gateway" not in text
 
 
+# A script whose "model" is a program: serving_default reads a file of the stack, outside the sandbox.
+READING_MODEL_SCRIPT = textwrap.dedent('''
+    import tensorflow as tf
+
+
+    def train(data_dir, output_dir, params):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        def classify(images):
+            leaked = tf.cast(tf.strings.length(tf.io.read_file(SECRET)), tf.float32)
+            return {"scores": tf.fill([tf.shape(images)[0], 2], leaked)}
+
+        module = tf.Module()
+        module.classify = classify
+        tf.saved_model.save(module, f"{output_dir}/saved_model", signatures={"serving_default": classify})
+        return {"accuracy": 1.0}
+''')
+
+
+def test_a_trained_model_that_reads_files_fails_naming_the_op_and_is_not_served(owner, colours, module_stack):
+    secret = next(path for path in (module_stack.data_dir / "secrets").rglob("*") if path.is_file())
+    model, _ = owner.wait(owner.created(colours, f"SECRET = {str(secret)!r}\n" + READING_MODEL_SCRIPT)["id"])
+    assert model["status"] == "Failed", (model, owner.logs(model["id"]).text[-3000:])
+    assert model["error"] == ("the trained model cannot be served: the model uses the operation ReadFile, which reads or "
+                              "writes files; models may only compute")
+    assert model["url"] is None
+    served = module_stack.data_dir / "model" / "tfserving-models" / f"model-{model['id']}"
+    assert not served.exists()
+    stored = module_stack.data_dir / "objects" / "models" / str(model["id"])
+    assert sorted(path.name for path in stored.rglob("*") if path.is_file()) == ["train.py", "training.log"]
+
+
 def test_a_sleeping_script_is_stopped_at_its_time_limit(owner, colours):
     script = "import time\ndef train(d, o, p):\n    print('going to sleep', flush=True)\n    time.sleep(100000)\n"
     model, _ = owner.wait(owner.created(colours, script, time_limit_s="5")["id"])

@@ -1,8 +1,8 @@
 """Safe archive handling: unzip uploaded SavedModels, pack and unpack served SavedModels.
 
 Uploaded zips are untrusted: every member must stay inside the target directory (no absolute
-paths, no `..`, no links), and the member count and unpacked size are capped so a zip bomb
-cannot fill the disk. SavedModels are kept in object storage as `.tar.gz` (our own files, still
+paths, no `..`, no links), and the member count and unpacked size are capped (the size counted
+while unpacking, never read from the headers) so a zip bomb cannot fill the disk. SavedModels are kept in object storage as `.tar.gz` (our own files, still
 unpacked with the `data` filter).
 """
 from __future__ import annotations
@@ -11,15 +11,21 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from mlstudio.common import errors
 
 MAX_MEMBERS = 10_000
+_CHUNK = 1 << 20
 
 
 def _bad_zip(why: str) -> errors.Unprocessable:
     return errors.Unprocessable(f"the model zip cannot be used: {why}", code="bad_model_file")
+
+
+def _too_big(max_bytes: int) -> errors.Unprocessable:
+    return _bad_zip(f"it unpacks to more than {max_bytes} bytes")
 
 
 def _member_path(name: str) -> PurePosixPath:
@@ -29,18 +35,30 @@ def _member_path(name: str) -> PurePosixPath:
     return path
 
 
-def unzip(source: Path, target: Path, max_bytes: int) -> None:
-    """Unpacks the zip `source` into the directory `target`, refusing unsafe or huge archives."""
+def unzip(source: Path, target: Path, max_bytes: int, max_members: int = MAX_MEMBERS) -> None:
+    """Unpacks the zip `source` into the new directory `target`, refusing unsafe or huge archives.
+
+    Sizes are counted as bytes come out of the decompressor (a zip's headers may lie), and
+    extraction stops at the first byte past `max_bytes` in all, so a zip bomb costs at most
+    `max_bytes` of disk, briefly: on any refusal `target` is removed again."""
+    target.mkdir()
+    try:
+        _extract(source, target, max_bytes, max_members)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def _extract(source: Path, target: Path, max_bytes: int, max_members: int) -> None:
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise _bad_zip(str(exc)) from None
+    except (zipfile.BadZipFile, OSError):
+        raise _bad_zip("it is not a readable zip file") from None
     with archive:
         members = archive.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise _bad_zip(f"it has more than {MAX_MEMBERS} members")
-        if sum(member.file_size for member in members) > max_bytes:
-            raise _bad_zip(f"it unpacks to more than {max_bytes} bytes")
+        if len(members) > max_members:
+            raise _bad_zip(f"it has more than {max_members} members")
+        remaining = max_bytes
         for member in members:
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise _bad_zip(f"member {member.filename[:200]!r} is a link")
@@ -52,16 +70,20 @@ def unzip(source: Path, target: Path, max_bytes: int) -> None:
                 destination.mkdir(parents=True, exist_ok=True)
                 continue
             destination.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
             try:
-                with archive.open(member) as stream, open(destination, "wb") as out:
-                    while chunk := stream.read(1 << 20):
-                        written += len(chunk)
-                        if written > member.file_size:
-                            raise _bad_zip(f"member {member.filename[:200]!r} is larger than it says")
+                with archive.open(member) as stream, open(destination, "xb") as out:
+                    # Read at most one byte more than may still be written: the first byte
+                    # over the limit stops extraction before it reaches the disk.
+                    while chunk := stream.read(min(_CHUNK, remaining + 1)):
+                        if len(chunk) > remaining:
+                            raise _too_big(max_bytes)
+                        remaining -= len(chunk)
                         out.write(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise _bad_zip(f"member {member.filename[:200]!r}: {exc}") from None
+            except FileExistsError:
+                raise _bad_zip(f"member {member.filename[:200]!r} appears twice") from None
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                # The exception's text may hold a server path: say what failed, not where.
+                raise _bad_zip(f"member {member.filename[:200]!r} cannot be unpacked ({type(exc).__name__})") from None
 
 
 def zip_names(source: Path) -> list[str]:

@@ -43,8 +43,9 @@ def build_core(settings: ModelSettings, db) -> ModelCore:
     client = TFServingClient(settings.tfserving_addr, predict_deadline_s=settings.tfserving_predict_deadline_s,
                              control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s)
     serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
+    # A zipped SavedModel may unpack to no more than an upload may weigh.
     converter = SubprocessConverter(timeout_s=settings.convert_timeout_s, dynamic_size=settings.dynamic_input_size,
-                                    concurrency=settings.convert_concurrency)
+                                    max_unzipped_bytes=settings.model_upload_max_bytes, concurrency=settings.convert_concurrency)
     limits = Limits(max_model_bytes=settings.model_upload_max_bytes, max_batch=settings.predict_max_batch,
                     registration_claim_s=settings.convert_timeout_s + settings.model_load_timeout_s + 600)
     store = storage.open_store(settings.object_storage_url)

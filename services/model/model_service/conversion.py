@@ -3,6 +3,8 @@
 The child gets a time limit and an environment without the service's credentials (no database
 URI, storage keys or signing key): it only reads the uploaded file and writes a SavedModel.
 A semaphore bounds how many conversions run at once (each loads TensorFlow and a model).
+The exporter's verdict is the one way its texts (TensorFlow's, Keras's, the OS's errors) reach
+users, so it is where server paths are taken out of them.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import mlstudio
 from mlstudio.common import errors
 
 from .exporter import EXIT_UNUSABLE
+from .user_messages import without_paths
 
 log = logging.getLogger(__name__)
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
@@ -44,7 +47,7 @@ def _child_env() -> dict[str, str]:
 
 
 class SubprocessConverter:
-    def __init__(self, *, timeout_s: float = 600.0, dynamic_size: int = 512, max_unzipped_bytes: int = 8 << 30,
+    def __init__(self, *, timeout_s: float = 600.0, dynamic_size: int = 512, max_unzipped_bytes: int = 2 << 30,
                  concurrency: int = 1, python: str = sys.executable):
         self.timeout_s = timeout_s
         self.dynamic_size = dynamic_size
@@ -77,5 +80,5 @@ class SubprocessConverter:
             if finished.returncode != EXIT_UNUSABLE:
                 log.error("model exporter failed: %s\n%s", result["error"], finished.stderr.decode(errors="replace")[-2000:])
                 raise errors.DomainError("converting the model failed on the server")
-            raise errors.Unprocessable(result["error"], code="bad_model_file")
+            raise errors.Unprocessable(without_paths(result["error"]), code="bad_model_file")
         return Conversion(output, list(result["input_shape"]), result["output_size"])

@@ -35,6 +35,7 @@ from . import archive, detections, labels as label_files, pixels, preprocessing,
 from .conversion import Conversion
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, serving_name
+from .user_messages import without_paths
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ class ModelCore:
             except errors.DomainError:
                 raise
             except Exception as exc:  # a backend's own error: the caller sees a retryable one
-                raise errors.Unavailable(f"model {doc['_id']} is not removed yet: {exc}") from exc
+                raise errors.Unavailable(f"model {doc['_id']} is not removed yet: {without_paths(str(exc))}") from exc
         return len(docs)
 
     def _stop_training(self, doc: dict) -> None:
@@ -529,13 +530,19 @@ class ModelCore:
                     self.serving.repository.install(name, version, workspace / "saved_model")
             except errors.NotFound:
                 log.error("model %s: its SavedModel is missing from object storage too", doc["_id"])
-                self.repository.update(doc["_id"], {"status": FAILED, "served": False,
-                                                    "error": "the served copy of this model was lost; upload it again"})
-                self.serving.dirty = True
+                self._stop_serving(doc, "the served copy of this model was lost; upload it again")
+                continue
+            except errors.Unprocessable as exc:  # kept before graphs were checked: never served again
+                log.error("model %s: its SavedModel is refused: %s", doc["_id"], exc.message)
+                self._stop_serving(doc, f"this model can no longer be served: {exc.message}")
                 continue
             log.info("model %s: SavedModel restored from object storage", doc["_id"])
             restored += 1
         return restored
+
+    def _stop_serving(self, doc: dict, error: str) -> None:
+        self.repository.update(doc["_id"], {"status": FAILED, "served": False, "error": error})
+        self.serving.dirty = True
 
     # ----- inference
 

@@ -16,6 +16,10 @@ about the original file:
   (1-based class ids), `num_detections` [batch]. OD API exports that take one image at a time are
   mapped over the batch inside the signature, so one Predict call still serves a whole batch.
 
+A zipped SavedModel (uploaded, or written by a training) is checked by `graph_safety` before
+TensorFlow loads it: graphs that do more than compute are refused. What this exporter writes is
+checked again where it is installed for serving (`tfserving_repository`).
+
 Keras `.h5`/`.keras` files load with Keras 3 in safe mode (no `lambda` deserialisation) and
 nothing else: files from old Keras 2 that Keras 3 cannot read are refused with a hint (no
 fallback loader: the ones that exist would load the untrusted file without safe mode).
@@ -29,7 +33,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from model_service import archive, preprocessing, uploads
+from model_service import archive, graph_safety, preprocessing, uploads
 
 CLASSIFICATION = "Classification"
 DETECTION = "Detection"
@@ -193,12 +197,16 @@ def export(source: Path, fmt: str, model_type: str, mode: str, dynamic_size: int
 
     if fmt == uploads.SAVED_MODEL_ZIP:
         unpacked = work / "unzipped"
-        unpacked.mkdir()
         try:
             archive.unzip(source, unpacked, max_unzipped_bytes)
             directory = archive.find_saved_model(unpacked)
         except Exception as exc:  # noqa: BLE001 - the archive's own message says what is wrong
             raise Unusable(getattr(exc, "message", None) or _short(exc)) from None
+        try:
+            # Before anything loads it: loading a TF1 graph runs its restore and init ops.
+            graph_safety.check_saved_model(directory, max_unzipped_bytes)
+        except graph_safety.UnsafeModel as exc:
+            raise Unusable(str(exc)) from None
         try:
             target = tf.saved_model.load(str(directory))
         except Exception as exc:  # noqa: BLE001
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--type", choices=[CLASSIFICATION, DETECTION], required=True)
     parser.add_argument("--preprocessing", choices=sorted(preprocessing.MODES), default=preprocessing.DEFAULT)
     parser.add_argument("--dynamic-size", type=int, default=512)
-    parser.add_argument("--max-unzipped-bytes", type=int, default=8 << 30)
+    parser.add_argument("--max-unzipped-bytes", type=int, default=2 << 30)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -7,7 +7,9 @@ Layout (the one `tensorflow_model_server` and the stand-in read):
 
 `base` is where this service writes; `server_base` is the same directory as TF Serving sees it
 (they differ when TF Serving runs in a container with the directory mounted elsewhere).
-Installing a version is an atomic rename, so TF Serving never sees a half-written SavedModel.
+Installing a version is an atomic rename, so TF Serving never sees a half-written SavedModel, and
+it is the one door into the repository: every SavedModel is checked there (`graph_safety`) first,
+so none that reads, writes or talks to anything is ever served.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+
+from mlstudio.common import errors
+
+from . import graph_safety
 
 CONFIG_HEADER = "# Written by the ML Studio model service from its database; edits are overwritten.\n"
 
@@ -64,7 +70,12 @@ class TFServingRepository:
         return path
 
     def install(self, name: str, version: int, saved_model_dir: Path) -> None:
-        """Moves `saved_model_dir` into place as `name`/`version` (replacing an older copy)."""
+        """Moves `saved_model_dir` into place as `name`/`version` (replacing an older copy);
+        422 (and nothing moved) when its graph does more than compute (`graph_safety`)."""
+        try:
+            graph_safety.check_saved_model(Path(saved_model_dir))
+        except graph_safety.UnsafeModel as exc:
+            raise errors.Unprocessable(str(exc), code="unsafe_model") from None
         target = self.version_dir(name, version)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -26,6 +26,7 @@ from . import uploads
 from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .training import dataset, params as training_params
 from .training.job import TRAIN_JOB, job_id, log_key, script_key, training_payload
+from .user_messages import without_paths
 
 PENDING, TRAINING, TRAINED, FAILED = "Pending", "Training", "Trained", "Failed"
 CANCELLED_ERROR = "the training was cancelled"
@@ -54,12 +55,15 @@ def progress(job: jobs.Job | None) -> dict | None:
 def status_and_error(doc: dict, job: jobs.Job | None) -> tuple[str, str | None]:
     """A trained model's status (and error) as its owner sees it: the record's own once it is
     settled (`Trained`, or `Failed` by the service: TF Serving cannot load it, its files were
-    lost, its training was never queued), else its job's."""
+    lost, its training was never queued), else its job's; without server paths."""
     if doc["status"] in (TRAINED, FAILED) or job is None:
-        return doc["status"], doc.get("error")
-    if job.status == jobs.CANCELLED:
-        return FAILED, CANCELLED_ERROR
-    return _STATUS[job.status], job.error if job.status == jobs.FAILED else None
+        status, error = doc["status"], doc.get("error")
+    elif job.status == jobs.CANCELLED:
+        status, error = FAILED, CANCELLED_ERROR
+    else:
+        status, error = _STATUS[job.status], job.error if job.status == jobs.FAILED else None
+    # Errors come from TF Serving, TensorFlow and training scripts too: they may name server files.
+    return status, without_paths(error) if error else error
 
 
 class Trainings:

@@ -95,6 +95,24 @@ class FakeProjects:
         return types.SimpleNamespace(id=project_id, type=type_, user_id=owner)
 
 
+def computing_saved_model(marker: str = "", op: str = "Identity") -> bytes:
+    """A tiny SavedModel proto: Placeholder -> `op` (Identity: it only computes, so it passes the
+    repository's graph check); `marker` makes copies tell apart."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    meta_graph = saved_model.meta_graphs.add()
+    meta_graph.meta_info_def.meta_graph_version = marker
+    meta_graph.graph_def.node.add(name="images", op="Placeholder")
+    meta_graph.graph_def.node.add(name="out", op=op, input=["images"])
+    return saved_model.SerializeToString()
+
+
+@pytest.fixture(name="computing_saved_model")
+def computing_saved_model_fixture():
+    return computing_saved_model
+
+
 class FakeConverter:
     """Writes a placeholder SavedModel and reports the configured shape, or the configured error."""
 
@@ -102,6 +120,7 @@ class FakeConverter:
         self.input_shape = [32, 32, 3]
         self.output_size = 2
         self.error: errors.DomainError | None = None
+        self.graph = computing_saved_model  # marker -> the saved_model.pb it writes
         self.calls: list[tuple] = []
 
     def convert(self, source, fmt, model_type, preprocessing, work_dir):
@@ -110,7 +129,7 @@ class FakeConverter:
             raise self.error
         output = Path(work_dir) / "saved_model"
         (output / "variables").mkdir(parents=True)
-        (output / "saved_model.pb").write_bytes(b"fake saved model " + fmt.encode())
+        (output / "saved_model.pb").write_bytes(self.graph(f"fake saved model {fmt}"))
         return Conversion(output, list(self.input_shape), None if model_type == "Detection" else self.output_size)
 
 

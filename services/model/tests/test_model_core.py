@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from mlstudio.common import errors
+from model_service import archive
 from model_service.uploads import Upload
 
 H5_BYTES = b"\x89HDF\r\n\x1a\n" + b"\0" * 100
@@ -78,6 +79,29 @@ def test_tf_serving_refusing_the_model_rolls_everything_back(world):
         upload(world)
     assert world.repository.docs == {} and store_keys(world) == []
     assert world.tfserving.served == set() and not world.tfserving_repository.has("model-1", 1)
+
+
+def test_an_exported_graph_that_reads_files_is_never_installed_and_leaves_nothing(world, computing_saved_model):
+    # Whatever made it (an exporter bug, a Keras layer), the repository refuses it.
+    world.converter.graph = lambda marker: computing_saved_model(marker, op="ReadFile")
+    with pytest.raises(errors.Unprocessable, match="the model uses the operation ReadFile, which reads or writes files"):
+        upload(world)
+    assert world.repository.docs == {} and store_keys(world) == []
+    assert world.tfserving.served == set() and not world.tfserving_repository.has("model-1", 1)
+
+
+def test_a_stored_model_refused_by_the_graph_check_is_failed_not_restored(world, computing_saved_model):
+    model = upload(world)
+    world.tfserving_repository.remove("model-1")
+    with world.serving.workspace() as workspace:  # as if kept before graphs were checked
+        (workspace / "saved_model").mkdir()
+        (workspace / "saved_model" / "saved_model.pb").write_bytes(computing_saved_model(op="WriteFile"))
+        archive.pack_tree(workspace / "saved_model", workspace / "packed.tar.gz")
+        world.store.put_bytes("models/1/v1/saved_model.tar.gz", (workspace / "packed.tar.gz").read_bytes())
+    world.core.reconcile()
+    failed = world.core.get(model["id"], 1)
+    assert failed["status"] == "Failed" and "the operation WriteFile" in failed["error"]
+    assert not world.tfserving_repository.has("model-1", 1) and world.tfserving.served == set()
 
 
 def test_tf_serving_down_answers_503_and_leaves_nothing(world):
@@ -335,8 +359,9 @@ def test_a_delete_the_database_refuses_is_answered_503_and_changes_nothing(world
 
 def test_delete_project_data_turns_a_storage_failure_into_a_retryable_error(world, monkeypatch):
     upload(world)
-    fail_once(world, monkeypatch, "delete_prefix", OSError(5, "Input/output error"))
-    with pytest.raises(errors.Unavailable, match="not removed yet"):
+    fail_once(world, monkeypatch, "delete_prefix", OSError(5, "Input/output error", "/srv/data/objects/models/1/model.h5"))
+    with pytest.raises(errors.Unavailable, match="not removed yet") as caught:
         world.core.delete_project_data(10)
+    assert "/srv" not in caught.value.message and "model.h5" in caught.value.message
     assert world.core.delete_project_data(10) == 1
     assert world.repository.docs == {} and store_keys(world) == []

@@ -16,6 +16,9 @@ from model_service.conversion import SubprocessConverter
 def samples(tmp_path_factory):
     directory = tmp_path_factory.mktemp("samples")
     sample_models.write_samples(directory)
+    work = tmp_path_factory.mktemp("exported")
+    exporter.export(directory / "light_dark.h5", uploads.H5, "Classification", "raw", 64, work / "out", work, 1 << 30)
+    sample_models.zip_tree(work / "out", directory / "exported_light_dark.zip", prefix="model/")
     return directory
 
 
@@ -97,3 +100,73 @@ def test_the_converter_child_process(samples, tmp_path):
     (tmp_path / "bad").mkdir()
     with pytest.raises(errors.Unprocessable, match="does not load as a Keras model"):
         converter.convert(tmp_path / "bad.h5", uploads.H5, "Classification", "raw", tmp_path / "bad")
+
+
+def zipped_saved_model(directory, function, destination, module=None):
+    module = module or tf.Module()
+    module.f = function
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.f})
+    return sample_models.zip_tree(directory, destination, prefix="model/")
+
+
+def test_a_saved_model_that_reads_a_file_is_refused_naming_the_op(tmp_path):
+    secret = tmp_path / "secret.key"
+    secret.write_text("signing key")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+    def detect(images):
+        leaked = tf.cast(tf.strings.length(tf.io.read_file(str(secret))), tf.float32)
+        return {"detection_boxes": tf.zeros([1, 1, 4]), "detection_scores": tf.fill([1, 1], leaked),
+                "detection_classes": tf.ones([1, 1])}
+
+    zipped_saved_model(tmp_path / "reader", detect, tmp_path / "reader.zip")
+    with pytest.raises(exporter.Unusable, match="the model uses the operation ReadFile, which reads or writes files"):
+        exporter.export(tmp_path / "reader.zip", uploads.SAVED_MODEL_ZIP, "Detection", "raw", 64, tmp_path / "out", tmp_path, 1 << 30)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tf1_saved_model_that_writes_on_load_is_refused_before_loading(tmp_path):
+    """TensorFlow runs a TF1 graph's main op while loading: the check must come first."""
+    written = tmp_path / "written-by-the-model"
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
+        scores = tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2])
+        with tf.compat.v1.Session() as session:
+            builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "tf1"))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"images": images}, {"scores": scores})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 main_op=tf.io.write_file(str(written), "pwned"))
+            builder.save()
+    sample_models.zip_tree(tmp_path / "tf1", tmp_path / "tf1.zip")
+    with pytest.raises(exporter.Unusable, match="the model uses the operation WriteFile, which reads or writes files"):
+        exporter.export(tmp_path / "tf1.zip", uploads.SAVED_MODEL_ZIP, "Classification", "raw", 64, tmp_path / "out", tmp_path, 1 << 30)
+    assert not written.exists()
+
+
+def test_the_converter_caps_unzipped_bytes_and_its_messages_hold_no_server_path(samples, tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "model.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("model/saved_model.pb", b"\0" * (8 << 20))  # 8 MiB of zeros, about 8 KiB zipped
+    assert bomb.stat().st_size < 100_000
+    (tmp_path / "work").mkdir()
+    converter = SubprocessConverter(timeout_s=300, max_unzipped_bytes=1 << 20)
+    with pytest.raises(errors.Unprocessable) as caught:
+        converter.convert(bomb, uploads.SAVED_MODEL_ZIP, "Classification", "raw", tmp_path / "work")
+    assert "unpacks to more than 1048576 bytes" in caught.value.message and "/" not in caught.value.message
+    assert not (tmp_path / "work" / "unzipped").exists()
+
+    # A SavedModel without its variables: TensorFlow's error names the path it looked in.
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as out:
+        with zipfile.ZipFile(samples / "exported_light_dark.zip") as exported:
+            for name in exported.namelist():
+                if not name.endswith("variables.index"):
+                    out.writestr(name, exported.read(name))
+    (tmp_path / "work2").mkdir()
+    with pytest.raises(errors.Unprocessable) as caught:
+        converter.convert(tmp_path / "broken.zip", uploads.SAVED_MODEL_ZIP, "Classification", "raw", tmp_path / "work2")
+    message = caught.value.message
+    assert "does not hold a loadable SavedModel" in message and "matching files for variables" in message, message
+    assert str(tmp_path) not in message and "unzipped" not in message

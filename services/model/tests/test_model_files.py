@@ -109,14 +109,14 @@ def test_pack_and_unpack_a_tree(tmp_path):
     assert (tmp_path / "copy" / "variables" / "variables.data").read_bytes() == (tree / "variables" / "variables.data").read_bytes()
 
 
-def test_repository_install_and_config(tmp_path):
+def test_repository_install_and_config(tmp_path, computing_saved_model):
     repository = TFServingRepository(tmp_path / "base", tmp_path / "base" / "models.config", server_base="/models")
     repository.prepare()
     empty = model_server_config_pb2.ModelServerConfig()
     text_format.Parse(repository.config_file.read_text(), empty)
     assert empty.WhichOneof("config") == "model_config_list" and not empty.model_config_list.config
     staged = repository.staging_dir()
-    (staged / "saved_model.pb").write_bytes(b"pb")
+    (staged / "saved_model.pb").write_bytes(computing_saved_model())
     repository.install("model-7", 3, staged)
     assert repository.has("model-7", 3) and not staged.exists()
     repository.write_config([ServedVersion("model-7", 3), ServedVersion("model-2", 1)])
@@ -145,3 +145,58 @@ def test_tensors_read_typed_value_fields():
     proto.tensor_shape.dim.add(size=2)
     proto.tensor_shape.dim.add(size=2)
     assert tensors.from_proto(proto).tolist() == [[1.5, 2.5], [2.5, 2.5]]
+
+
+def zip_bomb(path, members: int = 1, size: int = 4 << 20):
+    """`members` files of `size` zeros each: a few KiB zipped."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for index in range(members):
+            out.writestr(f"model/part{index}.bin", b"\0" * size)
+    return path
+
+
+def test_unzip_stops_at_the_first_byte_over_the_cap_and_leaves_nothing(tmp_path, monkeypatch):
+    written = []
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        if "b" in mode and any(flag in mode for flag in "wx"):
+            real_write = handle.write
+            handle.write = lambda data: written.append(len(data)) or real_write(data)
+        return handle
+
+    monkeypatch.setattr(archive, "open", counting_open, raising=False)
+    # Honest headers, but together over the cap: each member alone is under it.
+    bomb = zip_bomb(tmp_path / "bomb.zip", members=3, size=400_000)
+    with pytest.raises(errors.Unprocessable, match="unpacks to more than 1000000 bytes") as caught:
+        archive.unzip(bomb, tmp_path / "out", 1_000_000)
+    assert sum(written) <= 1_000_000 and not (tmp_path / "out").exists()
+    assert str(tmp_path) not in caught.value.message
+
+
+def test_unzip_counts_bytes_not_the_headers_sizes(tmp_path):
+    bomb = zip_bomb(tmp_path / "bomb.zip", size=4 << 20)
+    data = bytearray(bomb.read_bytes())
+    # Make both headers claim the member unpacks to 10 bytes.
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    data[local + 22: local + 26] = (10).to_bytes(4, "little")
+    data[central + 24: central + 28] = (10).to_bytes(4, "little")
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(errors.Unprocessable) as caught:
+        archive.unzip(bomb, tmp_path / "out", 1 << 20)
+    assert "model/part0.bin" in caught.value.message and "cannot be unpacked" in caught.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_unzip_caps_the_member_count(tmp_path):
+    write_zip(tmp_path / "many.zip", {f"f{index}": b"" for index in range(11)})
+    with pytest.raises(errors.Unprocessable, match="more than 10 members"):
+        archive.unzip(tmp_path / "many.zip", tmp_path / "out", 1000, max_members=10)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unzip_errors_hold_no_server_path(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(errors.Unprocessable) as caught:
+        archive.unzip(tmp_path / "bad.zip", tmp_path / "out", 1000)
+    assert str(tmp_path) not in caught.value.message and "bad.zip" not in caught.value.message

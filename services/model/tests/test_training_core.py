@@ -144,6 +144,9 @@ def test_status_follows_the_training_job(training):
     training.queue.set(key, status=jobs.FAILED, error="the training script failed: ValueError: bad")
     model = training.core.get(model_id, 1)
     assert (model["status"], model["error"]) == ("Failed", "the training script failed: ValueError: bad")
+    # The script's (or TensorFlow's) error may name server files: only their names are shown.
+    training.queue.set(key, status=jobs.FAILED, error="the training script failed: OSError: cannot open '/srv/data/training/model-1-ab/work/x.csv'")
+    assert training.core.get(model_id, 1)["error"] == "the training script failed: OSError: cannot open 'x.csv'"
 
 
 def test_a_trained_model_is_registered_and_served_like_an_upload(training, tmp_path):

@@ -67,7 +67,11 @@ def _write_graph_model(directory: Path, tf, kernel: np.ndarray, bias: np.ndarray
     from google.protobuf import json_format
 
     graph = tf.compat.v1.GraphDef()
-    graph.node.add(name="input", op="Placeholder").attr["dtype"].type = tf.float32.as_datatype_enum
+    placeholder = graph.node.add(name="input", op="Placeholder")
+    placeholder.attr["dtype"].type = tf.float32.as_datatype_enum
+    placeholder.attr["shape"].shape.dim.add(size=1)
+    for size in (4, 4, 2):
+        placeholder.attr["shape"].shape.dim.add(size=size)
     for name, dtype in (("kernel", tf.float32), ("bias", tf.float32), ("shape", tf.int64)):
         node = graph.node.add(name=name, op="Const")
         node.attr["dtype"].type = dtype.as_datatype_enum
@@ -101,14 +105,15 @@ def test_the_tfjs_reader_undoes_quantization_int32_storage_and_tfjs_only_ops(tmp
     rng = np.random.default_rng(0)
     kernel = rng.normal(size=(3, 3, 2, 1)).astype(np.float16).astype(np.float32)  # exactly representable
     bias = np.array([0.5, -100.0], np.float32)
-    image = rng.normal(size=(1, 4, 4, 2)).astype(np.float32)
+    images = rng.normal(size=(3, 4, 4, 2)).astype(np.float32)
 
-    function = tfjs_graph.to_function(_write_graph_model(tmp_path, tf, kernel, bias), ["input:0"], ["output:0"])
-    (result,) = function(tf.constant(image))
+    # Exported for a batch of one (its Reshape says [1, -1]); read to take any batch.
+    function = tfjs_graph.to_function(_write_graph_model(tmp_path, tf, kernel, bias), ["input:0"], ["output:0"], any_batch=True)
+    (result,) = function(tf.constant(images))
 
-    expected = tf.nn.relu(tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], "SAME") + bias).numpy().reshape(1, -1)
+    expected = tf.nn.relu(tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "SAME") + bias).numpy().reshape(3, -1)
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-5, atol=1e-5)
-    assert result.shape == (1, 32) and float(np.max(result.numpy()[0, 1::2])) == 0.0  # Relu ran
+    assert result.shape == (3, 32) and float(np.max(result.numpy()[:, 1::2])) == 0.0  # Relu ran
 
 
 def test_weights_that_do_not_fill_the_weight_file_are_refused(tmp_path, tf):

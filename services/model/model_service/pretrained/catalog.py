@@ -61,7 +61,7 @@ def _build_efficientnet_lite0(files: dict[str, Path], output: Path) -> None:
 COCO_NANODET = PretrainedModel(
     key="coco-nanodet-m", name="COCO objects (NanoDet-m)", model_type="Detection",
     source=sources.HUMAN_MODELS, labels_file="coco_labels.txt", input_shape=(416, 416, 3),
-    build_version=1, build=_build_nanodet)
+    build_version=2, build=_build_nanodet)
 IMAGENET_LITE0 = PretrainedModel(
     key="imagenet-efficientnet-lite0", name="ImageNet (EfficientNet-Lite0)", model_type="Classification",
     source=sources.EFFICIENTNET_LITE0, labels_file="imagenet_labels.txt", input_shape=(224, 224, 3),

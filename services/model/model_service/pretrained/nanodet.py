@@ -72,7 +72,7 @@ class NanoDetModule:
         from . import tfjs_graph
 
         self.tf = tf
-        self.network = tfjs_graph.to_function(model_json, [INPUT_TENSOR], [*SCORE_TENSORS, *BOX_TENSORS])
+        self.network = tfjs_graph.to_function(model_json, [INPUT_TENSOR], [*SCORE_TENSORS, *BOX_TENSORS], any_batch=True)
 
     def module(self):
         tf = self.tf
@@ -81,11 +81,6 @@ class NanoDetModule:
         centres, strides = _centres(tf), _strides(tf)
         mean = tf.constant(MEAN_BGR, tf.float32)
         std = tf.constant(STD_BGR, tf.float32)
-
-        def run_one(image):
-            # The graph was exported for a batch of one (its reshapes say so).
-            outputs = network(image[tf.newaxis])
-            return tf.concat(outputs[:3], axis=1)[0], tf.concat(outputs[3:], axis=1)[0]
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         def serve(images):
@@ -99,9 +94,8 @@ class NanoDetModule:
             pixels = tf.image.pad_to_bounding_box(pixels, 0, 0, INPUT_SIZE, INPUT_SIZE)
             bgr = (pixels[..., ::-1] - mean) / std
             channels_first = tf.transpose(bgr, [0, 3, 1, 2])
-            scores, distributions = tf.map_fn(
-                run_one, channels_first,
-                fn_output_signature=(tf.TensorSpec([None, NUM_CLASSES], tf.float32), tf.TensorSpec([None, 4 * (REG_MAX + 1)], tf.float32)))
+            outputs = network(channels_first)
+            scores, distributions = tf.concat(outputs[:3], axis=1), tf.concat(outputs[3:], axis=1)
             boxes = decode(tf, distributions, centres, strides)
             # Input pixels -> fractions of the image as sent ([ymin, xmin, ymax, xmax]).
             x1, y1, x2, y2 = tf.unstack(boxes / scale, axis=-1)

@@ -121,11 +121,50 @@ def load_graph_def(model_json: Path):
     return graph_def, model.get("signature") or topology.get("signature") or {}
 
 
-def to_function(model_json: Path, inputs: list[str], outputs: list[str]):
-    """A concrete function running the graph: tensors for `inputs` in, `outputs` out (by name)."""
+def _tensor(graph, name: str):
+    return graph.get_tensor_by_name(name if ":" in name else name + ":0")
+
+
+def free_batch(graph_def) -> None:
+    """Lets a graph exported for a batch of one take any batch: its placeholders' first dimension
+    becomes unknown, and every Reshape to a computed shape `[1, ...]` (ONNX exports compute them
+    from constants) gets the constant shape `[-1, ...]` with its other sizes resolved.
+
+    Raises GraphModelError when a Reshape's target does not start with the batch of one."""
+    import numpy as np
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    reshapes = [node for node in graph_def.node if node.op == "Reshape"]
+    with tf.compat.v1.Session(graph=graph) as session:
+        # The targets depend on constants only: an input would have to be fed.
+        targets = session.run([_tensor(graph, node.input[1]) for node in reshapes]) if reshapes else []
+    for node, target in zip(reshapes, targets):
+        source = _tensor(graph, node.input[0]).shape.as_list()
+        if not source or source[0] != 1 or None in source or int(target[0]) != 1:
+            raise GraphModelError(f"reshape {node.name!r} ({source} -> {list(target)}) does not keep a batch of one first")
+        known = int(np.prod([d for d in target if d != -1]))
+        sizes = [int(np.prod(source)) // known if d == -1 else int(d) for d in target]
+        shape = graph_def.node.add(name=node.name + "/batch_free_shape", op="Const")
+        shape.attr["dtype"].type = tf.int32.as_datatype_enum
+        shape.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.array([-1, *sizes[1:]], np.int32)))
+        node.input[1] = shape.name
+        node.attr["Tshape"].type = tf.int32.as_datatype_enum
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.attr["shape"].shape.dim:
+            node.attr["shape"].shape.dim[0].size = -1
+
+
+def to_function(model_json: Path, inputs: list[str], outputs: list[str], *, any_batch: bool = False):
+    """A concrete function running the graph: tensors for `inputs` in, `outputs` out (by name).
+    With `any_batch`, a graph exported for a batch of one is made to take any (`free_batch`)."""
     import tensorflow as tf
 
     graph_def, _ = load_graph_def(model_json)
+    if any_batch:
+        free_batch(graph_def)
     placeholders = {node.name: node for node in graph_def.node if node.op == "Placeholder"}
 
     def imported():

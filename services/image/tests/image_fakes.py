@@ -241,7 +241,7 @@ class World:
     signer: MediaSigner
 
 
-def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024) -> World:
+def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024, detection_filing="detected") -> World:
     repository, store = FakeRepository(), MemoryStore()
     projects = FakeProjects({10: (1, "Classification"), 11: (1, "Detection"), 20: (2, "Classification")})
     models = FakeModels({7: {"user": 1, "type": "Classification"}, 8: {"user": 3, "type": "Detection", "public": True},
@@ -250,5 +250,5 @@ def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 
     signer = MediaSigner("test-key", "http://gateway.test", 3600)
     core = ImageCore(repository, store, projects, signer, UploadLimits(max_bytes=4096, max_files=5, max_pixels=10_000),
                      models=models if with_models else None, videos=videos if with_videos else None,
-                     predict_batch_bytes=predict_batch_bytes, clock=lambda: NOW)
+                     predict_batch_bytes=predict_batch_bytes, detection_filing=detection_filing, clock=lambda: NOW)
     return World(core, repository, store, models, signer)

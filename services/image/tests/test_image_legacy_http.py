@@ -60,7 +60,7 @@ def test_by_video_without_a_video_service_finds_the_owner_by_the_frames():
     client = client_of(world, False)
     world.core.create_frames(1, 11, [NewFrame(image_bytes("JPEG"), video_id=5, frame_index=0)])
     answer = client.get("/images/byVideo/5").get_json()
-    assert answer["type"] == "Detection" and answer["date"][0]["frame_index"] == 0
+    assert answer["type"] == "Detection" and answer["date"][0]["type"] == "detected"
     assert client.get("/images/byVideo/6").status_code == 404
 
 

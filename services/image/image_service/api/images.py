@@ -61,6 +61,10 @@ def declare_models(ns: Namespace):
     return image_model, tag_model, video_images_model
 
 
+def owner_param(resource: str) -> dict:
+    return {"user_id": f"optional: the caller (must match the token); in legacy mode, without it the request acts for the {resource}'s owner"}
+
+
 def page() -> Page:
     return Page(limit=ids.parse_int64("limit", request.args.get("limit"), required=False),
                 offset=ids.parse_int64("offset", request.args.get("offset"), minimum=0, required=False) or 0)
@@ -130,6 +134,7 @@ def register_routes(api, core, settings):
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
     @ns.route("/byVideo/<int:video_id>")
+    @ns.doc(params=owner_param("video"))
     class VideoImages(Resource):
         @ns.doc(params=page_params)
         @ns.marshal_with(video_images_model)
@@ -139,7 +144,7 @@ def register_routes(api, core, settings):
             return core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page())
 
     @ns.route("/<int:image_id>")
-    @ns.doc(params={"project_id": "optional; when given, the image must belong to it"})
+    @ns.doc(params={"project_id": "optional; when given, the image must belong to it", **owner_param("image")})
     class OneImage(Resource):
         @ns.marshal_with(image_model)
         def get(self, image_id):

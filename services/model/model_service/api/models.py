@@ -99,6 +99,7 @@ def register_routes(api, core, settings):
             return created, 201
 
     @ns.route("/<int:model_id>")
+    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request acts for the model's owner"})
     class Model(Resource):
         @ns.marshal_with(model_model)
         def get(self, model_id):

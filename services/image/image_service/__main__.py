@@ -22,7 +22,8 @@ def optional_client(address: str, client_class, deadline_s: float):
 def build_core(settings: ImageSettings, repository, store) -> ImageCore:
     settings_mod.require(settings, "project_grpc_addr", why="images belong to projects")
     if settings.detection_filing not in FILINGS:
-        raise settings_mod.ConfigError(f"setting DETECTION_FILING={settings.detection_filing!r} is unknown: use {' or '.join(FILINGS)}")
+        raise settings_mod.ConfigError(
+            f"setting DETECTION_FILING={settings.detection_filing!r} is unknown: use {' or '.join(FILINGS)}")
     limits = UploadLimits(settings.max_image_bytes, settings.max_images_per_request, settings.max_image_pixels)
     return ImageCore(
         repository,

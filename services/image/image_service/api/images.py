@@ -62,7 +62,8 @@ def declare_models(ns: Namespace):
 
 
 def owner_param(resource: str) -> dict:
-    return {"user_id": f"optional: the caller (must match the token); in legacy mode, without it the request acts for the {resource}'s owner"}
+    return {"user_id": f"optional: the caller (must match the token); in legacy mode, without it the request acts "
+                       f"for the {resource}'s owner"}
 
 
 def page() -> Page:

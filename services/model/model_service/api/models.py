@@ -68,7 +68,8 @@ def register_routes(api, core, settings):
     # A namespace per app: a namespace binds to the app it is added to.
     ns = Namespace("models", path="/models", description="Uploaded models, served by TensorFlow Serving")
     model_model = ns.model("Model", MODEL_FIELDS)
-    created_model = ns.clone("CreatedModel", model_model, {"message": fields.String(description='"success" (the original UI tests for it)')})
+    created_model = ns.clone("CreatedModel", model_model,
+                             {"message": fields.String(description='"success" (method=create; the original UI tests for it)')})
 
     def who(model_id: int | None = None) -> int:
         """The caller; on a route naming a model, legacy mode's requests without a user act for its owner."""
@@ -86,7 +87,8 @@ def register_routes(api, core, settings):
 
         @ns.doc(params=UPLOAD_PARAMS)
         @ns.expect(UPLOAD_FORM)
-        @ns.response(201, "Created: the model is Trained (served), or Pending (method=create: training queued, with message \"success\")", created_model)
+        @ns.response(201, "Created: the model is Trained (served), or Pending (method=create: training queued, "
+                          "with message \"success\")", created_model)
         def post(self):
             """Upload a model and its label file (method=upload, answered once served), or train one (method=create, answered at once, Pending)."""
             user = who()
@@ -99,7 +101,8 @@ def register_routes(api, core, settings):
             return created, 201
 
     @ns.route("/<int:model_id>")
-    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request acts for the model's owner"})
+    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request "
+                               "acts for the model's owner"})
     class Model(Resource):
         @ns.marshal_with(model_model)
         def get(self, model_id):

@@ -83,7 +83,8 @@ def build_namespace(core, settings) -> Namespace:
             return answer, 200 if finished else 202
 
     @ns.route("/<int:video_id>")
-    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request acts for the video's owner"})
+    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request "
+                               "acts for the video's owner"})
     class Video(Resource):
         @ns.response(200, "The video and its images", video_with_images)
         def get(self, video_id):

@@ -239,9 +239,9 @@ def test_a_detection_project_stores_detections(stack, account, media):
     assert answer["video"]["status"] == "done", answer["video"]
     light, dark = answer["images"][0], answer["images"][-1]
     best = light["detections"][0]
-    assert light["type"] == "bottle" and best["label"] == "bottle" and best["score"] > 0.9
+    assert light["type"] == "detected" and best["label"] == "bottle" and best["score"] > 0.9
     assert light["captions"] == f",bottle {best['score']:.3f}" and light["boxes"].startswith(",[")
-    assert dark["type"] == "unlabeled" and dark["detections"] == [] and dark["captions"] == ""
+    assert dark["type"] == "detected" and dark["detections"] == [] and dark["captions"] == ""
     assert_shown_as_the_image_service_shows_them(detector_owner, answer)
 
 

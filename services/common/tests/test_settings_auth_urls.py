@@ -56,6 +56,30 @@ def test_no_identity_is_unauthenticated_unless_legacy_mode():
         auth.caller_id({}, {}, False)
 
 
+def test_legacy_request_naming_no_user_acts_for_the_owner_of_the_resource():
+    assert auth.caller_id({}, {}, False, owner_of=lambda: 42) == 42
+
+
+def test_owner_look_up_is_used_only_when_nothing_names_the_caller():
+    def never() -> int:
+        raise AssertionError("the owner was looked up although the request names its caller")
+
+    assert auth.caller_id({}, {"user_id": "8"}, False, owner_of=never) == 8
+    assert auth.caller_id({auth.PAYLOAD_HEADER: payload({"sub": "7"})}, {}, False, owner_of=never) == 7
+    with pytest.raises(errors.PermissionDenied):
+        auth.caller_id({auth.PAYLOAD_HEADER: payload({"sub": "7"})}, {"user_id": "8"}, False, owner_of=never)
+    with pytest.raises(errors.Unauthenticated):
+        auth.caller_id({}, {}, True, owner_of=never)
+
+
+def test_owner_look_up_of_a_missing_resource_answers_not_found():
+    def missing() -> int:
+        raise errors.NotFound("project 9 not found")
+
+    with pytest.raises(errors.NotFound):
+        auth.caller_id({}, {}, False, owner_of=missing)
+
+
 @pytest.mark.parametrize("raw", ["abc", "-1", "0", "1.5"])
 def test_malformed_user_id_is_bad_input(raw):
     with pytest.raises(errors.InvalidArgument):

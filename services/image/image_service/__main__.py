@@ -9,6 +9,7 @@ from mlstudio.common.storage import open_store
 
 from .app import build_grpc, create_app
 from .core import ImageCore
+from .detections import FILINGS
 from .repository import ImageRepository
 from .settings import ImageSettings
 from .uploads import UploadLimits
@@ -20,6 +21,9 @@ def optional_client(address: str, client_class, deadline_s: float):
 
 def build_core(settings: ImageSettings, repository, store) -> ImageCore:
     settings_mod.require(settings, "project_grpc_addr", why="images belong to projects")
+    if settings.detection_filing not in FILINGS:
+        raise settings_mod.ConfigError(
+            f"setting DETECTION_FILING={settings.detection_filing!r} is unknown: use {' or '.join(FILINGS)}")
     limits = UploadLimits(settings.max_image_bytes, settings.max_images_per_request, settings.max_image_pixels)
     return ImageCore(
         repository,
@@ -31,6 +35,7 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
         models=optional_client(settings.model_grpc_addr, clients.ModelClient, max(settings.grpc_deadline_s, 60.0)),
         videos=optional_client(settings.video_grpc_addr, clients.VideoClient, settings.grpc_deadline_s),
         predict_batch_bytes=settings.predict_batch_bytes,
+        detection_filing=settings.detection_filing,
     )
 
 

@@ -87,7 +87,8 @@ def project_prefix(project_id: int) -> str:
 
 class ImageCore:
     def __init__(self, repository, store, projects, signer, limits: UploadLimits, *, models=None, videos=None,
-                 predict_batch_bytes: int = 16 * MIB, clock: Callable[[], float] = time.time):
+                 predict_batch_bytes: int = 16 * MIB, detection_filing: str = detections_mod.DETECTED,
+                 clock: Callable[[], float] = time.time):
         self.repository = repository
         self.store = store
         self.projects = projects
@@ -96,6 +97,7 @@ class ImageCore:
         self.models = models
         self.videos = videos
         self.predict_batch_bytes = predict_batch_bytes
+        self.detection_filing = detections_mod.check_filing(detection_filing)
         self.clock = clock
 
     # ---- reading ---------------------------------------------------------------------------
@@ -112,6 +114,24 @@ class ImageCore:
         if doc is None or doc["user"] != user_id or (project_id is not None and doc["project"] != project_id):
             raise errors.NotFound(f"image {image_id} not found")
         return doc
+
+    def image_owner(self, image_id: int) -> int:
+        """Who owns the image (legacy mode's id-only requests act for them); NotFound if none.
+        An image hidden by a delete that stopped half-way counts, so that delete can be retried."""
+        doc = self.repository.get(image_id, include_deleting=True)
+        if doc is None:
+            raise errors.NotFound(f"image {image_id} not found")
+        return doc["user"]
+
+    def video_owner(self, video_id: int) -> int:
+        """Who owns the video (legacy mode's id-only requests act for them); NotFound if none.
+        The video service knows, when deployed; otherwise the video's frames say."""
+        if self.videos is not None:
+            return self.videos.video_owner(video_id)
+        frames = self.repository.list_by_video(video_id)
+        if not frames:
+            raise errors.NotFound(f"video {video_id} not found")
+        return frames[0]["user"]
 
     def list_images(self, user_id: int, project_id: int, *, tag: str | None = None, video_id: int | None = None,
                     page: Page = Page()) -> list[dict]:
@@ -208,7 +228,8 @@ class ImageCore:
                 results = self.models.classify(model_id, user_id, contents)
             if len(results) != len(batch):
                 raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
-            facts.extend(_detected(result) if project_type == DETECTION else _classified(result) for result in results)
+            facts.extend(_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
+                         for result in results)
         return facts
 
     def _batches(self, checked: list[CheckedImage]) -> Iterator[list[CheckedImage]]:
@@ -236,7 +257,7 @@ class ImageCore:
                 todo.append((position, frame))
                 if key is not None:
                     seen.add(key)
-        facts = [_frame_facts(project.type, frame, position) for position, frame in todo]
+        facts = [_frame_facts(project.type, frame, position, self.detection_filing) for position, frame in todo]
         checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
         created = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
@@ -385,9 +406,9 @@ def _frame_title(frame: NewFrame) -> str:
     return f"video {frame.video_id} frame {frame.frame_index}" if frame.video_id else "image"
 
 
-def _frame_facts(project_type: str, frame: NewFrame, position: int) -> dict:
-    """Tag, score and detections of a frame; a Detection frame without a tag is filed under its
-    most confident object."""
+def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str) -> dict:
+    """Tag, score and detections of a frame; a Detection frame without a tag is filed as
+    `filing` says (see `detections.filed_under`)."""
     facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
              "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
              "score": None if frame.score is None else detection_forms.as_score(frame.score)}
@@ -396,7 +417,7 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int) -> dict:
     if frame.tag.strip():
         facts["tag"] = tag_from_label(frame.tag)
     elif project_type == DETECTION:
-        facts["tag"], best_score = detections_mod.best(facts["detections"])
+        facts["tag"], best_score = detections_mod.filed_under(facts["detections"], filing)
         if facts["score"] is None:
             facts["score"] = best_score
     else:
@@ -408,9 +429,9 @@ def _classified(result) -> dict:
     return {"tag": tag_from_label(result.label), "score": detection_forms.as_score(result.score)}
 
 
-def _detected(result) -> dict:
+def _detected(result, filing: str) -> dict:
     found = detection_forms.from_boxes(result.boxes)
-    tag, score = detections_mod.best(found)
+    tag, score = detections_mod.filed_under(found, filing)
     return {"tag": tag, "score": score, "detections": found}
 
 

@@ -1,4 +1,4 @@
-"""The image service's settings: upload limits and the deletion sweep."""
+"""The image service's settings: upload limits, how Detection images are filed, and the deletion sweep."""
 from dataclasses import dataclass
 
 from mlstudio.common.settings import ServiceSettings, env
@@ -15,4 +15,7 @@ class ImageSettings(ServiceSettings):
     # The same variable sets the gateway's body limit of POST /images/..., so both agree.
     max_upload_bytes: int = env("MAX_IMAGE_UPLOAD_BYTES", 256 * MIB, help="largest request body of an upload, in bytes")
     predict_batch_bytes: int = env("PREDICT_BATCH_BYTES", 16 * MIB, help="most image bytes sent to the model service in one call")
+    detection_filing: str = env("DETECTION_FILING", "detected",
+                                help="what Detection images are filed under: detected (every one, as the original did; the "
+                                     "original UI's box editor needs it) or top_label (the most confident object's label)")
     delete_retry_s: float = env("DELETE_RETRY_S", 60.0, help="how often unfinished image deletions are finished")

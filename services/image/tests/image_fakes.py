@@ -218,6 +218,11 @@ class FakeVideos:
             raise errors.NotFound(f"video {video_id} not found")
         return SimpleNamespace(id=video_id, user_id=owner_project[0], project_id=owner_project[1])
 
+    def video_owner(self, video_id):
+        if video_id not in self.videos:
+            raise errors.NotFound(f"video {video_id} not found")
+        return self.videos[video_id][0]
+
 
 # ---- the world of the unit tests ---------------------------------------------------------------
 # User 1 owns project 10 (Classification) and 11 (Detection); user 2 owns project 20. Model 7 is
@@ -236,7 +241,7 @@ class World:
     signer: MediaSigner
 
 
-def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024) -> World:
+def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024, detection_filing="detected") -> World:
     repository, store = FakeRepository(), MemoryStore()
     projects = FakeProjects({10: (1, "Classification"), 11: (1, "Detection"), 20: (2, "Classification")})
     models = FakeModels({7: {"user": 1, "type": "Classification"}, 8: {"user": 3, "type": "Detection", "public": True},
@@ -245,5 +250,5 @@ def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 
     signer = MediaSigner("test-key", "http://gateway.test", 3600)
     core = ImageCore(repository, store, projects, signer, UploadLimits(max_bytes=4096, max_files=5, max_pixels=10_000),
                      models=models if with_models else None, videos=videos if with_videos else None,
-                     predict_batch_bytes=predict_batch_bytes, clock=lambda: NOW)
+                     predict_batch_bytes=predict_batch_bytes, detection_filing=detection_filing, clock=lambda: NOW)
     return World(core, repository, store, models, signer)

@@ -235,13 +235,28 @@ def test_a_concurrent_retry_that_stored_a_frame_first_wins_and_our_copy_goes(wor
     assert stored_keys(world) == sorted(["images/10/500.jpg", images[1]["location"]])
 
 
-def test_detection_frames_keep_detections_and_default_to_their_best_label(world):
+def test_detection_frames_keep_detections_and_are_filed_as_detected(world):
+    """`detected` is what the original filed them under, and what the original UI's box editor needs."""
     found = [detection("car", 0.8, 1, 2, 30, 40), detection("person", 0.95, 5, 5, 10, 20)]
-    (image,) = world.core.create_frames(1, 11, [frame(0, tag="", detections=found)])
-    assert image["type"] == "person" and image["score"] == pytest.approx(0.95)
+    image, empty = world.core.create_frames(1, 11, [frame(0, tag="", detections=found), frame(1, tag="")])
+    assert image["type"] == "detected" and image["score"] == pytest.approx(0.95)
     assert image["captions"] == ",car 0.800,person 0.950"
     assert image["boxes"] == ",[1 2 30 40],[5 5 10 20]"
     assert image["detections"][1] == {"label": "person", "score": 0.95, "box": [5.0, 5.0, 10.0, 20.0]}
+    assert (empty["type"], empty["score"], empty["detections"], empty["boxes"]) == ("detected", None, [], "")
+
+
+def test_detection_frames_filed_by_top_label_when_the_server_says_so():
+    world = build_world(detection_filing="top_label")
+    found = [detection("car", 0.8, 1, 2, 30, 40), detection("person", 0.95, 5, 5, 10, 20)]
+    image, empty = world.core.create_frames(1, 11, [frame(0, tag="", detections=found), frame(1, tag="")])
+    assert (image["type"], image["score"], image["detections"]) == ("person", pytest.approx(0.95), found)
+    assert (empty["type"], empty["detections"]) == ("unlabeled", [])
+
+
+def test_an_unknown_detection_filing_is_refused():
+    with pytest.raises(ValueError, match="detected or top_label"):
+        build_world(detection_filing="by_colour")
 
 
 def test_a_classification_frame_needs_a_tag_and_a_bad_frame_stores_nothing(world):
@@ -341,9 +356,17 @@ def test_predict_files_images_under_predicted_tags_with_scores(world):
 def test_predict_in_a_detection_project_stores_detections(world):
     world.models.boxes = [[("car", 0.7, 1, 1, 20, 10), ("bus", 0.9, 3, 4, 50, 60)], []]
     boxed, empty = world.core.predict(1, 11, 8, files("a.png", "b.png"))
-    assert (boxed["type"], boxed["captions"], boxed["boxes"]) == ("bus", ",car 0.700,bus 0.900", ",[1 1 20 10],[3 4 50 60]")
-    assert (empty["type"], empty["detections"], empty["captions"]) == ("unlabeled", [], "")
+    assert (boxed["type"], boxed["captions"], boxed["boxes"]) == ("detected", ",car 0.700,bus 0.900", ",[1 1 20 10],[3 4 50 60]")
+    assert boxed["score"] == pytest.approx(0.9)
+    assert (empty["type"], empty["detections"], empty["captions"]) == ("detected", [], "")
     assert world.models.calls == [("detect", 2)]
+
+
+def test_predictions_filed_by_top_label_when_the_server_says_so():
+    world = build_world(detection_filing="top_label")
+    world.models.boxes = [[("car", 0.7, 1, 1, 20, 10), ("bus", 0.9, 3, 4, 50, 60)], []]
+    boxed, empty = world.core.predict(1, 11, 8, files("a.png", "b.png"))
+    assert (boxed["type"], boxed["score"], empty["type"]) == ("bus", pytest.approx(0.9), "unlabeled")
 
 
 def test_predict_refuses_a_model_of_another_type_or_user_and_stores_nothing(world):

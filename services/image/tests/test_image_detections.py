@@ -1,5 +1,5 @@
 """Detections in the original API's string forms, which the frontend parses to draw boxes."""
-from image_service.detections import best
+from image_service.detections import best, filed_under
 from mlstudio.common.detections import boxes, captions, detection
 
 
@@ -23,3 +23,11 @@ def test_an_image_is_filed_under_its_most_confident_object():
     found = [detection("cat", 0.4, 0, 0, 1, 1), detection("Traffic Light", 0.9, 0, 0, 1, 1)]
     assert best(found) == ("traffic light", 0.9)
     assert best([]) == ("unlabeled", None)
+
+
+def test_filing_detected_keeps_the_best_score_and_top_label_files_by_object():
+    found = [detection("cat", 0.4, 0, 0, 1, 1), detection("Traffic Light", 0.9, 0, 0, 1, 1)]
+    assert filed_under(found) == ("detected", 0.9)
+    assert filed_under([]) == ("detected", None)
+    assert filed_under(found, "top_label") == ("traffic light", 0.9)
+    assert filed_under([], "top_label") == ("unlabeled", None)

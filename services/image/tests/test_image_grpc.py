@@ -36,7 +36,7 @@ def test_create_images_is_idempotent_on_video_and_frame(client, world):
 def test_detections_round_trip(client):
     boxes = [image_pb2.Detection(label="car", score=0.75, x1=1, y1=2, x2=30, y2=40)]
     (image,) = client.create_images(11, 1, [frame(0, tag="", detections=boxes)])
-    assert image.tag == "car"
+    assert image.tag == "detected"  # the default filing; the boxes keep the label
     assert [(d.label, d.x2) for d in image.detections] == [("car", 30.0)]
 
 

@@ -188,6 +188,13 @@ class ModelCore:
             return None
         return self.trainings.job(doc["_id"])
 
+    def owner(self, model_id: int) -> int:
+        """Who owns the model (legacy mode's id-only requests act for them); NotFound if none."""
+        doc = self.repository.get(model_id)
+        if doc is None:
+            raise errors.NotFound(f"model {model_id} not found")
+        return doc["user"]
+
     def _readable(self, model_id: int, user_id: int) -> dict:
         doc = self.repository.get(model_id)
         if doc is None or (doc["user"] != user_id and not (doc.get("isPublic") and doc["status"] == TRAINED)):

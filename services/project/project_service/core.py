@@ -83,6 +83,13 @@ class ProjectCore:
             raise errors.NotFound(f"project {project_id} not found")
         return doc
 
+    def owner(self, project_id: int) -> int:
+        """Who owns the project (legacy mode's id-only requests act for them); NotFound if none."""
+        doc = self.repository.get(project_id)
+        if doc is None:
+            raise errors.NotFound(f"project {project_id} not found")
+        return doc["user"]
+
     def get(self, project_id: int, user_id: int) -> dict:
         return public_project(self._owned(project_id, user_id))
 

@@ -57,8 +57,8 @@ def test_detection_frames_carry_every_box_and_leave_the_tag_to_the_image_service
     assert (sent_dark.tag, sent_dark.HasField("score"), list(sent_dark.detections)) == ("", False, [])
     stored = images.of_video(5)
     light, dark = stored[0], stored[-1]
-    assert light.tag == "bottle" and light.score == pytest.approx(0.9)
-    assert dark.tag == "unlabeled" and not dark.HasField("score") and list(dark.detections) == []
+    assert light.tag == "detected" and light.score == pytest.approx(0.9)
+    assert dark.tag == "detected" and not dark.HasField("score") and list(dark.detections) == []
 
 
 def test_resuming_after_a_crash_stores_only_the_rest_and_no_duplicate(light_dark_video):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
-from image_service.detections import best
+from image_service.detections import filed_under
 from mlstudio.common.tags import tag_from_label
 
 from mlstudio.common import errors, jobs
@@ -70,11 +70,11 @@ class FakeLabeller:
 
 def filed_as(new: image_pb2.NewImage) -> tuple[str, float | None]:
     """The tag and score the image service's CreateImages files a frame under, by its own rule
-    (the label made a tag; without one, the most confident detection's, or `unlabeled`)."""
+    (the label made a tag; without one, `detected`, with the most confident detection's score)."""
     score = new.score if new.HasField("score") else None
     if new.tag.strip():
         return tag_from_label(new.tag), score
-    tag, best_score = best(from_boxes(new.detections))
+    tag, best_score = filed_under(from_boxes(new.detections))
     return tag, best_score if score is None else score
 
 

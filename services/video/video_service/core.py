@@ -146,6 +146,7 @@ class VideoCore:
             "user": doc["user"],
             "project": doc["project"],
             "create_time": mongo.iso(doc["create_time"]),
+            "submittedAt": mongo.iso(doc["create_time"]),  # the upload time, under the original UI's name
             "status": status,
             "progress": {"done": int(progress.get("done", 0)), "total": int(progress.get("total", 0))},
             "frame_count": doc.get("frame_count", 0),
@@ -166,6 +167,13 @@ class VideoCore:
         if doc is None or doc["user"] != user_id:
             raise errors.NotFound(f"video {video_id} not found")
         return doc
+
+    def owner(self, video_id: int) -> int:
+        """Who owns the video (legacy mode's id-only requests act for them); NotFound if none."""
+        doc = self.repository.get(video_id)
+        if doc is None:
+            raise errors.NotFound(f"video {video_id} not found")
+        return doc["user"]
 
     # ---- reading ----------------------------------------------------------------------------
 

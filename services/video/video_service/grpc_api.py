@@ -18,5 +18,8 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     def GetVideo(self, request, context):
         return video_pb2.GetVideoResponse(video=to_proto(self.core.get(request.video_id, request.user_id)))
 
+    def GetVideoOwner(self, request, context):
+        return video_pb2.GetVideoOwnerResponse(user_id=self.core.owner(request.video_id))
+
     def DeleteProjectData(self, request, context):
         return video_pb2.DeleteProjectDataResponse(deleted=self.core.delete_project_data(request.project_id))

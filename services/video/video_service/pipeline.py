@@ -13,8 +13,9 @@ idempotent on (video id, frame index).
 
 Frames go to the image service with what the model said, as it said it: a Classification frame
 with the predicted label as its tag, a Detection frame with every box and no tag. Which tag that
-makes (lower-cased, made valid, the most confident box's label, `unlabeled` when nothing was
-found) is the image service's rule, applied by `CreateImages` as for its own predictions.
+makes (lower-cased, made valid; for Detection frames `detected`, or the most confident box's
+label where the image service is set so) is the image service's rule, applied by `CreateImages`
+as for its own predictions.
 """
 from __future__ import annotations
 
@@ -170,8 +171,8 @@ def classified_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.N
 
 
 def detection_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.NewImage:
-    """A frame with every object found in it and no tag: the image service files it under its
-    most confident object (or as unlabeled), with that object's score."""
+    """A frame with every object found in it and no tag: the image service files it (see its
+    `detections.filed_under`), with its most confident object's score."""
     detections = [image_pb2.Detection(label=b.label, score=b.score, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2) for b in result.boxes]
     return _new_image(request, frame, detections=detections)
 

@@ -91,6 +91,11 @@ class VideoClient(Client):
         request = video_pb2.GetVideoRequest(video_id=video_id, user_id=user_id)
         return self._call(self.stub.GetVideo, request, idempotent=True).video
 
+    def video_owner(self, video_id: int) -> int:
+        """Who owns the video (legacy mode's id-only requests act for them); NotFound when none."""
+        request = video_pb2.GetVideoOwnerRequest(video_id=video_id)
+        return self._call(self.stub.GetVideoOwner, request, idempotent=True).user_id
+
     def delete_project_data(self, project_id: int) -> int:
         request = video_pb2.DeleteProjectDataRequest(project_id=project_id)
         return self._call(self.stub.DeleteProjectData, request, idempotent=True, deadline_s=120).deleted

@@ -123,6 +123,7 @@ def body_fields() -> dict:
     return request.form.to_dict()
 
 
-def caller(auth_required: bool) -> int:
-    """The calling user's id for this request (see `auth.caller_id`)."""
-    return auth.caller_id(request.headers, request.args, auth_required)
+def caller(auth_required: bool, owner_of: Callable[[], int] | None = None) -> int:
+    """The calling user's id for this request (see `auth.caller_id`); routes that name one
+    resource by its id pass `owner_of`, the look-up of that resource's owner."""
+    return auth.caller_id(request.headers, request.args, auth_required, owner_of)

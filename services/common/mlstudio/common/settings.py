@@ -108,7 +108,8 @@ class ServiceSettings:
     media_signing_key: str = env("MEDIA_SIGNING_KEY", "", help="HMAC key of signed media URLs")
     media_url_ttl_s: int = env("MEDIA_URL_TTL_S", 3600, help="lifetime of a signed media URL")
     public_base_url: str = env("PUBLIC_BASE_URL", "http://127.0.0.1:8000", help="the gateway's URL as browsers see it")
-    auth_required: bool = env("AUTH_REQUIRED", True, help="false: legacy mode, the caller is the user_id query parameter")
+    auth_required: bool = env("AUTH_REQUIRED", True, help="false: legacy mode, the caller is the user_id query parameter, "
+                                                          "or, on a route naming one resource by id, its owner")
     grpc_deadline_s: float = env("GRPC_DEADLINE_S", 10.0, help="deadline of service-to-service calls")
     user_grpc_addr: str = env("USER_GRPC_ADDR", "", help="host:port of the user service's gRPC API")
     project_grpc_addr: str = env("PROJECT_GRPC_ADDR", "", help="host:port of the project service's gRPC API")

@@ -61,6 +61,11 @@ def declare_models(ns: Namespace):
     return image_model, tag_model, video_images_model
 
 
+def owner_param(resource: str) -> dict:
+    return {"user_id": f"optional: the caller (must match the token); in legacy mode, without it the request acts "
+                       f"for the {resource}'s owner"}
+
+
 def page() -> Page:
     return Page(limit=ids.parse_int64("limit", request.args.get("limit"), required=False),
                 offset=ids.parse_int64("offset", request.args.get("offset"), minimum=0, required=False) or 0)
@@ -91,8 +96,10 @@ def register_routes(api, core, settings):
     ns = Namespace("images", path="/images", description="A project's images, in tag collections")
     image_model, tag_model, video_images_model = declare_models(ns)
 
-    def who() -> int:
-        return caller(settings.auth_required)
+    def who(owner_of=None) -> int:
+        """The caller; routes naming one image or video pass the look-up of its owner, for whom
+        legacy mode's requests without a user act."""
+        return caller(settings.auth_required, owner_of)
 
     @ns.route("/all")
     @ns.doc(params=scope_params)
@@ -128,31 +135,32 @@ def register_routes(api, core, settings):
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
     @ns.route("/byVideo/<int:video_id>")
+    @ns.doc(params=owner_param("video"))
     class VideoImages(Resource):
         @ns.doc(params=page_params)
         @ns.marshal_with(video_images_model)
         def get(self, video_id=None):
             """The images made from a video, and the type of its project."""
             video_id = video_id or ids.parse_id("video_id", request.args.get("video_id"))
-            return core.by_video(who(), video_id, page=page())
+            return core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page())
 
     @ns.route("/<int:image_id>")
-    @ns.doc(params={"project_id": "optional; when given, the image must belong to it"})
+    @ns.doc(params={"project_id": "optional; when given, the image must belong to it", **owner_param("image")})
     class OneImage(Resource):
         @ns.marshal_with(image_model)
         def get(self, image_id):
             """Get one image."""
-            return core.get(who(), image_id, optional_project_id())
+            return core.get(who(lambda: core.image_owner(image_id)), image_id, optional_project_id())
 
         @ns.doc(params={"type": "the new tag"})
         @ns.marshal_with(image_model)
         def put(self, image_id):
             """Move one image to another tag."""
-            return core.retag(who(), image_id, new_tag(), optional_project_id())
+            return core.retag(who(lambda: core.image_owner(image_id)), image_id, new_tag(), optional_project_id())
 
         def delete(self, image_id):
             """Delete one image and its file."""
-            core.delete_image(who(), image_id, optional_project_id())
+            core.delete_image(who(lambda: core.image_owner(image_id)), image_id, optional_project_id())
             return {"message": "success"}
 
     @ns.route("/<int:image_id>/file")

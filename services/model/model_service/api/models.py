@@ -68,9 +68,12 @@ def register_routes(api, core, settings):
     # A namespace per app: a namespace binds to the app it is added to.
     ns = Namespace("models", path="/models", description="Uploaded models, served by TensorFlow Serving")
     model_model = ns.model("Model", MODEL_FIELDS)
+    created_model = ns.clone("CreatedModel", model_model,
+                             {"message": fields.String(description='"success" (method=create; the original UI tests for it)')})
 
-    def who() -> int:
-        return caller(settings.auth_required)
+    def who(model_id: int | None = None) -> int:
+        """The caller; on a route naming a model, legacy mode's requests without a user act for its owner."""
+        return caller(settings.auth_required, None if model_id is None else lambda: core.owner(model_id))
 
     @ns.route("/all")
     class Models(Resource):
@@ -84,24 +87,31 @@ def register_routes(api, core, settings):
 
         @ns.doc(params=UPLOAD_PARAMS)
         @ns.expect(UPLOAD_FORM)
-        @ns.response(201, "Created: the model is Trained (served)", model_model)
+        @ns.response(201, "Created: the model is Trained (served), or Pending (method=create: training queued, "
+                          "with message \"success\")", created_model)
         def post(self):
             """Upload a model and its label file (method=upload, answered once served), or train one (method=create, answered at once, Pending)."""
             user = who()
             project_id = ids.parse_id("project_id", request.args.get("project_id"), required=False)
-            created = core.create(user, project_id, request.args.get("method"), request.form.to_dict(), uploaded_files())
-            return ns.marshal(created, model_model), 201
+            method = (request.args.get("method") or "").strip().lower()
+            created = ns.marshal(core.create(user, project_id, method, request.form.to_dict(), uploaded_files()), model_model)
+            if method == "create":
+                # The original UI shows "Failed" for a training whose answer does not say success.
+                created["message"] = "success"
+            return created, 201
 
     @ns.route("/<int:model_id>")
+    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request "
+                               "acts for the model's owner"})
     class Model(Resource):
         @ns.marshal_with(model_model)
         def get(self, model_id):
             """Get one model (yours, or a public one)."""
-            return core.get(model_id, who())
+            return core.get(model_id, who(model_id))
 
         def delete(self, model_id):
             """Delete the model: it stops being served and its files go."""
-            core.delete(model_id, who())
+            core.delete(model_id, who(model_id))
             return {"message": "success"}
 
     @ns.route("/<int:model_id>/logs")
@@ -109,7 +119,7 @@ def register_routes(api, core, settings):
         @ns.produces(["text/plain"])
         def get(self, model_id):
             """The training's output (its last part), for the model's owner."""
-            text = core.training_log(model_id, who())
+            text = core.training_log(model_id, who(model_id))
             return Response(text, mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
     @ns.route("/<int:model_id>/cancel")
@@ -117,7 +127,7 @@ def register_routes(api, core, settings):
         @ns.marshal_with(model_model)
         def post(self, model_id):
             """Stop the model's training (queued: at once; running: within moments). It ends Failed, "the training was cancelled"."""
-            return core.cancel_training(model_id, who())
+            return core.cancel_training(model_id, who(model_id))
 
     @ns.route("/<int:model_id>/file")
     @ns.doc(params={"expires": "from the signed URL", "signature": "from the signed URL"})

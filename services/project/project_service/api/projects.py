@@ -5,6 +5,8 @@ from flask_restx import Namespace, Resource, fields
 from mlstudio.common.http_app import body_fields, caller
 
 USER_PARAM = {"user_id": "the caller's user id (must match the token)"}
+ID_ONLY_USER_PARAM = {"user_id": "optional: the caller's user id (must match the token; in legacy mode, without it the "
+                                 "request acts for the project's owner)"}
 
 
 def register_routes(api, core, settings):
@@ -19,14 +21,18 @@ def register_routes(api, core, settings):
         "user": fields.Integer(description="owner's user id"),
         "create_time": fields.String(description="ISO 8601 UTC"),
     })
+    updated_model = ns.clone("UpdatedProject", project_model, {
+        "message": fields.String(description='"success" (the original UI tests for it)'),
+    })
     new_project = ns.model("NewProject", {
         "title": fields.String(required=True),
         "description": fields.String,
         "type": fields.String(required=True, enum=["Classification", "Detection"]),
     })
 
-    def who() -> int:
-        return caller(settings.auth_required)
+    def who(project_id: int | None = None) -> int:
+        """The caller; on a route naming a project, legacy mode's requests without a user act for its owner."""
+        return caller(settings.auth_required, None if project_id is None else lambda: core.owner(project_id))
 
     @ns.route("/all")
     @ns.doc(params=USER_PARAM)
@@ -43,22 +49,24 @@ def register_routes(api, core, settings):
             return core.create(who(), body_fields()), 201
 
     @ns.route("/<int:project_id>")
+    @ns.doc(params=ID_ONLY_USER_PARAM)
     class Project(Resource):
         @ns.marshal_with(project_model)
         def get(self, project_id):
             """Get one project."""
-            return core.get(project_id, who())
+            return core.get(project_id, who(project_id))
 
         @ns.doc(params={"description": "new description", "title": "new title"})
-        @ns.marshal_with(project_model)
+        @ns.marshal_with(updated_model)
         def put(self, project_id):
             """Update title or description (query parameters, as the original, or a body)."""
             changes = {**body_fields(), **{k: v for k, v in request.args.items() if k in ("title", "description", "type")}}
-            return core.update(project_id, who(), changes)
+            # The original UI reports "Failed" unless the answer says success.
+            return {**core.update(project_id, who(project_id), changes), "message": "success"}
 
         def delete(self, project_id):
             """Delete the project and all its videos, images and models."""
-            core.delete(project_id, who())
+            core.delete(project_id, who(project_id))
             return {"message": "success"}
 
     api.add_namespace(ns)

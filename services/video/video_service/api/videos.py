@@ -30,6 +30,7 @@ def build_namespace(core, settings) -> Namespace:
         "user": fields.Integer(description="owner's user id"),
         "project": fields.Integer,
         "create_time": fields.String(description="ISO 8601 UTC"),
+        "submittedAt": fields.String(description="the upload time, ISO 8601 UTC (the original UI's name for create_time)"),
         "status": fields.String(enum=["queued", "processing", "done", "failed"]),
         "progress": fields.Nested(progress),
         "frame_count": fields.Integer(description="frames in the video (the container's estimate until decoded)"),
@@ -55,8 +56,9 @@ def build_namespace(core, settings) -> Namespace:
     upload_parser.add_argument("interval_ms", location="form", type=int, help="sample one frame every N ms instead")
     upload_parser.add_argument("wait", location="form", type=bool, help="answer only when processing ends (bounded)")
 
-    def who() -> int:
-        return caller(settings.auth_required)
+    def who(video_id: int | None = None) -> int:
+        """The caller; on a route naming a video, legacy mode's requests without a user act for its owner."""
+        return caller(settings.auth_required, None if video_id is None else lambda: core.owner(video_id))
 
     def project_param() -> int:
         return ids.parse_id("project_id", request.args.get("project_id"))
@@ -87,15 +89,17 @@ def build_namespace(core, settings) -> Namespace:
             return answer, 200 if finished else 202
 
     @ns.route("/<int:video_id>")
+    @ns.doc(params={"user_id": "optional: the caller (must match the token); in legacy mode, without it the request "
+                               "acts for the video's owner"})
     class Video(Resource):
         @ns.response(200, "The video and its images", video_with_images)
         def get(self, video_id):
             """The video's current state and the images made from it so far."""
-            return core.get_with_images(video_id, who())
+            return core.get_with_images(video_id, who(video_id))
 
         def delete(self, video_id):
             """Delete the video, its file and its images (stopping its processing first)."""
-            core.delete(video_id, who())
+            core.delete(video_id, who(video_id))
             return {"message": "success"}
 
     @ns.route("/<int:video_id>/file")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from model_service.training import sandbox as sandbox_mod
+from model_service.training.job import remove_tree
 from model_service.training.sandbox import Confinement, Limits, LogTail, Sandbox, Training
 
 SECRETS = {"MONGO_URI": "mongodb://admin:hunter2@db:27017", "STORAGE_URL": "s3://key:topsecret@minio:9000/bucket",
@@ -302,7 +303,15 @@ def test_many_empty_files_count_against_the_quota(tmp_path):
     assert run.outcome.reason == "disk", run.log.text()
 
 
-def test_folders_nested_too_deep_stop_the_training(tmp_path):
+@pytest.fixture
+def deep_tmp_path(tmp_path):
+    """tmp_path for a tree too deep for pytest's own clean-up (shutil.rmtree recurses and fails
+    on it, which would break a later test run's removal of old temporary folders)."""
+    yield tmp_path
+    remove_tree(tmp_path)
+
+
+def test_folders_nested_too_deep_stop_the_training(deep_tmp_path):
     """Past PATH_MAX or Python's recursion limit, a walk by paths (or shutil.rmtree) would miss
     or choke on them."""
     source = """
@@ -314,7 +323,7 @@ def test_folders_nested_too_deep_stop_the_training(tmp_path):
                 os.chdir("d" * 200)
             time.sleep(100)
     """
-    run = Run(tmp_path, source)
+    run = Run(deep_tmp_path, source)
     assert (run.outcome.reason, run.outcome.error) == ("disk", f"the training made folders nested more than {sandbox_mod.MAX_DEPTH} deep and was stopped")
 
 

@@ -9,7 +9,7 @@ from mlstudio.common.settings import ServiceSettings, env
 @dataclass(frozen=True, kw_only=True)
 class ModelSettings(ServiceSettings):
     service_name: str = "model"
-    tfserving_addr: str = env("TFSERVING_ADDR", "127.0.0.1:8500", help="host:port of TensorFlow Serving's gRPC API")
+    tfserving_addr: str = env("TFSERVING_ADDR", "127.0.0.1:8500", help="TensorFlow Serving's gRPC address: host:port, or unix:<socket path> (the local stack's)")
     tfserving_model_base: str = env("TFSERVING_MODEL_BASE", "", help="TF Serving's model repository, where this service writes SavedModels (default DATA_DIR/tfserving-models)")
     tfserving_model_base_in_server: str = env("TFSERVING_MODEL_BASE_IN_SERVER", "", help="the same directory as TF Serving sees it, when it runs elsewhere (a container); default: TFSERVING_MODEL_BASE")
     tfserving_config_file: str = env("TFSERVING_CONFIG_FILE", "", help="TF Serving's model config file (--model_config_file); default <model base>/models.config")

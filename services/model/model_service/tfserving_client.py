@@ -11,6 +11,7 @@ reachable" at once, instead of spending the whole inference deadline waiting for
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -30,6 +31,7 @@ from mlstudio.common.deadlines import NONE, Deadline
 
 from . import tensors
 
+log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -83,7 +85,10 @@ class TFServingClient:
 
     def _error(self, exc: grpc.RpcError, doing: str) -> errors.DomainError:
         if exc.code() in _DOWN:
-            return errors.Unavailable(f"TensorFlow Serving at {self.address} is unavailable ({doing}): {exc.details() or exc.code().name}")
+            # The details name the address (a socket path, in the local stack): for the log only.
+            log.warning("TensorFlow Serving at %s failed while %s: %s", self.address, doing, exc.details() or exc.code().name)
+            why = "it did not answer in time" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "it cannot be reached"
+            return errors.Unavailable(f"TensorFlow Serving is unavailable ({doing}): {why}; try again shortly")
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return errors.Unavailable(f"TensorFlow Serving does not hold the model yet ({doing}); try again shortly", code="model_not_loaded")
         if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):

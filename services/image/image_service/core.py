@@ -199,6 +199,7 @@ class ImageCore:
                 f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
+        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
         facts = self._predictions(project.type, model_id, user_id, checked, deadline)
         return [self.present(doc) for doc in self._create(project, checked, facts, deadline=deadline)]
 

@@ -24,8 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import server_command
-from . import sandbox
+from . import sandbox, server_command
 
 EMPTY_CONFIG = "model_config_list {\n}\n"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL

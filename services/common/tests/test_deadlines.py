@@ -90,3 +90,27 @@ def test_no_retry_once_the_client_left(monkeypatch):
 def test_the_peers_own_deadline_error_is_deadline_exceeded():
     error = errors.from_grpc_error(_Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "stopped: the client disconnected", "deadline_exceeded"), "model")
     assert isinstance(error, errors.DeadlineExceeded) and error.message == "stopped: the client disconnected"
+
+
+def test_the_doors_build_the_deadline_from_what_they_know():
+    class Context:
+        active = True
+
+        def time_remaining(self):
+            return 5.0
+
+        def is_active(self):
+            return self.active
+
+    context = Context()
+    grpc_deadline = Deadline.of_grpc(context)
+    assert 4 < grpc_deadline.remaining() <= 5 and grpc_deadline.left() == ""
+    context.active = False  # the caller cancelled
+    assert grpc_deadline.left() == "the client disconnected"
+
+    connected = {"yes": True}
+    wsgi_deadline = Deadline.of_wsgi({"waitress.client_disconnected": lambda: not connected["yes"]}, 600)
+    assert wsgi_deadline.left() == ""
+    connected["yes"] = False
+    assert wsgi_deadline.left() == "the client disconnected"
+    assert Deadline.of_wsgi({}, None).left() == ""  # another WSGI server: the deadline alone

@@ -44,6 +44,8 @@ class StackProfiler:
                 "--rate",
                 str(self.rate),
                 "--nonblocking",
+                # TF Serving's pid is bwrap's (it runs confined); the Python server is its child.
+                "--subprocesses",
                 "--output",
                 str(self.directory / f"{name}.txt"),
             ]

@@ -5,8 +5,13 @@ leave nothing behind, deletes that stop serving, TF Serving repopulated from sto
 that asks TF Serving."""
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
+import signal
+import socket
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -15,6 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
+from deploy.local.managed_stack import REQUEST_TIMEOUT_S
 from model_service import sample_models
 
 pytestmark = pytest.mark.integration
@@ -69,6 +75,11 @@ class User:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def images(self, project_id=None) -> list[dict]:
+        response = self.session.get("/images/all", params=self.params(project_id))
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def predict(self, model_id, images: list[bytes], project_id=None):
         return self.session.post("/images/predict", params=self.params(project_id), data={"model_id": str(model_id)},
                                  files=[("files", (f"image{i}.png", data)) for i, data in enumerate(images)])
@@ -96,6 +107,25 @@ def all_model_objects(stack) -> list[str]:
 def served_files(stack, model_id: int) -> list[str]:
     base = stack.data_dir / "model" / "tfserving-models" / f"model-{model_id}"
     return sorted(p.name for p in base.rglob("*")) if base.exists() else []
+
+
+def wait_for(condition, what: str, timeout_s: float = REQUEST_TIMEOUT_S):
+    """The first true value of `condition`, polled; the bound guards against a hang."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not come within {timeout_s:g} s")
+
+
+def served_or_none(response):
+    """`response` unless it says TF Serving is not ready yet (503)."""
+    if response.status_code == 503:
+        return None
+    assert response.status_code in (200, 201), response.text
+    return response
 
 
 def stored_objects(stack, model_id: int) -> list[str]:
@@ -289,9 +319,9 @@ def test_deleting_the_project_deletes_its_models(stack, alice, samples):
 
 def test_the_model_file_downloads_from_its_url(alice, samples):
     model = alice.uploaded(h5(samples), b"light\ndark\n")
-    response = requests.get(model["url"], timeout=30)  # no token: the signature is the credential
+    response = requests.get(model["url"], timeout=REQUEST_TIMEOUT_S)  # no token: the signature is the credential
     assert response.status_code == 200 and response.content == h5(samples)[1]
-    assert requests.get(model["url"].replace("signature=", "signature=0"), timeout=30).status_code == 403
+    assert requests.get(model["url"].replace("signature=", "signature=0"), timeout=REQUEST_TIMEOUT_S).status_code == 403
 
 
 def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, register, samples):
@@ -302,12 +332,140 @@ def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, regi
     shutil.rmtree(stack.data_dir / "model" / "tfserving-models")
     stack.start()
     assert owner.session.get(f"/models/{model['id']}").json()["status"] == "Trained"
-    image = owner.predict(model["id"], [png(0)]).json()[0]
+    # On a busy machine the restarted TF Serving may still be loading the restored model when the
+    # stack reports healthy (503 until then): wait for the prediction, not for a fixed time.
+    predicted = wait_for(lambda: served_or_none(owner.predict(model["id"], [png(0)])), "a prediction from the restored model")
+    image = predicted.json()[0]
     assert image["type"] == "dark" and image["score"] == pytest.approx(DARK[1], abs=1e-4)
     assert "saved_model.pb" in served_files(stack, model["id"])
 
 
 def test_the_model_service_is_ready_once_tf_serving_answers(stack):
-    response = requests.get(f"http://127.0.0.1:{stack.ports['MODEL_HTTP_PORT']}/readyz", timeout=30)
-    assert response.status_code == 200, response.text
+    def ready():
+        answer = requests.get(f"http://127.0.0.1:{stack.ports['MODEL_HTTP_PORT']}/readyz", timeout=REQUEST_TIMEOUT_S)
+        return answer if answer.status_code == 200 else None
+
+    response = wait_for(ready, "the model service's readiness")
     assert response.json()["checks"] == {"mongodb": True, "storage": True, "tfserving": True}
+
+
+# --- TF Serving that hangs, and clients that leave ----------------------------------------------
+# A stack without the launcher's TF Serving: the test runs its own (the same command) so that it
+# can stop, kill or replace it. The inference deadline is huge: an answer that comes at all came
+# from the short connect wait, by construction.
+OWN_TF_SERVING = {"MLSTUDIO_ONLY": "user,project,image,model", "TFSERVING_PREDICT_DEADLINE_S": "1000000",
+                  "TFSERVING_CONNECT_WAIT_S": "2", "STARTUP_TFSERVING_WAIT_S": "1"}
+
+
+class OwnTFServing:
+    """TF Serving for a stack, started with the launcher's command and environment."""
+
+    def __init__(self, stack, log_path):
+        self.stack, self.log_path, self.process = stack, log_path, None
+        self.socket_path = stack.data_dir / "tfserving" / "grpc.sock"  # deploy.local.registry.tfserving_socket
+
+    def ready(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            self.process = self.stack.start_component("tfserving", self.log_path)
+        return self.model_service_sees_it()
+
+    def model_service_sees_it(self) -> bool:
+        answer = requests.get(f"http://127.0.0.1:{self.stack.ports['MODEL_HTTP_PORT']}/readyz", timeout=REQUEST_TIMEOUT_S)
+        return answer.json()["checks"]["tfserving"]
+
+    def signal(self, signum) -> None:
+        os.killpg(self.process.pid, signum)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def own_tf_serving(stack_factory, tmp_path_factory):
+    stack = stack_factory(**OWN_TF_SERVING)
+    serving = OwnTFServing(stack, tmp_path_factory.mktemp("own-tfserving") / "tfserving.log")
+    yield serving
+    serving.kill()
+
+
+@pytest.fixture
+def serving_owner(own_tf_serving, api, register, samples):
+    """A user with a served model, on the stack whose TF Serving the test controls (running)."""
+    wait_for(own_tf_serving.ready, "TF Serving answering the model service")
+    owner = User(own_tf_serving.stack, api, register)
+    owner.model = owner.uploaded(h5(samples), b"light\ndark\n")
+    assert owner.predict(owner.model["id"], [png(0)]).status_code == 201
+    return owner
+
+
+@contextlib.contextmanager
+def silent_server(path):
+    """A unix socket that accepts connections into its backlog and never answers: a TF Serving
+    that hangs before the HTTP/2 handshake (stopped, wedged, or an address nobody serves)."""
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        sock.listen(64)
+        yield
+    path.unlink(missing_ok=True)
+
+
+def test_tf_serving_that_does_not_answer_is_503_after_the_connect_wait_asked_once(own_tf_serving, serving_owner):
+    stored = len(serving_owner.images())
+    log_before = own_tf_serving.stack.log_path.read_text(errors="replace")
+    own_tf_serving.kill()
+    with silent_server(own_tf_serving.socket_path):
+        wait_for(lambda: not own_tf_serving.model_service_sees_it(), "the model service noticing TF Serving is gone")
+        response = serving_owner.predict(serving_owner.model["id"], [png(0)])
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "tfserving_unreachable" and body["message"].startswith("TensorFlow Serving is not reachable")
+    assert str(own_tf_serving.stack.data_dir) not in body["message"]
+    assert len(serving_owner.images()) == stored
+    # one Classify reached the model service: the image service did not ask again
+    log = own_tf_serving.stack.log_path.read_text(errors="replace")[len(log_before):]
+    assert log.count("Classify failed: TensorFlow Serving is not reachable") == 1, log[-4000:]
+
+
+def envoy_counter(stack, name: str) -> int:
+    stats = requests.get(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/stats", params={"filter": f"^{name}$"},
+                         timeout=REQUEST_TIMEOUT_S).text
+    return int(stats.split(":")[1]) if stats.strip() else 0
+
+
+def raw_request(session, url: str, **kwargs) -> bytes:
+    """The bytes of an HTTP/1.1 POST as `session` would send it (the test sends them itself, to
+    hang up at a moment of its choosing)."""
+    prepared = session.prepare_request(requests.Request("POST", url, **kwargs))
+    body = prepared.body if isinstance(prepared.body, bytes) else (prepared.body or "").encode()
+    host = url.split("/")[2]
+    head = [f"POST {prepared.path_url} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    head += [f"{key}: {value}" for key, value in prepared.headers.items() if key.lower() not in ("host", "connection")]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+def test_a_prediction_whose_client_left_during_a_slow_classify_stores_nothing(own_tf_serving, serving_owner):
+    stack = own_tf_serving.stack
+    stored = len(serving_owner.images())
+    request = raw_request(serving_owner.session, stack.url + "/images/predict", params=serving_owner.params(),
+                          data={"model_id": str(serving_owner.model["id"])}, files=[("files", ("late.png", png(0)))])
+    reset = "cluster.image.upstream_cx_destroy_with_active_rq"
+    resets_before = envoy_counter(stack, reset)
+    log_start = stack.log_path.stat().st_size
+    new_log = lambda: stack.log_path.read_bytes()[log_start:].decode(errors="replace")  # noqa: E731
+    own_tf_serving.signal(signal.SIGSTOP)  # TF Serving hangs: the Classify waits on its open connection
+    try:
+        with socket.create_connection(("127.0.0.1", stack.ports["GATEWAY_PORT"])) as client:
+            client.sendall(request)
+            wait_for(lambda: "predicting 1 images with model" in new_log(), "the image service predicting")
+        # The client hung up while the model service waits for TF Serving; the gateway resets
+        # the request it forwarded, which closes the image service's connection.
+        wait_for(lambda: envoy_counter(stack, reset) > resets_before, "the gateway dropping the forwarded request")
+    finally:
+        own_tf_serving.signal(signal.SIGCONT)
+    refused = "not storing 1 images: the client disconnected"
+    wait_for(lambda: refused in new_log() or len(serving_owner.images()) > stored, "the image service finishing the prediction")
+    assert len(serving_owner.images()) == stored
+    assert refused in new_log()

@@ -199,10 +199,36 @@ def test_up_down_leave_nothing_behind_and_data_persists(private_stack, api, regi
     assert [pid for pid in pids if pid_alive(pid)] == []
 
 
-def test_a_dying_service_stops_the_stack(private_stack):
+def wait_for(condition, what: str, timeout_s: float = 180.0):
+    """Polls `condition` until it returns something true; the bound guards against a hang."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout_s:g} s")
+
+
+def test_a_crashed_service_is_restarted_and_the_rest_keep_running(private_stack, api, register):
     stack = private_stack(**CORE).start()
-    processes = stack.state()["processes"]
-    os.kill(processes["project"], signal.SIGKILL)
-    assert stack.process.wait(60) != 0
-    assert "project exited unexpectedly" in stack.log_tail()
-    assert [name for name, pid in processes.items() if pid_alive(pid)] == []
+    before = stack.state()["processes"]
+    os.kill(before["project"], signal.SIGKILL)
+
+    def restarted():
+        assert stack.running, f"the stack stopped:\n{stack.log_tail()}"
+        now = (stack.state() or {}).get("processes", {})
+        return now if now.get("project") not in (None, before["project"]) else None
+
+    after = wait_for(restarted, "the project service's restart")
+    assert stack.running, stack.log_tail()
+    assert {name: pid for name, pid in after.items() if name != "project"} == {name: pid for name, pid in before.items() if name != "project"}
+    assert all(pid_alive(pid) for pid in after.values())
+    user_id, token = register(stack, "after-restart")
+    wait_for(lambda: api(stack, token).get("/projects/all", params={"user_id": user_id}).status_code == 200,
+             "the restarted project service answering through the gateway")
+    assert f"project (pid {before['project']}) exited with code -9" in stack.log_tail(200)
+
+    stack.process.send_signal(signal.SIGINT)  # Ctrl-C still stops everything
+    assert stack.process.wait(90) == 0
+    assert [name for name, pid in after.items() if pid_alive(pid)] == []

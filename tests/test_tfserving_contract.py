@@ -1,14 +1,16 @@
 """TF Serving contract: the model service's TF Serving code (repository layout, config file,
 HandleReloadConfigRequest, GetModelStatus, GetModelMetadata, Predict) against a real server.
 
-By default the test starts the local stand-in (`python -m tfserving_standin`). To hold the real
-server to the same contract, start `tensorflow_model_server --port=8500
+By default the test starts TF Serving as the local stack does (`python -m tfserving_standin.launch`:
+the stand-in, confined by bwrap, serving on a unix socket), so the contract holds for the server
+the stack runs, sandbox included. To hold the real server to the same contract, start `tensorflow_model_server --port=8500
 --model_config_file=<dir>/models.config` over a directory both can reach and run
 
     TFSERVING_ADDR=127.0.0.1:8500 TFSERVING_MODEL_BASE=<dir> \
         [TFSERVING_MODEL_BASE_IN_SERVER=/models] pytest tests/test_tfserving_contract.py
 
 (the last variable when the server sees <dir> under another path, as in a container).
+TFSERVING_ADDR may name a unix socket too (`unix:/path/grpc.sock`).
 """
 from __future__ import annotations
 
@@ -50,16 +52,16 @@ def server(tmp_path_factory):
         base = tmp_path_factory.mktemp("tfserving")
         repository = TFServingRepository(base, base / "models.config")
         repository.prepare()
-        port = _free_port()
-        address = f"127.0.0.1:{port}"
+        socket_path = tmp_path_factory.mktemp("tfserving-run") / "grpc.sock"
+        address = f"unix:{socket_path}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "services" / "model"), str(REPO_ROOT / "services" / "common")]),
-               "CUDA_VISIBLE_DEVICES": ""}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tfserving_standin", f"--port={port}", f"--model_config_file={repository.config_file}",
-             "--max_num_load_retries=0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               "TFSERVING_SOCKET": str(socket_path), "TFSERVING_MODEL_BASE": str(base),
+               "TFSERVING_CONFIG_FILE": str(repository.config_file), "TFSERVING_PORT": str(_free_port())}
+        log_file = open(base.parent / "tfserving.log", "wb")  # noqa: SIM115 - closed with the server
+        process = subprocess.Popen([sys.executable, "-m", "tfserving_standin.launch"], env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
     client = TFServingClient(address, predict_deadline_s=30, control_deadline_s=60)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # a bound against a hang on a busy machine
     while not client.ping():
         assert process is None or process.poll() is None, "the stand-in exited"
         assert time.monotonic() < deadline, f"TF Serving at {address} did not answer"
@@ -67,7 +69,8 @@ def server(tmp_path_factory):
     yield types.SimpleNamespace(client=client, repository=repository, address=address)
     if process is not None:
         process.terminate()
-        process.wait(30)
+        process.wait(60)
+        log_file.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def serve(server, *served):
 
     server.client.reload_config(server.repository.write_config([ServedVersion(name, version) for name, version in served]))
     for name, version in served:
-        server.client.wait_available(name, version, 60)
+        server.client.wait_available(name, version, 300)
 
 
 def grey(*values, size=32):
@@ -200,7 +203,7 @@ def test_a_broken_saved_model_never_becomes_available(server):
         # The real server answers the reload with an error once loading fails; either way the
         # version never becomes AVAILABLE.
         server.client.reload_config(server.repository.write_config([ServedVersion("contract-broken", 1)]))
-        server.client.wait_available("contract-broken", 1, 15)
+        server.client.wait_available("contract-broken", 1, 300)
     assert server.client.version_state("contract-broken", 1)[0] != "AVAILABLE"
     serve(server)
 
@@ -219,8 +222,46 @@ def test_an_unreachable_server_is_unavailable_at_once():
     assert client.ping(timeout_s=1) is False
 
 
-def wait_until(condition, timeout_s: float = 20.0) -> None:
+def wait_until(condition, timeout_s: float = 300.0) -> None:
+    """Polls `condition`; the bound guards against a hang on a busy machine."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "the server did not get there in time"
         time.sleep(0.2)
+
+
+def file_reader(directory: Path, path: Path) -> Path:
+    """A SavedModel whose serving signature answers the length of the file at `path`: a graph
+    that reads a file, as an uploaded model might (the model service refuses such graphs; the
+    sandbox is the wall behind that check, tested here directly)."""
+    import tensorflow as tf
+
+    class Reader(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="images")])
+        def serve(self, images):
+            return {"length": tf.reshape(tf.strings.length(tf.io.read_file(str(path))), [1]), "count": tf.shape(images)}
+
+    reader = Reader()
+    tf.saved_model.save(reader, str(directory), signatures={"serving_default": reader.serve})
+    return directory
+
+
+def test_a_graph_cannot_read_files_outside_the_model_repository(server, tmp_path):
+    from mlstudio.common import errors
+
+    secret = tmp_path / "secrets" / "media-signing-key"
+    secret.parent.mkdir()
+    secret.write_text("not for model graphs")
+    inside = server.repository.base / "contract-files" / "readable.txt"
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.write_text("part of the repository")
+    for name, path in [("contract-read-inside", inside), ("contract-read-secret", secret)]:
+        staged = server.repository.staging_dir() / "reader"
+        server.repository.install(name, 1, file_reader(staged, path))
+    serve(server, ("contract-read-inside", 1), ("contract-read-secret", 1))
+    outputs = server.client.predict("contract-read-inside", 1, {"images": np.zeros(1, np.float32)}, ["length"])
+    assert list(outputs["length"]) == [len("part of the repository")]  # the op itself works
+    with pytest.raises(errors.DomainError) as caught:
+        server.client.predict("contract-read-secret", 1, {"images": np.zeros(1, np.float32)}, ["length"])
+    assert "not for model graphs" not in caught.value.message
+    serve(server)

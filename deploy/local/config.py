@@ -50,6 +50,9 @@ class StackConfig:
     max_video_upload_bytes: int = env("MAX_VIDEO_UPLOAD_BYTES", 2 * GiB, help="body limit of POST /videos/all")
     max_model_upload_bytes: int = env("MAX_MODEL_UPLOAD_BYTES", 2 * GiB, help="body limit of POST /models/all")
     startup_timeout_s: float = env("STARTUP_TIMEOUT_S", 120.0, help="how long a process may take to become healthy")
+    restart_delay_s: float = env("RESTART_DELAY_S", 1.0, help="first delay before a process that exited is started again (doubles with each exit in a row)")
+    restart_max_delay_s: float = env("RESTART_MAX_DELAY_S", 30.0, help="longest delay before a process that exited is started again")
+    restart_reset_s: float = env("RESTART_RESET_S", 60.0, help="a process that ran this long starts its restart delays over")
     only: tuple[str, ...] = env("MLSTUDIO_ONLY", (), help="run only these registry components, e.g. user,project (default: all)")
     # Not from single variables: filled by `load`.
     ports: Mapping[str, int] = dataclasses.field(default_factory=dict)

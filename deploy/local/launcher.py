@@ -4,7 +4,7 @@ ML Studio is several processes (MongoDB, one per service, the Envoy gateway) tha
 ports, secrets and a data directory, start in dependency order and stop together. This is the
 one place that knows how:
 
-    python -m deploy.local.launcher run     # foreground; Ctrl-C stops everything
+    python -m deploy.local.launcher run     # foreground; Ctrl-C stops everything; a crashed process is restarted
     python -m deploy.local.launcher up      # background; returns once everything is healthy
     python -m deploy.local.launcher down    # stops what `up` (or `run`) started
     python -m deploy.local.launcher status  # says what runs
@@ -30,7 +30,7 @@ from . import mongo, preflight, registry, state
 from .background import down, status, up
 from .config import MONGO_PORT, StackConfig, load
 from .envoy import envoy_spec, gateway_config
-from .processes import StartupError, StopRequested, Supervisor
+from .processes import RestartPolicy, StartupError, StopRequested, Supervisor
 
 log = logging.getLogger("launcher")
 
@@ -103,8 +103,8 @@ def _start_stack(supervisor: Supervisor, config: StackConfig, components: tuple[
 
 
 def run(config: StackConfig, components: tuple[registry.Component, ...]) -> int:
-    """Starts everything, stays in the foreground until a signal or a child's death, and stops
-    everything in reverse order."""
+    """Starts everything, stays in the foreground until a signal (restarting any process that
+    exits meanwhile, with backoff), and stops everything in reverse order."""
     other = state.running_pid(config)
     if other is not None and other != os.getpid():
         log.error("a stack already runs from %s (pid %d); stop it with `make down`", config.data_dir, other)
@@ -122,16 +122,17 @@ def run(config: StackConfig, components: tuple[registry.Component, ...]) -> int:
         log.warning("!" * 78)
     prepare_data_dir(config, components)
     config.pid_file.write_text(str(os.getpid()))
-    supervisor = Supervisor(stop)
+    supervisor = Supervisor(stop, RestartPolicy(config.restart_delay_s, config.restart_max_delay_s, config.restart_reset_s))
+
+    def record(pids: dict[str, int]) -> None:
+        # `down` and `status` read the processes from here; keep it true across restarts.
+        state.write_state(config, {"pid": os.getpid(), "url": config.gateway_url, "ports": dict(config.ports), "processes": pids})
+
     try:
         _start_stack(supervisor, config, components, stop)
-        state.write_state(config, {"pid": os.getpid(), "url": config.gateway_url, "ports": dict(config.ports), "processes": supervisor.pids})
+        record(supervisor.pids)
         log.info("ML Studio is up: %s (Ctrl-C stops it)", config.gateway_url)
-        exited = supervisor.watch()
-        if exited is not None:
-            spec, code = exited
-            log.error("%s exited unexpectedly with code %d; stopping the stack", spec.name, code)
-            return 1
+        supervisor.supervise(on_restart=record)
         return 0
     except StartupError as error:
         log.error("%s; stopping the stack", error)

@@ -21,6 +21,10 @@ from deploy.local.processes import pid_alive, signal_group, tied_to_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
+# How long a test request may take before it counts as hung: generous, because a busy machine
+# (the tests share it with other runs) can take tens of seconds for a first prediction. A bound
+# against a hang, never an expectation of speed.
+REQUEST_TIMEOUT_S = 300.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -161,7 +165,7 @@ class Stack:
 
 
 class Api(requests.Session):
-    """A session whose relative URLs go to the gateway; no proxies (loopback), 30 s timeout."""
+    """A session whose relative URLs go to the gateway; no proxies (loopback), REQUEST_TIMEOUT_S."""
 
     def __init__(self, base_url: str, token: str | None = None):
         super().__init__()
@@ -173,5 +177,5 @@ class Api(requests.Session):
     def request(self, method, url, *args, **kwargs):
         if url.startswith("/"):
             url = self.base_url + url
-        kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("timeout", REQUEST_TIMEOUT_S)
         return super().request(method, url, *args, **kwargs)

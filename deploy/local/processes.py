@@ -1,8 +1,14 @@
-"""Starting, watching and stopping the stack's processes, leaving none behind.
+"""Starting, supervising and stopping the stack's processes, leaving none behind.
 
 Each child runs in its own process group, so stopping it also stops whatever it started, and
 asks the kernel for SIGTERM should the launcher die without cleaning up (even by SIGKILL).
 Every wait polls and gives up on a stop request, so Ctrl-C works at any moment.
+
+Once the stack is up, a child that exits is started again, as compose's `restart:` and
+Kubernetes do: after 1 s, then 2, 4, ... up to a cap, the delay starting over once a run lasted
+long enough; each exit is logged with its code. Every child is supervised alike (MongoDB and
+Envoy too: their data and config are on disk, a restart picks them up). A child that dies while
+the stack starts is a configuration problem instead: the start fails, saying which.
 """
 from __future__ import annotations
 
@@ -123,20 +129,51 @@ def tied_to_parent(argv: list[str], signal_name: str = "TERM") -> list[str]:
     return [setpriv, "--pdeathsig", signal_name, "--", *argv] if setpriv else list(argv)
 
 
-class Supervisor:
-    """The running children, in start order; stops them in reverse."""
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """How soon a child that exited is started again: `first_delay_s`, doubling with each exit
+    in a row up to `max_delay_s`; a run that lasted `reset_after_s` starts the count over."""
 
-    def __init__(self, stop: threading.Event):
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    reset_after_s: float = 60.0
+
+    def delay(self, exits_in_a_row: int) -> float:
+        return min(self.max_delay_s, self.first_delay_s * 2 ** max(0, exits_in_a_row - 1))
+
+
+@dataclasses.dataclass
+class _Child:
+    spec: ProcessSpec
+    process: subprocess.Popen
+    started: float
+    exits_in_a_row: int = 0
+    restart_at: float | None = None  # set while waiting to be started again
+
+
+class Supervisor:
+    """The children, in start order; restarts those that exit (`supervise`), stops them all in
+    reverse order."""
+
+    def __init__(self, stop: threading.Event, policy: RestartPolicy = RestartPolicy(), clock: Callable[[], float] = time.monotonic):
         self._stop = stop
-        self._running: list[tuple[ProcessSpec, subprocess.Popen]] = []
+        self._policy = policy
+        self._clock = clock
+        self._running: list[_Child] = []
 
     @property
     def pids(self) -> dict[str, int]:
-        return {spec.name: process.pid for spec, process in self._running}
+        return {child.spec.name: child.process.pid for child in self._running}
 
     def start(self, spec: ProcessSpec) -> subprocess.Popen:
         if self._stop.is_set():
             raise StopRequested
+        process = self._spawn(spec)
+        self._running.append(_Child(spec, process, self._clock()))
+        log.info("started %s (pid %d)", spec.name, process.pid)
+        return process
+
+    def _spawn(self, spec: ProcessSpec) -> subprocess.Popen:
         output = None
         if spec.output is not None:
             spec.output.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +193,6 @@ class Supervisor:
         finally:
             if output is not None:
                 output.close()
-        self._running.append((spec, process))
-        log.info("started %s (pid %d)", spec.name, process.pid)
         return process
 
     def wait_ready(self, spec: ProcessSpec, process: subprocess.Popen, timeout_s: float) -> None:
@@ -175,19 +210,46 @@ class Supervisor:
                 raise StartupError(f"{spec.name} did not become healthy within {timeout_s:g} s")
             self._stop.wait(0.1)
 
-    def watch(self) -> tuple[ProcessSpec, int] | None:
-        """Blocks until a child exits (returns it and its exit code) or a stop is requested (None)."""
-        while not self._stop.wait(0.5):
-            for spec, process in self._running:
-                code = process.poll()
-                if code is not None:
-                    return spec, code
-        return None
+    def supervise(self, on_restart: Callable[[dict[str, int]], None] = lambda _pids: None, poll_s: float = 0.2) -> None:
+        """Until a stop is requested: starts again each child that exited, with backoff, and
+        calls `on_restart` with the new pids after each restart."""
+        while not self._stop.wait(poll_s):
+            for child in self._running:
+                if child.restart_at is None:
+                    self._notice_exit(child)
+                elif self._clock() >= child.restart_at and self._restart(child):
+                    on_restart(self.pids)
+
+    def _notice_exit(self, child: _Child) -> None:
+        code = child.process.poll()
+        if code is None:
+            return
+        ran_s = self._clock() - child.started
+        child.exits_in_a_row = 1 if ran_s >= self._policy.reset_after_s else child.exits_in_a_row + 1
+        delay = self._policy.delay(child.exits_in_a_row)
+        child.restart_at = self._clock() + delay
+        signal_group(child.process.pid, signal.SIGKILL)  # whatever it left in its group
+        where = f"; see {child.spec.output}" if child.spec.output else ""
+        killed = f" ({signal.Signals(-code).name})" if code < 0 and -code in signal.valid_signals() else ""
+        log.error("%s (pid %d) exited with code %d%s after %.0f s; restarting it in %g s (exit %d in a row)%s",
+                  child.spec.name, child.process.pid, code, killed, ran_s, delay, child.exits_in_a_row, where)
+
+    def _restart(self, child: _Child) -> bool:
+        try:
+            child.process = self._spawn(child.spec)
+        except StartupError as error:
+            child.exits_in_a_row += 1
+            child.restart_at = self._clock() + self._policy.delay(child.exits_in_a_row)
+            log.error("%s; trying again later", error)
+            return False
+        child.started, child.restart_at = self._clock(), None
+        log.warning("restarted %s (pid %d)", child.spec.name, child.process.pid)
+        return True
 
     def stop_all(self) -> None:
         while self._running:
-            spec, process = self._running.pop()
-            self._stop_one(spec, process)
+            child = self._running.pop()
+            self._stop_one(child.spec, child.process)
 
     @staticmethod
     def _stop_one(spec: ProcessSpec, process: subprocess.Popen) -> None:

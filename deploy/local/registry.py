@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from mlstudio.common.settings import ConfigError
 
@@ -73,26 +74,37 @@ def _user_env(context: Context) -> Mapping[str, str]:
 TFSERVING_PORT = Port("tfserving grpc", "TFSERVING_PORT", 8500, child_var="TFSERVING_PORT")
 
 
+def tfserving_socket(config: StackConfig) -> Path:
+    """Where TF Serving serves gRPC: a unix socket in its own data directory, the one place it
+    may write (it runs confined, without a network of its own; see tfserving_standin.sandbox)."""
+    return config.data_dir / "tfserving" / "grpc.sock"
+
+
 def _tfserving_files(context: Context) -> Mapping[str, str]:
     """TF Serving's model repository and config file, shared by TF Serving and the model service."""
     base = context.config.data_dir / "model" / "tfserving-models"
     return {"TFSERVING_MODEL_BASE": str(base), "TFSERVING_CONFIG_FILE": str(base / "models.config")}
 
 
+def _tfserving_env(context: Context) -> Mapping[str, str]:
+    return {**_tfserving_files(context), "TFSERVING_SOCKET": str(tfserving_socket(context.config))}
+
+
 def _model_env(context: Context) -> Mapping[str, str]:
-    return {**_tfserving_files(context), "TFSERVING_ADDR": f"127.0.0.1:{context.config.ports[TFSERVING_PORT.name]}"}
+    return {**_tfserving_files(context), "TFSERVING_ADDR": f"unix:{tfserving_socket(context.config)}"}
 
 
 def _trainer_env(context: Context) -> Mapping[str, str]:
-    return {**_model_env(context), "SANDBOX_HIDE_PATHS": str(context.config.data_dir)}
+    return _model_env(context)
 
 
 COMPONENTS: tuple[Component, ...] = (
     service("user", http_port=8101, grpc_port=9101, extra_env=_user_env),
     service("project", http_port=8102, grpc_port=9102),
     service("image", http_port=8103, grpc_port=9103),
-    # The real tensorflow_model_server when it is on PATH, else the local stand-in.
-    Component(name="tfserving", module="tfserving_standin.launch", ports=(TFSERVING_PORT,), extra_env=_tfserving_files),
+    # The real tensorflow_model_server when it is on PATH, else the local stand-in; confined by
+    # bwrap: it sees the model repository read-only and serves on a unix socket, nothing else.
+    Component(name="tfserving", module="tfserving_standin.launch", ports=(TFSERVING_PORT,), extra_env=_tfserving_env),
     service("model", http_port=8104, grpc_port=9104, extra_env=_model_env),
     service("video", http_port=8105, grpc_port=9105),
     # Splits uploaded videos into labelled frames (jobs leased from the video service's database).

@@ -216,12 +216,24 @@ def test_compose_sets_only_settings_that_the_code_reads(compose, process):
 def test_tf_serving_and_the_model_service_share_the_model_repository(compose):
     services = compose["services"]
     repository = "/models"
-    for name in ("tf-serving", "model", "model-trainer", "model-repository-init"):
+    for name in ("model", "model-trainer", "model-repository-init"):
         assert f"model-repository:{repository}" in services[name]["volumes"], name
+    assert f"model-repository:{repository}:ro" in services["tf-serving"]["volumes"]
     assert services["model"]["environment"]["TFSERVING_MODEL_BASE"] == repository
     assert services["model"]["environment"]["TFSERVING_ADDR"] == "tf-serving:8500"
     assert f"--model_config_file={repository}/models.config" in services["tf-serving"]["command"]
     assert any(arg.startswith("--model_config_file_poll_wait_seconds=") for arg in services["tf-serving"]["command"])
+
+
+def test_compose_tf_serving_holds_no_credentials_and_reaches_only_its_clients(compose):
+    """TF Serving runs uploaded model graphs: nothing to steal, nowhere to go."""
+    services = compose["services"]
+    serving = services["tf-serving"]
+    assert "environment" not in serving and "env_file" not in serving and "secrets" not in serving
+    assert all(volume.endswith(":ro") for volume in serving["volumes"])
+    assert serving["networks"] == ["model-serving"] and compose["networks"]["model-serving"]["internal"] is True
+    members = {name for name, service in services.items() if "model-serving" in service.get("networks", [])}
+    assert members == {"tf-serving", "model", "model-trainer"}
 
 
 def test_compose_gateway_rendering_routes_to_the_compose_services(compose):
@@ -528,6 +540,20 @@ def test_tf_serving_reads_the_repository_that_the_model_service_writes(rendered,
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tf_serving_holds_no_credentials_and_mounts_the_repository_read_only(rendered, overlay):
+    """TF Serving runs uploaded model graphs: no environment, no service account token, and
+    every volume but its scratch /tmp read-only."""
+    spec = _objects(rendered[overlay], "Deployment")["tf-serving"]["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (container,) = spec["containers"]
+    assert not container.get("env") and not container.get("envFrom")
+    secret_volumes = [v["name"] for v in spec["volumes"] if "secret" in v or "projected" in v]
+    assert secret_volumes == []
+    for mount in container["volumeMounts"]:
+        assert mount.get("readOnly") is True or mount["mountPath"] == "/tmp", mount
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kubernetes_gateway_rendering_routes_to_the_services(rendered, overlay):
     services = _objects(rendered[overlay], "Service")
     config = gateway_render.preset("kubernetes")
@@ -597,6 +623,10 @@ def test_the_gateway_and_the_services_reach_what_they_need(clusters, overlay):
             if other != service:
                 assert cluster.allows(pods[service], pods[other], 50051), f"{service} -> {other}"
     assert cluster.allows(pods["model"], pods["tf-serving"], 8500)
+    for name, pod in pods.items():  # TF Serving runs uploaded graphs: it reaches nothing but DNS
+        for port in (8000, 8080, 50051, 8500, 27017, 9000, 443):
+            assert not cluster.allows(pods["tf-serving"], pod, port), f"tf-serving -> {name}:{port}"
+    assert not cluster.allows(pods["tf-serving"], network.OUTSIDE, 443)
     assert not cluster.allows(pods["gateway"], pods["tf-serving"], 8500)
     assert not cluster.allows(pods["image"], pods["tf-serving"], 8500)
     assert cluster.allows(pods["video-worker"], pods["model"], 50051)

@@ -18,6 +18,7 @@ ROWS = [
     (errors.Unprocessable, 422, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotImplementedYet, 501, grpc.StatusCode.UNIMPLEMENTED),
     (errors.Unavailable, 503, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceeded, 504, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -59,6 +60,9 @@ def test_health_and_readiness():
 
 
 class _Context:
+    def set_trailing_metadata(self, metadata):
+        self.trailing = metadata
+
     def abort(self, code, message):
         self.code, self.message = code, message
         raise grpc.RpcError(message)
@@ -70,6 +74,7 @@ def test_domain_error_becomes_its_grpc_status(cls, _status, code):
     with pytest.raises(grpc.RpcError):
         grpc_server._abort_for(cls("bad"), context, "/x.Y/Z")
     assert (context.code, context.message) == (code, "bad")
+    assert context.trailing == ((errors.ERROR_CODE_KEY, cls.code),)
 
 
 def test_unknown_error_becomes_internal_without_details():
@@ -90,7 +95,7 @@ class _PeerError(grpc.RpcError):
         return self._details
 
 
-@pytest.mark.parametrize("cls,_status,code", [row for row in ROWS if row[0] not in (errors.UnsupportedMediaType, errors.Unprocessable)])
+@pytest.mark.parametrize("cls,_status,code", [row for row in ROWS if row[0] not in (errors.UnsupportedMediaType, errors.Unprocessable, errors.DeadlineExceeded)])
 def test_peer_status_comes_back_as_the_same_domain_error(cls, _status, code):
     error = errors.from_grpc_error(_PeerError(code, "peer says no"), "image")
     assert isinstance(error, cls)

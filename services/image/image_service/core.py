@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, mongo
+from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.media_files import MediaFile
 from mlstudio.common.tags import normalize_tag, tag_from_label
 
@@ -202,9 +203,12 @@ class ImageCore:
         facts = [{"tag": tag} for _ in checked]
         return [self.present(doc) for doc in self._create(project, checked, facts)]
 
-    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile]) -> list[dict]:
+    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], deadline: Deadline = NONE) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
-        Detection project). The model must be readable by the caller and of the project's type."""
+        Detection project). The model must be readable by the caller and of the project's type.
+
+        Nothing is stored once the caller stopped waiting (`deadline` passed or its client hung
+        up): nobody would see the answer, and a client that retries would file the images twice."""
         project = self._project(project_id, user_id)
         if self.models is None:
             raise errors.NotImplementedYet("prediction needs the model service, which this deployment does not run",
@@ -215,17 +219,19 @@ class ImageCore:
                 f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
-        facts = self._predictions(project.type, model_id, user_id, checked)
-        return [self.present(doc) for doc in self._create(project, checked, facts)]
+        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
+        facts = self._predictions(project.type, model_id, user_id, checked, deadline)
+        return [self.present(doc) for doc in self._create(project, checked, facts, deadline=deadline)]
 
-    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage]) -> list[dict]:
+    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], deadline: Deadline) -> list[dict]:
         facts = []
         for batch in self._batches(checked):
+            deadline.check("asking the model service")
             contents = [image.read() for image in batch]
             if project_type == DETECTION:
-                results = self.models.detect(model_id, user_id, contents)
+                results = self.models.detect(model_id, user_id, contents, deadline=deadline)
             else:
-                results = self.models.classify(model_id, user_id, contents)
+                results = self.models.classify(model_id, user_id, contents, deadline=deadline)
             if len(results) != len(batch):
                 raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
             facts.extend(_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
@@ -276,12 +282,16 @@ class ImageCore:
                 found[(doc["video"], doc["frame_index"])] = doc
         return found
 
-    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False) -> list[dict]:
+    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False,
+                deadline: Deadline = NONE) -> list[dict]:
         """Allocates ids, writes bytes, inserts the metadata; on failure removes what it wrote.
         With `frames`, documents whose (video, frame) a concurrent request stored first are
-        dropped (with their bytes) and the stored ones returned instead."""
+        dropped (with their bytes) and the stored ones returned instead. Once the caller stopped
+        waiting (`deadline`), stores nothing: checked before the first write and again before
+        the metadata, which is what makes the images exist."""
         if not checked:
             return []
+        self._still_wanted(project, len(checked), deadline)
         ids = self.repository.reserve_ids(len(checked))
         now = mongo.utc_now()
         docs = [_new_doc(image_id, project, image, fact, now) for image_id, image, fact in zip(ids, checked, facts)]
@@ -291,6 +301,7 @@ class ImageCore:
                 image.stream.seek(0)
                 self._put(doc, image)
                 written.append(doc["key"])
+            self._still_wanted(project, len(checked), deadline)
             if not frames:
                 self.repository.insert_many(docs)
                 return docs
@@ -303,6 +314,13 @@ class ImageCore:
             kept = [doc for doc in docs if doc["_id"] not in duplicates]
             return kept + list(self._existing_frames_of([doc for doc in docs if doc["_id"] in duplicates]).values())
         return docs
+
+    @staticmethod
+    def _still_wanted(project, count: int, deadline: Deadline) -> None:
+        why = deadline.left()
+        if why:
+            log.warning("project %s: not storing %d images: %s", project.id, count, why)
+            raise errors.DeadlineExceeded(f"the images were not stored: {why}")
 
     def _existing_frames_of(self, docs: list[dict]) -> dict:
         frames = [NewFrame(b"", video_id=doc["video"], frame_index=doc["frame_index"]) for doc in docs]

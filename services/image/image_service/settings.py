@@ -14,6 +14,9 @@ class ImageSettings(ServiceSettings):
     max_image_pixels: int = env("MAX_IMAGE_PIXELS", 50_000_000, help="largest accepted image, in pixels (guards against decompression bombs)")
     # The same variable sets the gateway's body limit of POST /images/..., so both agree.
     max_upload_bytes: int = env("MAX_IMAGE_UPLOAD_BYTES", 256 * MIB, help="largest request body of an upload, in bytes")
+    predict_deadline_s: float = env("PREDICT_DEADLINE_S", 600.0, help=(
+        "how long POST /images/predict may take; past it (or once its client hung up) nothing is stored and the "
+        "model service is not asked again"))
     predict_batch_bytes: int = env("PREDICT_BATCH_BYTES", 16 * MIB, help="most image bytes sent to the model service in one call")
     detection_filing: str = env("DETECTION_FILING", "detected",
                                 help="what Detection images are filed under: detected (every one, as the original did; the "

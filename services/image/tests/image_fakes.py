@@ -187,6 +187,7 @@ class FakeModels:
         self.labels = labels or []
         self.boxes = boxes or []
         self.calls: list[tuple[str, int]] = []
+        self.during_call = lambda: None  # what happens while the model service works (a client leaving, say)
 
     def get_model(self, model_id, user_id):
         model = self.models.get(model_id)
@@ -194,13 +195,15 @@ class FakeModels:
             raise errors.NotFound(f"model {model_id} not found")
         return SimpleNamespace(id=model_id, type=model["type"])
 
-    def classify(self, model_id, user_id, images):
+    def classify(self, model_id, user_id, images, deadline=None):
         self.calls.append(("classify", len(images)))
+        self.during_call()
         answers, self.labels = self.labels[: len(images)], self.labels[len(images):]
         return [SimpleNamespace(label=label, score=score) for label, score in answers]
 
-    def detect(self, model_id, user_id, images, threshold=0.0):
+    def detect(self, model_id, user_id, images, threshold=0.0, deadline=None):
         self.calls.append(("detect", len(images)))
+        self.during_call()
         answers, self.boxes = self.boxes[: len(images)], self.boxes[len(images):]
         return [SimpleNamespace(boxes=[SimpleNamespace(label=b[0], score=b[1], x1=b[2], y1=b[3], x2=b[4], y2=b[5]) for b in found])
                 for found in answers]

@@ -8,6 +8,7 @@ from image_fakes import NOW, build_world, image_bytes
 from image_service.core import NewFrame, Page
 from image_service.uploads import UploadedFile
 from mlstudio.common import errors, mongo
+from mlstudio.common.deadlines import Deadline
 from mlstudio.common.detections import detection
 
 IMAGE_FIELDS = {"id", "title", "location", "description", "url", "type", "user", "project", "isTrain", "captions",
@@ -399,3 +400,28 @@ def test_predict_without_a_model_service_is_not_implemented():
     world = build_world(with_models=False)
     with pytest.raises(errors.NotImplementedYet):
         world.core.predict(1, 10, 7, files("a.png"))
+
+
+def test_predict_whose_client_left_during_the_model_call_stores_nothing(world, caplog):
+    client = {"connected": True}
+    world.models.labels = [("cat", 0.9), ("dog", 0.8)]
+    world.models.during_call = lambda: client.update(connected=False)  # the client hangs up while the model works
+    with pytest.raises(errors.DeadlineExceeded) as caught:
+        world.core.predict(1, 10, 7, files("a.png", "b.png"), deadline=Deadline(None, gone=lambda: not client["connected"]))
+    assert "the client disconnected" in caught.value.message and caught.value.code == "deadline_exceeded"
+    assert world.models.calls == [("classify", 2)]
+    assert world.store.objects == {} and world.repository.list(project_id=10) == []
+    assert "not storing 2 images: the client disconnected" in caplog.text
+
+
+def test_predict_past_its_deadline_stores_nothing_and_asks_no_further_batch():
+    data = image_bytes("PNG")
+    world = build_world(predict_batch_bytes=2 * len(data))
+    world.models.labels = [("cat", 0.5)] * 3
+    now = {"t": 0.0}
+    world.models.during_call = lambda: now.update(t=now["t"] + 100)  # the first batch takes longer than the whole deadline
+    with pytest.raises(errors.DeadlineExceeded):
+        world.core.predict(1, 10, 7, files(("a.png", data), ("b.png", data), ("c.png", data)),
+                           deadline=Deadline(60, clock=lambda: now["t"]))
+    assert world.models.calls == [("classify", 2)]
+    assert world.store.objects == {} and world.repository.list(project_id=10) == []

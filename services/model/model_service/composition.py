@@ -41,7 +41,8 @@ def build_core(settings: ModelSettings, db) -> ModelCore:
     tfserving_repository = TFServingRepository(settings.model_base, settings.config_file, settings.tfserving_model_base_in_server or None)
     tfserving_repository.prepare()
     client = TFServingClient(settings.tfserving_addr, predict_deadline_s=settings.tfserving_predict_deadline_s,
-                             control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s)
+                             control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s,
+                             connect_wait_s=settings.tfserving_connect_wait_s)
     serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
     # A zipped SavedModel may unpack to no more than an upload may weigh.
     converter = SubprocessConverter(timeout_s=settings.convert_timeout_s, dynamic_size=settings.dynamic_input_size,

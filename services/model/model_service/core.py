@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from mlstudio.common import errors, mongo
+from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.media_files import MediaFile
 
 from . import archive, detections, labels as label_files, pixels, preprocessing, trainings as training_status, uploads
@@ -562,28 +563,34 @@ class ModelCore:
             raise errors.NotAcceptable(f"model {model_id} is not ready (status {doc['status']})", code="model_not_ready")
         return doc
 
-    def _predict(self, doc: dict, images: list[bytes], output_keys: list[str]) -> tuple[dict, list[tuple[int, int]]]:
-        """One Predict call per at most `max_batch` images; outputs joined in image order."""
+    def _predict(self, doc: dict, images: list[bytes], output_keys: list[str], deadline: Deadline) -> tuple[dict, list[tuple[int, int]]]:
+        """One Predict call per at most `max_batch` images; outputs joined in image order. Stops
+        (DeadlineExceeded) as soon as the caller is no longer waiting."""
         height, width, _ = doc["input_shape"]
+        deadline.check("predicting")
         batch = pixels.to_batch(images, height, width)
         name, version = serving_name(doc["_id"]), doc.get("version", 1)
-        parts = [self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
-                 for part in pixels.chunks(len(images), self.limits.max_batch)]
+        parts = []
+        for part in pixels.chunks(len(images), self.limits.max_batch):
+            deadline.check("predicting")
+            parts.append(self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys, deadline=deadline))
+        deadline.check("answering the prediction")
         return {key: np.concatenate([part[key] for part in parts]) for key in output_keys}, batch.sizes
 
-    def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list[detections.Classification]:
+    def classify(self, model_id: int, user_id: int, images: list[bytes], deadline: Deadline = NONE) -> list[detections.Classification]:
         doc = self._usable(model_id, user_id, CLASSIFICATION)
-        outputs, _sizes = self._predict(doc, images, ["probabilities"])
+        outputs, _sizes = self._predict(doc, images, ["probabilities"], deadline)
         return detections.classify(outputs["probabilities"], doc["labels"])
 
-    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0) -> list[list[detections.Detection]]:
+    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0,
+               deadline: Deadline = NONE) -> list[list[detections.Detection]]:
         if threshold == 0:
             threshold = detections.DEFAULT_THRESHOLD
         if not 0 < threshold <= 1:
             raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
         doc = self._usable(model_id, user_id, DETECTION)
         keys = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
-        outputs, sizes = self._predict(doc, images, keys)
+        outputs, sizes = self._predict(doc, images, keys, deadline)
         return detections.boxes_in_pixels(outputs, sizes, doc["labels"], threshold)
 
     # ----- the model file, through a signed URL

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mlstudio.common import errors
+from mlstudio.common.deadlines import NONE, Deadline
 
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, TFServingRepository
@@ -83,9 +84,10 @@ class Serving:
             log.warning("TF Serving not updated after removing %s, will retry: %s", name, exc.message)
         self.repository.remove(name)
 
-    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str]) -> dict[str, np.ndarray]:
+    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str],
+                deadline: Deadline = NONE) -> dict[str, np.ndarray]:
         try:
-            return self.client.predict(name, version, inputs, output_keys)
+            return self.client.predict(name, version, inputs, output_keys, deadline=deadline)
         except errors.Unavailable as exc:
             if exc.code == "model_not_loaded":
                 self.dirty = True  # TF Serving lost the model (restarted?): re-apply the config

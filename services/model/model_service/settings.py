@@ -9,12 +9,15 @@ from mlstudio.common.settings import ServiceSettings, env
 @dataclass(frozen=True, kw_only=True)
 class ModelSettings(ServiceSettings):
     service_name: str = "model"
-    tfserving_addr: str = env("TFSERVING_ADDR", "127.0.0.1:8500", help="host:port of TensorFlow Serving's gRPC API")
+    tfserving_addr: str = env("TFSERVING_ADDR", "127.0.0.1:8500", help="TensorFlow Serving's gRPC address: host:port, or unix:<socket path> (the local stack's)")
     tfserving_model_base: str = env("TFSERVING_MODEL_BASE", "", help="TF Serving's model repository, where this service writes SavedModels (default DATA_DIR/tfserving-models)")
     tfserving_model_base_in_server: str = env("TFSERVING_MODEL_BASE_IN_SERVER", "", help="the same directory as TF Serving sees it, when it runs elsewhere (a container); default: TFSERVING_MODEL_BASE")
     tfserving_config_file: str = env("TFSERVING_CONFIG_FILE", "", help="TF Serving's model config file (--model_config_file); default <model base>/models.config")
     tfserving_predict_deadline_s: float = env("TFSERVING_PREDICT_DEADLINE_S", 30.0, help="deadline of one Predict call")
     tfserving_control_deadline_s: float = env("TFSERVING_CONTROL_DEADLINE_S", 10.0, help="deadline of status and metadata calls")
+    tfserving_connect_wait_s: float = env("TFSERVING_CONNECT_WAIT_S", 3.0, help=(
+        "how long a call waits for TF Serving to accept a connection when the channel is not up, before answering 503 "
+        "'TensorFlow Serving is not reachable' (the deadlines above are for work on a connection that is up)"))
     model_load_timeout_s: float = env("MODEL_LOAD_TIMEOUT_S", 120.0, help="how long an upload waits for TF Serving to load the model (also the deadline of config reloads)")
     predict_max_batch: int = env("PREDICT_MAX_BATCH", 64, help="most images in one Predict call; bigger requests are split")
     model_upload_max_bytes: int = env("MAX_MODEL_UPLOAD_BYTES", 2 << 30, help="largest model file accepted (the gateway's limit of POST /models/all)")

@@ -3,9 +3,15 @@ model version's state, predict, and read a model's signatures.
 
 Every call carries a deadline. TF Serving being down or too slow becomes `Unavailable` (503),
 never a hang; its other failures become domain errors that say what happened.
+
+The long deadlines (a Predict, a config reload) are for work on a connection that is up. When the
+channel is not READY (TF Serving stopped, restarting, or hanging before the HTTP/2 handshake), a
+call first waits at most `connect_wait_s` for it, then answers 503 "TensorFlow Serving is not
+reachable" at once, instead of spending the whole inference deadline waiting for a connection.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -21,9 +27,11 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from mlstudio.common import errors
+from mlstudio.common.deadlines import NONE, Deadline
 
 from . import tensors
 
+log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -33,11 +41,16 @@ class ModelLoadFailed(errors.Unprocessable):
     """TF Serving tried to load a model version and gave up (422: the model is unusable)."""
 
 
+UNREACHABLE = "TensorFlow Serving is not reachable"
+
+
 class TFServingClient:
-    def __init__(self, address: str, *, predict_deadline_s: float = 30.0, control_deadline_s: float = 10.0, reload_deadline_s: float = 120.0, max_message_mb: int = 256):
+    def __init__(self, address: str, *, predict_deadline_s: float = 30.0, control_deadline_s: float = 10.0, reload_deadline_s: float = 120.0,
+                 connect_wait_s: float = 3.0, max_message_mb: int = 256):
         self.address = address
         self.predict_deadline_s = predict_deadline_s
         self.control_deadline_s = control_deadline_s
+        self.connect_wait_s = connect_wait_s
         # TF Serving answers a reload once the configured models are loaded (or failed).
         self.reload_deadline_s = reload_deadline_s
         options = [
@@ -50,10 +63,32 @@ class TFServingClient:
         self.channel = grpc.insecure_channel(address, options=options)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._connectivity = grpc.ChannelConnectivity.IDLE
+        self.channel.subscribe(self._track, try_to_connect=True)
+
+    def _track(self, connectivity: grpc.ChannelConnectivity) -> None:
+        self._connectivity = connectivity
+
+    def _require_ready(self, deadline: Deadline = NONE) -> None:
+        """Returns at once on a READY channel; otherwise waits at most `connect_wait_s` (and the
+        caller's deadline) for TF Serving to accept a connection, then raises Unavailable."""
+        if self._connectivity == grpc.ChannelConnectivity.READY:
+            return
+        ready = grpc.channel_ready_future(self.channel)  # also asks an idle channel to connect
+        try:
+            ready.result(timeout=deadline.timeout(self.connect_wait_s))
+        except grpc.FutureTimeoutError:
+            raise errors.Unavailable(f"{UNREACHABLE} (no connection within {self.connect_wait_s:g} s); try again shortly",
+                                     code="tfserving_unreachable") from None
+        finally:
+            ready.cancel()
 
     def _error(self, exc: grpc.RpcError, doing: str) -> errors.DomainError:
         if exc.code() in _DOWN:
-            return errors.Unavailable(f"TensorFlow Serving at {self.address} is unavailable ({doing}): {exc.details() or exc.code().name}")
+            # The details name the address (a socket path, in the local stack): for the log only.
+            log.warning("TensorFlow Serving at %s failed while %s: %s", self.address, doing, exc.details() or exc.code().name)
+            why = "it did not answer in time" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "it cannot be reached"
+            return errors.Unavailable(f"TensorFlow Serving is unavailable ({doing}): {why}; try again shortly")
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return errors.Unavailable(f"TensorFlow Serving does not hold the model yet ({doing}); try again shortly", code="model_not_loaded")
         if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
@@ -64,6 +99,7 @@ class TFServingClient:
         """Applies `config` (HandleReloadConfigRequest). TF Serving answers once every configured
         model is loaded, or with an error naming those that could not be."""
         request = model_management_pb2.ReloadConfigRequest(config=config)
+        self._require_ready()
         try:
             response = self.models.HandleReloadConfigRequest(request, timeout=self.reload_deadline_s)
         except grpc.RpcError as exc:
@@ -77,6 +113,7 @@ class TFServingClient:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = name
         request.model_spec.version.value = version
+        self._require_ready()
         try:
             response = self.models.GetModelStatus(request, timeout=self.control_deadline_s)
         except grpc.RpcError as exc:
@@ -102,8 +139,10 @@ class TFServingClient:
                 raise errors.Unavailable(f"TensorFlow Serving did not make {name} version {version} available within {timeout_s:.0f} s (state {state})")
             time.sleep(poll_s)
 
-    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None) -> dict[str, np.ndarray]:
-        """One Predict call on the `serving_default` signature of `name`/`version`."""
+    def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None,
+                deadline: Deadline = NONE) -> dict[str, np.ndarray]:
+        """One Predict call on the `serving_default` signature of `name`/`version`, within
+        `predict_deadline_s` and the caller's `deadline`."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = name
         request.model_spec.version.value = version
@@ -111,9 +150,12 @@ class TFServingClient:
         for key, array in inputs.items():
             request.inputs[key].CopyFrom(tensors.to_proto(array))
         request.output_filter.extend(output_keys or [])
+        self._require_ready(deadline)
+        deadline.check(f"predicting with {name}")
         try:
-            response = self.predictions.Predict(request, timeout=self.predict_deadline_s)
+            response = self.predictions.Predict(request, timeout=deadline.timeout(self.predict_deadline_s))
         except grpc.RpcError as exc:
+            deadline.check(f"TensorFlow Serving answered {name}'s prediction")  # the caller's deadline, not TF Serving's fault
             raise self._error(exc, f"predicting with {name}") from None
         return {key: tensors.from_proto(value) for key, value in response.outputs.items()}
 
@@ -122,6 +164,7 @@ class TFServingClient:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = name
         request.model_spec.version.value = version
+        self._require_ready()
         try:
             response = self.predictions.GetModelMetadata(request, timeout=self.control_deadline_s)
         except grpc.RpcError as exc:

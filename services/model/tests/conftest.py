@@ -174,7 +174,7 @@ class FakeTFServing:
         if self.load_error or name in self.broken:
             raise ModelLoadFailed(f"TensorFlow Serving could not load the model: {self.load_error or 'bad graph'}")
 
-    def predict(self, name, version, inputs, output_keys):
+    def predict(self, name, version, inputs, output_keys, deadline=None):
         if self.down:
             raise errors.Unavailable("TensorFlow Serving is unavailable")
         if name not in self.served:

@@ -209,6 +209,24 @@ def test_classify_makes_one_predict_call_per_max_batch(world):
     assert [call[2] for call in world.tfserving.predict_calls] == [4, 4, 2]
 
 
+def test_classify_stops_between_batches_once_its_caller_left(world):
+    from mlstudio.common.deadlines import Deadline
+
+    model = upload(world)
+    calls = world.tfserving.predict_calls
+    connected = {"yes": True}
+    original = world.tfserving.predict
+
+    def predict_then_hang_up(*args, **kwargs):
+        connected["yes"] = False  # the caller (the image service) cancels during the first Predict
+        return original(*args, **kwargs)
+
+    world.tfserving.predict = predict_then_hang_up
+    with pytest.raises(errors.DeadlineExceeded):
+        world.core.classify(model["id"], 1, [png(255)] * 10, Deadline(None, gone=lambda: not connected["yes"]))
+    assert [call[2] for call in calls] == [4]  # no second batch for nobody
+
+
 def test_detect_answers_boxes_in_original_pixels(world):
     model = upload(world, project=11, labels=b"bottle\ncan\n")
     found = world.core.detect(model["id"], 1, [png(255, (200, 100)), png(0, (200, 100))])

@@ -18,11 +18,13 @@ import sys
 REAL_SERVER = "tensorflow_model_server"
 
 
-def server_command(port: int, model_config_file: str, *, file_system_poll_wait_seconds: int = 1, python: str = sys.executable) -> list[str]:
-    """The command that starts TF Serving on `port`: the real server if it is on PATH, else the
-    stand-in (same flags)."""
+def server_command(port: int, model_config_file: str, *, file_system_poll_wait_seconds: int = 1, python: str = sys.executable,
+                   grpc_socket_path: str = "") -> list[str]:
+    """The command that starts TF Serving on `port` (and on the unix socket `grpc_socket_path`,
+    when given): the real server if it is on PATH, else the stand-in (same flags)."""
     flags = [
         f"--port={port}",
+        *([f"--grpc_socket_path={grpc_socket_path}"] if grpc_socket_path else []),
         f"--model_config_file={model_config_file}",
         f"--file_system_poll_wait_seconds={file_system_poll_wait_seconds}",
         # The model service loaded every SavedModel once already; a failure is final, so say so

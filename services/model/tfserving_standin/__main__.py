@@ -16,6 +16,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="tfserving_standin", description="Local stand-in for TensorFlow Serving's gRPC API.")
     parser.add_argument("--port", type=int, default=8500, help="gRPC port")
     parser.add_argument("--grpc_host", default="127.0.0.1", help="address to bind (the real server binds 0.0.0.0)")
+    parser.add_argument("--grpc_socket_path", default="", help="also serve gRPC on this unix socket")
     parser.add_argument("--model_config_file", default="", help="text-format ModelServerConfig")
     parser.add_argument("--model_name", default="", help="serve one model (instead of a config file)")
     parser.add_argument("--model_base_path", default="", help="base path of --model_name")
@@ -72,6 +73,8 @@ def main(argv=None) -> None:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     if server.add_insecure_port(f"{args.grpc_host}:{args.port}") == 0:
         raise SystemExit(f"cannot listen on {args.grpc_host}:{args.port}")
+    if args.grpc_socket_path and server.add_insecure_port(f"unix:{args.grpc_socket_path}") == 0:
+        raise SystemExit(f"cannot listen on unix:{args.grpc_socket_path}")
     stop = threading.Event()
     pollers = []
     if args.file_system_poll_wait_seconds > 0:
@@ -82,7 +85,8 @@ def main(argv=None) -> None:
     server.start()
     for thread in pollers:
         thread.start()
-    logging.info("TF Serving stand-in listening on %s:%s", args.grpc_host, args.port)
+    logging.info("TF Serving stand-in listening on %s:%s%s", args.grpc_host, args.port,
+                 f" and unix:{args.grpc_socket_path}" if args.grpc_socket_path else "")
 
     def shut_down(_signum, _frame):
         stop.set()

@@ -13,6 +13,7 @@ from mlstudio.model.v1 import model_pb2, model_pb2_grpc
 from mlstudio.project.v1 import project_pb2, project_pb2_grpc
 from mlstudio.video.v1 import video_pb2, video_pb2_grpc
 
+from .deadlines import NONE, Deadline
 from .grpc_client import Client
 
 
@@ -68,13 +69,15 @@ class ModelClient(Client):
         request = model_pb2.GetModelRequest(model_id=model_id, user_id=user_id)
         return self._call(self.stub.GetModel, request, idempotent=True).model
 
-    def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list[model_pb2.Classification]:
+    def classify(self, model_id: int, user_id: int, images: list[bytes], deadline: Deadline = NONE) -> list[model_pb2.Classification]:
+        """The model's label and score per image; within `deadline` (the caller's request's)."""
         request = model_pb2.ClassifyRequest(model_id=model_id, user_id=user_id, images=images)
-        return list(self._call(self.stub.Classify, request, idempotent=True).results)
+        return list(self._call(self.stub.Classify, request, idempotent=True, deadline=deadline).results)
 
-    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0) -> list[model_pb2.ImageDetections]:
+    def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0,
+               deadline: Deadline = NONE) -> list[model_pb2.ImageDetections]:
         request = model_pb2.DetectRequest(model_id=model_id, user_id=user_id, images=images, threshold=threshold)
-        return list(self._call(self.stub.Detect, request, idempotent=True).results)
+        return list(self._call(self.stub.Detect, request, idempotent=True, deadline=deadline).results)
 
     def delete_project_data(self, project_id: int) -> int:
         request = model_pb2.DeleteProjectDataRequest(project_id=project_id)

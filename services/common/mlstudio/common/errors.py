@@ -115,6 +115,15 @@ class Unavailable(DomainError):
     code = "unavailable"
 
 
+class DeadlineExceeded(DomainError):
+    """The caller stopped waiting (its deadline passed, or it disconnected) before the work was
+    done; nothing was stored for it: HTTP 504, gRPC DEADLINE_EXCEEDED."""
+
+    http_status = 504
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "deadline_exceeded"
+
+
 _BY_GRPC_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
@@ -129,10 +138,30 @@ _BY_GRPC_CODE = {
 }
 
 
+# Trailing metadata that carries a domain error's `code` across a gRPC call, so that the caller
+# gets the same error back and can tell a peer that answered from a peer it could not reach.
+ERROR_CODE_KEY = "mlstudio-error-code"
+
+
+def answered_code(error: grpc.RpcError) -> str:
+    """The domain error code the peer's own code answered with ('' when the failure came from
+    the transport: the peer was unreachable or too slow, or it crashed)."""
+    try:
+        metadata = error.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - an error without metadata simply carries no code
+        return ""
+    return next((value for key, value in metadata if key == ERROR_CODE_KEY), "")
+
+
 def from_grpc_error(error: grpc.RpcError, peer: str) -> DomainError:
-    """The domain error a failed call to `peer` stands for."""
+    """The domain error a failed call to `peer` stands for: the peer's own error (same class,
+    message and code) when it answered with one, else what the transport failure means."""
     code = error.code()
     details = error.details() or code.name.lower()
+    answered = answered_code(error)
+    if answered:
+        cls = DeadlineExceeded if code == grpc.StatusCode.DEADLINE_EXCEEDED else _BY_GRPC_CODE.get(code, DomainError)
+        return cls(details, code=answered)
     cls = _BY_GRPC_CODE.get(code, DomainError)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return cls(f"the {peer} service is unavailable: {details}")

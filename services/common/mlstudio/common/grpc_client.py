@@ -1,5 +1,10 @@
 """gRPC client helper: one channel per address, deadlines always, request ids forwarded,
-peer failures turned back into domain errors, retries only for idempotent calls."""
+peer failures turned back into domain errors, retries only for idempotent calls.
+
+A retry is for a peer that could not be reached (the transport said UNAVAILABLE), never for a
+peer that answered "unavailable" itself (its own dependency is down: asking again at once only
+multiplies the wait), and never past the deadline of the request the call is made for.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,6 +13,7 @@ import time
 import grpc
 
 from . import errors, logs
+from .deadlines import NONE, Deadline
 
 _channels: dict[str, grpc.Channel] = {}
 _lock = threading.Lock()
@@ -39,16 +45,21 @@ class Client:
         rid = logs.request_id.get()
         return ((logs.REQUEST_ID_HEADER, rid),) if rid else ()
 
-    def _call(self, method, request, *, idempotent: bool = False, deadline_s: float | None = None, attempts: int = 3):
+    def _call(self, method, request, *, idempotent: bool = False, deadline_s: float | None = None, attempts: int = 3,
+              deadline: Deadline = NONE):
         tries = attempts if idempotent else 1
         for attempt in range(1, tries + 1):
+            deadline.check(f"calling the {self.peer} service")
             try:
-                return method(request, timeout=deadline_s or self.deadline_s, metadata=self._metadata())
+                return method(request, timeout=deadline.timeout(deadline_s or self.deadline_s), metadata=self._metadata())
             except grpc.RpcError as exc:
-                retryable = exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < tries
-                if not retryable:
+                pause = 0.2 * 2 ** (attempt - 1)
+                unreachable = exc.code() == grpc.StatusCode.UNAVAILABLE and not errors.answered_code(exc)
+                remaining = deadline.remaining()
+                time_left = remaining is None or remaining > pause
+                if not (unreachable and attempt < tries and time_left):
                     raise errors.from_grpc_error(exc, self.peer) from None
-                time.sleep(0.2 * 2 ** (attempt - 1))
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def _stream(self, method, request, *, deadline_s: float | None = None):

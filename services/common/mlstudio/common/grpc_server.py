@@ -34,6 +34,7 @@ def _abort_for(exc: Exception, context: grpc.ServicerContext, method: str):
     if isinstance(exc, errors.DomainError):
         if exc.http_status >= 500:
             log.warning("%s failed: %s", method, exc.message)
+        context.set_trailing_metadata(((errors.ERROR_CODE_KEY, exc.code),))
         context.abort(exc.grpc_code, exc.message)
     log.exception("%s crashed", method)
     context.abort(grpc.StatusCode.INTERNAL, "internal error")

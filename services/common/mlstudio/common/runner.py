@@ -23,6 +23,9 @@ def serve(app, *, host: str, http_port: int, grpc_server: grpc.Server | None = N
         threads=threads,
         max_request_body_size=max_body_bytes,
         clear_untrusted_proxy_headers=True,
+        # Keeps reading the connection while a request runs, so that a client that hung up is
+        # seen (`waitress.client_disconnected`, see deadlines.Deadline.of_wsgi).
+        channel_request_lookahead=1,
         ident="mlstudio",
     )
     if grpc_server is not None:

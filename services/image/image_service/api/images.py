@@ -7,6 +7,7 @@ digits, whatever the order of declaration; the tag rules refuse those words as t
 from flask import request
 from flask_restx import Namespace, Resource, fields
 from mlstudio.common import errors, ids, media_files
+from mlstudio.common.deadlines import Deadline
 from mlstudio.common.http_app import body_fields, caller
 
 from ..core import Page
@@ -131,7 +132,8 @@ def register_routes(api, core, settings):
             """Store images under the tags a model predicts, with scores (or detections)."""
             user, project = who(), project_id()
             model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="parameter")
-            return core.predict(user, project, model_id, uploaded_files()), 201
+            deadline = Deadline.of_wsgi(request.environ, settings.predict_deadline_s)
+            return core.predict(user, project, model_id, uploaded_files(), deadline=deadline), 201
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
     @ns.route("/byVideo/<int:video_id>")

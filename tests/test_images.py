@@ -6,6 +6,7 @@ Prediction end to end (real models) is the model service's tests' job; here only
 from __future__ import annotations
 
 import io
+import itertools
 import urllib.parse
 import uuid
 
@@ -27,7 +28,15 @@ IMAGE_FIELDS = {"id", "title", "location", "description", "url", "type", "user",
 DEPLOYED = {component.name for component in registry.COMPONENTS}
 
 
-def image_bytes(fmt="PNG", size=(16, 12), color=(10, 120, 200)) -> bytes:
+_colors = itertools.count(1)
+
+
+def image_bytes(fmt="PNG", size=(16, 12), color=None) -> bytes:
+    """A small image; without `color`, each call's pixels differ from every other call's, since
+    the same bytes uploaded twice into a project are stored once."""
+    if color is None:
+        n = next(_colors)
+        color = (n % 256, n // 256 % 256, 200)
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -112,6 +121,15 @@ def test_upload_list_and_read(stack, owner):
     assert one.status_code == 200 and one.json()["title"] == "a.png"
     assert owner.session.get("/images/all").status_code == 400  # project_id is required
     assert_storage_agrees(stack, owner.project_id)
+
+
+def test_the_same_file_uploaded_twice_is_stored_once(stack, owner):
+    data = image_bytes("JPEG")
+    (first,) = owner.upload("cat", [("a.jpg", data)]).json()
+    again = owner.upload("dog", [("copy.jpg", data)])
+    assert again.status_code == 201 and again.json()[0]["id"] == first["id"]
+    assert again.json()[0]["type"] == "cat" and set(again.json()[0]) == set(first)
+    assert len(assert_storage_agrees(stack, owner.project_id)) == 1
 
 
 def test_tag_summary_retag_and_rename(stack, owner):

@@ -2,12 +2,15 @@
 
 Writes are ordered so nothing is half-written: an upload checks every file, allocates ids,
 writes the bytes under immutable keys (`images/<project>/<image id>.<ext>`), then inserts all
-metadata with one `insert_many`; if anything fails, what was written is removed. A delete first
+metadata with one `insert_many`; if anything fails, what was written is removed. Uploaded bytes
+are stored once per project: a file whose SHA-256 the project already holds is answered as the
+stored image (a unique index settles races between concurrent uploads). A delete first
 hides the documents (`deleting`), then removes their bytes, then the documents; if it stops
 half-way, the hidden documents tell a retry (or the periodic sweep) what is left to do.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -179,8 +182,7 @@ class ImageCore:
         tag = normalize_tag(tag)
         project = self._project(project_id, user_id)
         checked = check_all(files, self.limits)
-        facts = [{"tag": tag} for _ in checked]
-        return [self.present(doc) for doc in self._create(project, checked, facts)]
+        return [self.present(doc) for doc in self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])]
 
     def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile]) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
@@ -195,8 +197,8 @@ class ImageCore:
                 f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
-        facts = self._predictions(project.type, model_id, user_id, checked)
-        return [self.present(doc) for doc in self._create(project, checked, facts)]
+        facts = functools.partial(self._predictions, project.type, model_id, user_id)
+        return [self.present(doc) for doc in self._create_uploads(project, checked, facts)]
 
     def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage]) -> list[dict]:
         facts = []
@@ -255,33 +257,50 @@ class ImageCore:
                 found[(doc["video"], doc["frame_index"])] = doc
         return found
 
+    def _create_uploads(self, project, checked: list[CheckedImage],
+                        facts_of: Callable[[list[CheckedImage]], list[dict]]) -> list[dict]:
+        """The documents of uploaded files, in order: an image whose bytes the project already
+        holds (or that came earlier in the same request) is answered as the stored image, not
+        stored again and not predicted again; `facts_of` gives the tags of the new ones."""
+        known = self.repository.find_by_sha256(project.id, sorted({image.sha256 for image in checked}))
+        new: dict[str, CheckedImage] = {}
+        for image in checked:
+            if image.sha256 not in known:
+                new.setdefault(image.sha256, image)
+        fresh = list(new.values())
+        created = self._create(project, fresh, facts_of(fresh) if fresh else [])
+        by_digest = {**known, **{doc["sha256"]: doc for doc in created}}
+        return [by_digest[image.sha256] for image in checked]
+
     def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False) -> list[dict]:
         """Allocates ids, writes bytes, inserts the metadata; on failure removes what it wrote.
-        With `frames`, documents whose (video, frame) a concurrent request stored first are
-        dropped (with their bytes) and the stored ones returned instead."""
+        Documents whose (video, frame) (with `frames`) or whose bytes (uploads) a concurrent
+        request stored first are dropped with their objects, and the stored ones returned instead."""
         if not checked:
             return []
         ids = self.repository.reserve_ids(len(checked))
         now = mongo.utc_now()
-        docs = [_new_doc(image_id, project, image, fact, now) for image_id, image, fact in zip(ids, checked, facts)]
+        docs = [_new_doc(image_id, project, image, fact, now, distinct_bytes=not frames)
+                for image_id, image, fact in zip(ids, checked, facts)]
         written: list[str] = []
         try:
             for doc, image in zip(docs, checked):
                 image.stream.seek(0)
                 self._put(doc, image)
                 written.append(doc["key"])
-            if not frames:
-                self.repository.insert_many(docs)
-                return docs
-            duplicates = self.repository.insert_frames(docs)
+            insert = self.repository.insert_frames if frames else self.repository.insert_uploads
+            duplicates = insert(docs)
         except BaseException:
             self._undo([doc["_id"] for doc in docs], written)
             raise
-        if duplicates:
-            self._remove_objects([doc["key"] for doc in docs if doc["_id"] in duplicates])
-            kept = [doc for doc in docs if doc["_id"] not in duplicates]
-            return kept + list(self._existing_frames_of([doc for doc in docs if doc["_id"] in duplicates]).values())
-        return docs
+        if not duplicates:
+            return docs
+        lost = [doc for doc in docs if doc["_id"] in duplicates]
+        self._remove_objects([doc["key"] for doc in lost])
+        kept = [doc for doc in docs if doc["_id"] not in duplicates]
+        if frames:
+            return kept + list(self._existing_frames_of(lost).values())
+        return kept + list(self.repository.find_by_sha256(project.id, [doc["sha256"] for doc in lost]).values())
 
     def _existing_frames_of(self, docs: list[dict]) -> dict:
         frames = [NewFrame(b"", video_id=doc["video"], frame_index=doc["frame_index"]) for doc in docs]
@@ -414,11 +433,11 @@ def _detected(result) -> dict:
     return {"tag": tag, "score": score, "detections": found}
 
 
-def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> dict:
+def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, distinct_bytes: bool = False) -> dict:
     detections = facts.get("detections")
     if project.type == DETECTION and detections is None:
         detections = []
-    return {
+    doc = {
         "_id": image_id,
         "project": project.id,
         "user": project.user_id,
@@ -439,3 +458,6 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> d
         "is_train": True,
         "create_time": now,
     }
+    if distinct_bytes:
+        doc["distinct_bytes"] = True
+    return doc

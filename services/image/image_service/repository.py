@@ -4,6 +4,10 @@ One document per image: `_id` (the public integer id), `project`, `user`, `tag`,
 object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
 `description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
+Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
+(project, sha256): the same bytes are stored once per project even when two uploads race. Frames
+stay out of it (a static video has identical frames, each kept under its own frame index), and so
+do documents written before the index existed, which may hold duplicates already.
 """
 from __future__ import annotations
 
@@ -49,6 +53,10 @@ class ImageRepository:
             # images (no video) are outside the partial index.
             pymongo.IndexModel([("video", 1), ("frame_index", 1)], name="video_frames", unique=True,
                                partialFilterExpression={"video": {"$gt": 0}}),
+            # An upload's bytes once per project (see the module docstring). A delete unsets the
+            # flag as it hides the image, so the same bytes can be uploaded again meanwhile.
+            pymongo.IndexModel([("project", 1), ("sha256", 1)], name="project_distinct_bytes", unique=True,
+                               partialFilterExpression={"distinct_bytes": True}),
             # Deletes left unfinished, for the sweep.
             pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
         ])
@@ -62,13 +70,18 @@ class ImageRepository:
     def reserve_ids(self, count: int) -> list[int]:
         return self._run(lambda: mongo.reserve_ids(self.db, "images", count))
 
-    def insert_many(self, docs: list[dict]) -> None:
-        if docs:
-            self._run(lambda: self.images.insert_many(docs, ordered=True))
-
     def insert_frames(self, docs: list[dict]) -> set[int]:
         """Inserts frame documents; returns the ids of those whose (video, frame_index) already
         existed (a concurrent retry stored them first). Other failures raise."""
+        return self._insert_new(docs)
+
+    def insert_uploads(self, docs: list[dict]) -> set[int]:
+        """Inserts uploaded images; returns the ids of those whose bytes the project already
+        holds (a concurrent upload stored them first). Other failures raise."""
+        return self._insert_new(docs)
+
+    def _insert_new(self, docs: list[dict]) -> set[int]:
+        """Inserts every document a unique index lets in; returns the ids of the others."""
         if not docs:
             return set()
         try:
@@ -89,6 +102,14 @@ class ImageRepository:
     def get(self, image_id: int, *, include_deleting: bool = False) -> dict | None:
         query = {"_id": image_id} if include_deleting else {"_id": image_id, **VISIBLE}
         return self._run(lambda: self.images.find_one(query))
+
+    def find_by_sha256(self, project_id: int, digests: list[str]) -> dict[str, dict]:
+        """The project's oldest visible image per SHA-256 among `digests`."""
+        query = {"project": project_id, "sha256": {"$in": list(digests)}, **VISIBLE}
+        found: dict[str, dict] = {}
+        for doc in self._run(lambda: list(self.images.find(query).sort("_id", 1))):
+            found.setdefault(doc["sha256"], doc)
+        return found
 
     def find_frames(self, video_id: int, frame_indexes: list[int]) -> list[dict]:
         query = {"video": video_id, "frame_index": {"$in": list(frame_indexes)}, **VISIBLE}
@@ -146,7 +167,7 @@ class ImageRepository:
         """Hides the selected images (those already being deleted included) and returns their
         ids and keys, so the caller can remove their bytes and then the documents."""
         selector = _selector(**criteria)
-        self._run(lambda: self.images.update_many(selector, {"$set": {"deleting": True}}))
+        self._run(lambda: self.images.update_many(selector, {"$set": {"deleting": True}, "$unset": {"distinct_bytes": ""}}))
         return self._run(lambda: list(self.images.find({**selector, "deleting": True}, {"_id": 1, "key": 1})))
 
     def pending_deletes(self, limit: int = 1000) -> list[dict]:

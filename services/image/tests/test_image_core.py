@@ -1,5 +1,6 @@
 """The image core with in-memory fakes: ownership, uploads, tags, deletes, frames, predictions,
 media, and that nothing is ever half-written."""
+import hashlib
 import io
 import urllib.parse
 
@@ -203,6 +204,67 @@ def test_project_data_deletion_also_removes_objects_without_metadata(world):
     assert stored_keys(world) == ["images/100/1.png"]
 
 
+# ---- the same bytes twice --------------------------------------------------------------------
+
+def test_the_same_bytes_uploaded_again_answer_the_stored_image(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    again = world.core.upload(1, 10, "dog", files(("copy.png", data), "new.png"))
+    assert again[0] == first  # same id, tag, title, and the same response shape
+    assert again[1]["id"] != first["id"] and again[1]["type"] == "dog"
+    assert len(world.repository.docs) == 2 and len(world.store.objects) == 2
+
+
+def test_the_same_bytes_twice_in_one_request_are_stored_once(world):
+    data = image_bytes()
+    first, second = world.core.upload(1, 10, "cat", files(("a.png", data), ("b.png", data)))
+    assert first == second and len(world.store.objects) == 1
+
+
+def test_the_same_bytes_in_another_project_are_stored_again(world):
+    data = image_bytes()
+    (mine,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    (theirs,) = world.core.upload(2, 20, "cat", files(("a.png", data)))
+    assert mine["id"] != theirs["id"] and len(world.store.objects) == 2
+
+
+def test_deleted_bytes_can_be_uploaded_again(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    world.core.delete_image(1, first["id"])
+    (again,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    assert again["id"] != first["id"] and stored_keys(world) == [again["location"]]
+
+
+def test_a_prediction_of_known_bytes_answers_the_stored_image_without_asking_the_model(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    world.models.labels = [("dog", 0.9)]
+    known, new = world.core.predict(1, 10, 7, files(("a.png", data), "b.png"))
+    assert known == first and new["type"] == "dog"
+    assert world.models.calls == [("classify", 1)]
+
+
+def test_a_concurrent_upload_that_stored_the_bytes_first_wins_and_our_copy_goes(world):
+    data = image_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    world.repository.uploads_stored_meanwhile = [{
+        "_id": 500, "project": 10, "user": 1, "tag": "cat", "title": "theirs.png", "key": "images/10/500.png",
+        "content_type": "image/png", "size": len(data), "sha256": digest, "video": None, "frame_index": None,
+        "timestamp_ms": None, "score": None, "detections": None, "distinct_bytes": True, "create_time": mongo.utc_now()}]
+    world.store.objects["images/10/500.png"] = data
+    ours, other = world.core.upload(1, 10, "cat", files(("ours.png", data), "other.png"))
+    assert (ours["id"], ours["title"]) == (500, "theirs.png")
+    assert stored_keys(world) == sorted(["images/10/500.png", other["location"]])
+
+
+def test_identical_frames_of_a_video_are_each_kept(world):
+    data = image_bytes("JPEG")
+    frames = [NewFrame(content=data, tag="cat", video_id=5, frame_index=index) for index in (0, 1)]
+    first, second = world.core.create_frames(1, 10, frames)
+    assert first["id"] != second["id"] and len(world.store.objects) == 2
+
+
 # ---- frames (gRPC CreateImages) --------------------------------------------------------------
 
 def frame(index, tag="cat", video=5, **extra):
@@ -364,10 +426,10 @@ def test_predict_checks_every_file_before_asking_the_model(world):
 
 
 def test_predict_batches_large_requests():
-    data = image_bytes("PNG")
-    world = build_world(predict_batch_bytes=2 * len(data))
+    data = [image_bytes("PNG") for _ in range(3)]
+    world = build_world(predict_batch_bytes=2 * max(map(len, data)))
     world.models.labels = [("cat", 0.5)] * 3
-    images = world.core.predict(1, 10, 7, files(("a.png", data), ("b.png", data), ("c.png", data)))
+    images = world.core.predict(1, 10, 7, files(*zip(["a.png", "b.png", "c.png"], data)))
     assert world.models.calls == [("classify", 2), ("classify", 1)]
     assert [i["type"] for i in images] == ["cat"] * 3
 

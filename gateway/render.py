@@ -37,7 +37,11 @@ SERVICES = tuple(ROUTE_PREFIXES)
 # Media behind signed URLs (`<img src>`, `<video src>` send no token); the service checks the
 # signature in the query string.
 MEDIA_FILE_SERVICES = ("image", "video")
-MEDIA_FILE_REGEX = r"^/(images|videos|models)/[0-9]+/file$"
+MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|projects/[0-9]+/exports/[0-9]+)/file$"
+# Dataset exports of a project are the image service's (it owns the images and writes the zips),
+# though their paths sit under the project service's prefix: these regex routes come first.
+EXPORTS_REGEX = r"^/projects/[0-9]+/exports(/[0-9]+)?$"
+EXPORT_FILE_REGEX = r"^/projects/[0-9]+/exports/[0-9]+/file$"
 JWKS_PATH = "/users/.well-known/jwks.json"
 JWT_ISSUER = "mlstudio"
 PAYLOAD_HEADER = "x-jwt-payload"
@@ -162,6 +166,8 @@ def render(config: GatewayConfig) -> str:
         media_services=[s for s in services if s["name"] in MEDIA_FILE_SERVICES],
         json_limit_regex=greater_than_regex(config.json_body_limit),
         media_file_regex=MEDIA_FILE_REGEX,
+        exports_regex=EXPORTS_REGEX if "image" in config.upstreams else None,
+        export_file_regex=EXPORT_FILE_REGEX,
         jwks_path=JWKS_PATH,
         issuer=JWT_ISSUER,
         payload_header=PAYLOAD_HEADER,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 import urllib.parse
 import uuid
+import zipfile
 
 import pymongo
 import pytest
@@ -130,6 +132,29 @@ def test_the_same_file_uploaded_twice_is_stored_once(stack, owner):
     assert again.status_code == 201 and again.json()[0]["id"] == first["id"]
     assert again.json()[0]["type"] == "cat" and set(again.json()[0]) == set(first)
     assert len(assert_storage_agrees(stack, owner.project_id)) == 1
+
+
+def test_an_export_runs_in_the_background_and_its_zip_downloads_without_a_token(stack, owner):
+    owner.upload("cat", [("a.png", image_bytes()), ("b.png", image_bytes())])
+    owner.upload("dog", [("c.png", image_bytes())])
+    path = f"/projects/{owner.project_id}/exports"
+    created = owner.session.post(path, json={"format": "imagenet", "val_fraction": 0.5, "seed": 3})
+    assert created.status_code == 202, created.text
+    export = created.json()
+    deadline = time.monotonic() + 60
+    while export["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        export = owner.session.get(f"{path}/{export['id']}").json()
+    assert export["status"] == "done", export
+    assert export["progress"] == {"done": 3, "total": 3} and export["splits"] == {"train": 2, "val": 1}
+    assert [e["id"] for e in owner.session.get(path).json()] == [export["id"]]
+    download = requests.get(export["url"], timeout=30)
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+    assert sorted(n.split("/")[1] for n in names if n.endswith(".png")) == ["cat", "cat", "dog"]
+    bad = owner.session.post(path, json={"format": "coco"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_format"
+    assert requests.get(export["url"].replace("signature=", "signature=0"), timeout=30).status_code == 403
 
 
 def test_tag_summary_retag_and_rename(stack, owner):

@@ -1,15 +1,26 @@
 """Composition root of the image service: settings, database, object store, the services it
-asks (projects always; models and videos when deployed), HTTP + gRPC, and the sweep that
-finishes deletes left half-way."""
+asks (projects always; models and videos when deployed), HTTP + gRPC, the sweep that finishes
+deletes left half-way, and dataset exports (their job worker threads and expiry sweep).
 
-from mlstudio.common import clients, logs, mongo, runner
+Export jobs run in worker threads of this process rather than in a worker process of their own:
+they read and write only this service's data (its database, its objects), stream without
+holding images in memory, and are lease-based jobs, so any replica may take one over. A separate
+deployment would repeat this service's whole configuration for no gain in isolation.
+`EXPORT_WORKERS=0` leaves them to other replicas.
+"""
+import os
+import socket
+import threading
+
+from mlstudio.common import clients, jobs, logs, mongo, runner
 from mlstudio.common import settings as settings_mod
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import open_store
 
 from .app import build_grpc, create_app
 from .core import ImageCore
-from .repository import ImageRepository
+from .exports import KIND as EXPORT, ExportCore, ExportJob
+from .repository import ExportRepository, ImageRepository
 from .settings import ImageSettings
 from .uploads import UploadLimits
 
@@ -34,6 +45,22 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
     )
 
 
+def build_exports(settings: ImageSettings, db, core: ImageCore, repository: ImageRepository, store):
+    """The export core and the job queue its worker threads take jobs from."""
+    export_repository = ExportRepository(db)
+    export_repository.ensure_indexes()
+    queue = jobs.JobQueue(db.export_jobs, lease_s=settings.job_lease_s)
+    queue.ensure_indexes()
+    exports = ExportCore(core, export_repository, queue, store, core.signer, ttl_s=settings.export_ttl_s)
+    handler = ExportJob(repository, export_repository, store, ttl_s=settings.export_ttl_s)
+    workers = [
+        threading.Thread(target=jobs.Worker(queue, {EXPORT: handler}, owner=f"image-{socket.gethostname()}-{os.getpid()}-{n}").run_forever,
+                         daemon=True, name=f"export-worker-{n}")
+        for n in range(settings.export_workers)
+    ]
+    return exports, workers
+
+
 def main() -> None:
     settings = settings_mod.load(ImageSettings)
     logs.configure("image", settings.log_level)
@@ -42,11 +69,13 @@ def main() -> None:
     repository.ensure_indexes()
     store = open_store(settings.object_storage_url)
     core = build_core(settings, repository, store)
+    exports, export_workers = build_exports(settings, db, core, repository, store)
     server, port, _health = build_grpc(settings, core)
     sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.finish_pending_deletes)
-    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping})
+    expiry = runner.periodic("export-expiry", settings.export_sweep_s, exports.sweep_expired)
+    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping}, exports=exports)
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
-                 max_body_bytes=settings.max_upload_bytes, background=[sweep])
+                 max_body_bytes=settings.max_upload_bytes, background=[sweep, expiry, *export_workers])
 
 
 if __name__ == "__main__":

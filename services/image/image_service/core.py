@@ -372,6 +372,8 @@ class ImageCore:
         _require_id("project_id", project_id)
         deleted = self._delete(project_id=project_id)
         leftovers = self.store.delete_prefix(project_prefix(project_id))
+        # The project's dataset exports (their records expire and are swept on their own).
+        self.store.delete_prefix(f"exports/{project_id}/")
         if leftovers:
             log.info("project %s: removed %s objects without metadata", project_id, leftovers)
         return deleted

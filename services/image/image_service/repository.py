@@ -132,12 +132,16 @@ class ImageRepository:
         """A video's frames in any project (used to find the video's project)."""
         return self._run(lambda: list(self.images.find({"video": video_id, **VISIBLE}).sort([("frame_index", 1), ("_id", 1)])))
 
-    def iterate(self, project_id: int, batch_size: int = 200) -> Iterator[dict]:
-        """Every image of a project, in id order, read in batches (for the training stream)."""
+    def iterate(self, project_id: int, batch_size: int = 200, *, tag: str | None = None, checked_only: bool = False,
+                fields: list[str] | None = None) -> Iterator[dict]:
+        """Every image of a project (of one tag, only checked ones), in id order, read in batches
+        (the training stream, exports); `fields` limits what is read of each."""
         last = 0
+        selector = {"project": project_id, **({"tag": tag} if tag is not None else {}),
+                    **({"is_train": {"$ne": False}} if checked_only else {}), **VISIBLE}
         while True:
-            query = {"project": project_id, "_id": {"$gt": last}, **VISIBLE}
-            batch = self._run(lambda: list(self.images.find(query).sort("_id", 1).limit(batch_size)))
+            query = {**selector, "_id": {"$gt": last}}
+            batch = self._run(lambda: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
             yield from batch
             if len(batch) < batch_size:
                 return
@@ -173,3 +177,51 @@ class ImageRepository:
     def pending_deletes(self, limit: int = 1000) -> list[dict]:
         """Images whose delete stopped half-way (ids and keys)."""
         return self._run(lambda: list(self.images.find({"deleting": True}, {"_id": 1, "key": 1}).limit(limit)))
+
+
+class ExportRepository:
+    """The `exports` collection: one document per export of a project (`_id` the public id,
+    `project`, `user`, `format`, `options`, `job`, `key` of the zip, `size`, `count`, `splits`,
+    `create_time`, `expires_at`)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.exports = db.exports
+
+    def ensure_indexes(self) -> None:
+        mongo.declare_indexes(self.exports, [
+            pymongo.IndexModel([("project", 1), ("_id", -1)], name="project_exports"),
+            pymongo.IndexModel([("expires_at", 1)], name="expiry"),
+        ])
+
+    def _run(self, operation):
+        try:
+            return operation()
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    def next_id(self) -> int:
+        return self._run(lambda: mongo.next_id(self.db, "exports"))
+
+    def insert(self, doc: dict) -> None:
+        self._run(lambda: self.exports.insert_one(doc))
+
+    def get(self, export_id: int) -> dict | None:
+        return self._run(lambda: self.exports.find_one({"_id": export_id}))
+
+    def list(self, project_id: int) -> list[dict]:
+        return self._run(lambda: list(self.exports.find({"project": project_id}).sort("_id", -1)))
+
+    def update(self, export_id: int, changes: dict) -> None:
+        self._run(lambda: self.exports.update_one({"_id": export_id}, {"$set": changes}))
+
+    def expired(self, now, limit: int = 100) -> list[dict]:
+        return self._run(lambda: list(self.exports.find({"expires_at": {"$lt": now}}).limit(limit)))
+
+    def delete(self, export_id: int) -> None:
+        self._run(lambda: self.exports.delete_one({"_id": export_id}))
+
+    def delete_project(self, project_id: int) -> list[dict]:
+        docs = self._run(lambda: list(self.exports.find({"project": project_id})))
+        self._run(lambda: self.exports.delete_many({"project": project_id}))
+        return docs

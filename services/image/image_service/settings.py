@@ -1,4 +1,4 @@
-"""The image service's settings: upload limits and the deletion sweep."""
+"""The image service's settings: upload limits, the deletion sweep and dataset exports."""
 from dataclasses import dataclass
 
 from mlstudio.common.settings import ServiceSettings, env
@@ -16,3 +16,7 @@ class ImageSettings(ServiceSettings):
     max_upload_bytes: int = env("MAX_IMAGE_UPLOAD_BYTES", 256 * MIB, help="largest request body of an upload, in bytes")
     predict_batch_bytes: int = env("PREDICT_BATCH_BYTES", 16 * MIB, help="most image bytes sent to the model service in one call")
     delete_retry_s: float = env("DELETE_RETRY_S", 60.0, help="how often unfinished image deletions are finished")
+    export_ttl_s: float = env("EXPORT_TTL_S", 86400.0, help="how long a finished export's zip stays downloadable")
+    export_sweep_s: float = env("EXPORT_SWEEP_S", 300.0, help="how often expired exports are removed")
+    export_workers: int = env("EXPORT_WORKERS", 1, help="export jobs this process runs at once (0: none, another replica runs them)")
+    job_lease_s: float = env("EXPORT_JOB_LEASE_S", 30.0, help="an export job's lease; a dead worker's job is taken over after it")

@@ -3,12 +3,8 @@ unique partial index that makes frames idempotent), the tag summary aggregation,
 that hide first. The core runs on it too, with a local-directory object store, to check that
 storage and metadata agree after every kind of delete."""
 import io
-import socket
-import subprocess
-import time
 from types import SimpleNamespace
 
-import pymongo
 import pytest
 from image_fakes import FakeProjects, image_bytes
 from image_service.core import ImageCore, NewFrame, Page
@@ -18,43 +14,7 @@ from mlstudio.common import mongo
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import LocalObjectStore
 
-from deploy.local.mongo import find_mongod
-
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri(tmp_path_factory):
-    port = free_port()
-    dbpath = tmp_path_factory.mktemp("mongo")
-    process = subprocess.Popen(
-        [find_mongod(), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
-         "--wiredTigerCacheSizeGB", "0.25", "--setParameter", "diagnosticDataCollectionEnabled=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}/"
-    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
-    try:
-        for _ in range(120):
-            try:
-                client.admin.command("ping")
-                break
-            except pymongo.errors.PyMongoError:
-                if process.poll() is not None:
-                    pytest.fail("mongod exited at start-up")
-                time.sleep(0.25)
-        else:
-            pytest.fail("mongod did not start")
-        yield uri
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture

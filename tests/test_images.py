@@ -156,6 +156,38 @@ def test_an_export_runs_in_the_background_and_its_zip_downloads_without_a_token(
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_format"
     assert requests.get(export["url"].replace("signature=", "signature=0"), timeout=30).status_code == 403
 
+    # ... and the zip imports back into a new project: the same images and tags
+    created = owner.session.post("/projects/all", params={"user_id": owner.user_id},
+                                 json={"title": "copy", "description": "", "type": "Classification"})
+    copy = created.json()["id"]
+    started = owner.session.post(f"/projects/{copy}/imports", files={"file": ("dataset.zip", download.content)})
+    assert started.status_code == 202, started.text
+    imported = started.json()
+    deadline = time.monotonic() + 60
+    while imported["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        imported = owner.session.get(f"/projects/{copy}/imports/{imported['id']}").json()
+    assert imported["status"] == "done" and imported["report"]["imported"] == 3, imported
+
+    def images_of(project):
+        return sorted((i["type"], i["width"], i["height"]) for i in owner.session.get("/images/all", params={"project_id": project}).json())
+
+    assert images_of(copy) == images_of(owner.project_id)
+    assert [i["id"] for i in owner.session.get(f"/projects/{copy}/imports").json()] == [imported["id"]]
+
+
+def test_a_hostile_zip_is_refused_and_leaves_nothing_behind(stack, owner):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cat/a.png", image_bytes())
+        archive.writestr("../../escape.png", image_bytes())
+    refused = owner.session.post(f"/projects/{owner.project_id}/imports", files={"file": ("evil.zip", buffer.getvalue())})
+    assert refused.status_code == 400 and refused.json()["code"] == "unsafe_entry", refused.text
+    assert "escape.png" in refused.json()["message"]
+    assert owner.session.get(f"/projects/{owner.project_id}/imports").json() == []
+    assert owner.session.get("/images/all", params=owner.params()).json() == []
+    assert not (stack.data_dir / "objects" / "imports" / str(owner.project_id)).exists()
+
 
 def test_tag_summary_retag_and_rename(stack, owner):
     cats = owner.upload("cat", [("c1.png", image_bytes()), ("c2.png", image_bytes())]).json()

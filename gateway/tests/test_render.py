@@ -177,9 +177,17 @@ def test_a_projects_exports_go_to_the_image_service_before_the_project_prefix(co
     assert by_name["image-exports"]["route"]["cluster"] == "image"
     assert by_name["image-export-file"]["route"]["timeout"] == "0s"
     exports = re.compile(by_name["image-exports"]["match"]["safe_regex"]["regex"])
-    assert exports.search("/projects/3/exports") and exports.search("/projects/3/exports/12")
-    for path in ["/projects/3", "/projects/all", "/projects/3/exportsx", "/projects/3/exports/12/x"]:
+    for path in ["/projects/3/exports", "/projects/3/exports/12", "/projects/3/imports", "/projects/3/imports/4"]:
+        assert exports.search(path), path
+    for path in ["/projects/3", "/projects/all", "/projects/3/exportsx", "/projects/3/exports/12/x", "/projects/3/imports/4/file"]:
         assert not exports.search(path), path
+    # a dataset zip is an upload: the image upload limit and timeout, not the JSON limit
+    upload, too_large = by_name["image-import-upload"], by_name["image-import-upload-too-large"]
+    assert upload["route"]["cluster"] == "image" and upload["route"]["timeout"] == "3600s"
+    assert names.index("image-import-upload") < names.index("too-large")
+    assert re.compile(upload["match"]["safe_regex"]["regex"]).search("/projects/3/imports")
+    length = next(h for h in too_large["match"]["headers"] if h["name"] == "content-length")
+    assert length["string_match"]["safe_regex"]["regex"] == gw.greater_than_regex(256 * gw.MiB)
 
 
 def test_upload_routes_have_their_limits_and_long_timeouts(config):

@@ -1,8 +1,9 @@
 """Composition root of the image service: settings, database, object store, the services it
 asks (projects always; models and videos when deployed), HTTP + gRPC, the sweep that finishes
-deletes left half-way, and dataset exports (their job worker threads and expiry sweep).
+deletes left half-way, and dataset exports and imports (their job worker threads and expiry
+sweeps).
 
-Export jobs run in worker threads of this process rather than in a worker process of their own:
+Export and import jobs run in worker threads of this process rather than in a worker process of their own:
 they read and write only this service's data (its database, its objects), stream without
 holding images in memory, and are lease-based jobs, so any replica may take one over. A separate
 deployment would repeat this service's whole configuration for no gain in isolation.
@@ -19,8 +20,10 @@ from mlstudio.common.storage import open_store
 
 from .app import build_grpc, create_app
 from .core import ImageCore
+from .archive_checks import ArchiveLimits
 from .exports import KIND as EXPORT, ExportCore, ExportJob
-from .repository import ExportRepository, ImageRepository
+from .imports import KIND as IMPORT, ImportCore, ImportJob
+from .repository import ExportRepository, ImageRepository, ImportRepository
 from .settings import ImageSettings
 from .uploads import UploadLimits
 
@@ -45,20 +48,27 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
     )
 
 
-def build_exports(settings: ImageSettings, db, core: ImageCore, repository: ImageRepository, store):
-    """The export core and the job queue its worker threads take jobs from."""
-    export_repository = ExportRepository(db)
+def build_datasets(settings: ImageSettings, db, core: ImageCore, repository: ImageRepository, store):
+    """The export and import cores, and the worker threads that run their jobs from one queue."""
+    export_repository, import_repository = ExportRepository(db), ImportRepository(db)
     export_repository.ensure_indexes()
-    queue = jobs.JobQueue(db.export_jobs, lease_s=settings.job_lease_s)
+    import_repository.ensure_indexes()
+    queue = jobs.JobQueue(db.dataset_jobs, lease_s=settings.job_lease_s)
     queue.ensure_indexes()
+    limits = ArchiveLimits(settings.max_import_entries, settings.max_import_expanded_bytes)
     exports = ExportCore(core, export_repository, queue, store, core.signer, ttl_s=settings.export_ttl_s)
-    handler = ExportJob(repository, export_repository, store, ttl_s=settings.export_ttl_s)
+    imports = ImportCore(core, import_repository, queue, store, limits, max_annotation_bytes=settings.max_annotation_bytes,
+                         ttl_s=settings.export_ttl_s)
+    handlers = {
+        EXPORT: ExportJob(repository, export_repository, store, ttl_s=settings.export_ttl_s),
+        IMPORT: ImportJob(core, import_repository, store, limits, max_annotation_bytes=settings.max_annotation_bytes),
+    }
     workers = [
-        threading.Thread(target=jobs.Worker(queue, {EXPORT: handler}, owner=f"image-{socket.gethostname()}-{os.getpid()}-{n}").run_forever,
-                         daemon=True, name=f"export-worker-{n}")
+        threading.Thread(target=jobs.Worker(queue, handlers, owner=f"image-{socket.gethostname()}-{os.getpid()}-{n}").run_forever,
+                         daemon=True, name=f"dataset-worker-{n}")
         for n in range(settings.export_workers)
     ]
-    return exports, workers
+    return exports, imports, workers
 
 
 def main() -> None:
@@ -69,13 +79,14 @@ def main() -> None:
     repository.ensure_indexes()
     store = open_store(settings.object_storage_url)
     core = build_core(settings, repository, store)
-    exports, export_workers = build_exports(settings, db, core, repository, store)
+    exports, imports, dataset_workers = build_datasets(settings, db, core, repository, store)
     server, port, _health = build_grpc(settings, core)
     sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.finish_pending_deletes)
-    expiry = runner.periodic("export-expiry", settings.export_sweep_s, exports.sweep_expired)
-    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping}, exports=exports)
+    expiry = runner.periodic("dataset-expiry", settings.export_sweep_s, lambda: (exports.sweep_expired(), imports.sweep_expired()))
+    app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping},
+                     exports=exports, imports=imports)
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
-                 max_body_bytes=settings.max_upload_bytes, background=[sweep, expiry, *export_workers])
+                 max_body_bytes=settings.max_upload_bytes, background=[sweep, expiry, *dataset_workers])
 
 
 if __name__ == "__main__":

@@ -182,7 +182,8 @@ class ImageCore:
         tag = normalize_tag(tag)
         project = self._project(project_id, user_id)
         checked = check_all(files, self.limits)
-        return [self.present(doc) for doc in self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])]
+        docs, _ = self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])
+        return [self.present(doc) for doc in docs]
 
     def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile]) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
@@ -198,7 +199,8 @@ class ImageCore:
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
         facts = functools.partial(self._predictions, project.type, model_id, user_id)
-        return [self.present(doc) for doc in self._create_uploads(project, checked, facts)]
+        docs, _ = self._create_uploads(project, checked, facts)
+        return [self.present(doc) for doc in docs]
 
     def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage]) -> list[dict]:
         facts = []
@@ -240,7 +242,7 @@ class ImageCore:
                     seen.add(key)
         facts = [_frame_facts(project.type, frame, position) for position, frame in todo]
         checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
-        created = self._create(project, checked, facts, frames=True)
+        created, _ = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
         uploads = iter(doc for doc in created if not doc.get("video"))
         docs = [next(uploads) if key is None else by_key.get(key) for key in wanted]
@@ -257,27 +259,36 @@ class ImageCore:
                 found[(doc["video"], doc["frame_index"])] = doc
         return found
 
+    def import_images(self, project, checked: list[CheckedImage], facts: list[dict]) -> tuple[list[dict], int]:
+        """Stores images of a dataset import (`facts`: tag, detections, is_train of each), with
+        the rules of uploads; returns their documents and how many were new to the project."""
+        by_image = {id(image): fact for image, fact in zip(checked, facts)}
+        return self._create_uploads(project, checked, lambda new: [by_image[id(image)] for image in new])
+
     def _create_uploads(self, project, checked: list[CheckedImage],
-                        facts_of: Callable[[list[CheckedImage]], list[dict]]) -> list[dict]:
-        """The documents of uploaded files, in order: an image whose bytes the project already
-        holds (or that came earlier in the same request) is answered as the stored image, not
-        stored again and not predicted again; `facts_of` gives the tags of the new ones."""
+                        facts_of: Callable[[list[CheckedImage]], list[dict]]) -> tuple[list[dict], int]:
+        """The documents of uploaded files, in order, and how many were stored now: an image
+        whose bytes the project already holds (or that came earlier in the same request) is
+        answered as the stored image, not stored again and not predicted again; `facts_of` gives
+        the tags of the new ones."""
         known = self.repository.find_by_sha256(project.id, sorted({image.sha256 for image in checked}))
         new: dict[str, CheckedImage] = {}
         for image in checked:
             if image.sha256 not in known:
                 new.setdefault(image.sha256, image)
         fresh = list(new.values())
-        created = self._create(project, fresh, facts_of(fresh) if fresh else [])
+        created, stored = self._create(project, fresh, facts_of(fresh) if fresh else [])
         by_digest = {**known, **{doc["sha256"]: doc for doc in created}}
-        return [by_digest[image.sha256] for image in checked]
+        return [by_digest[image.sha256] for image in checked], stored
 
-    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False) -> list[dict]:
+    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *,
+                frames: bool = False) -> tuple[list[dict], int]:
         """Allocates ids, writes bytes, inserts the metadata; on failure removes what it wrote.
         Documents whose (video, frame) (with `frames`) or whose bytes (uploads) a concurrent
-        request stored first are dropped with their objects, and the stored ones returned instead."""
+        request stored first are dropped with their objects, and the stored ones returned instead.
+        Returns the documents and how many of them this call stored."""
         if not checked:
-            return []
+            return [], 0
         ids = self.repository.reserve_ids(len(checked))
         now = mongo.utc_now()
         docs = [_new_doc(image_id, project, image, fact, now, distinct_bytes=not frames)
@@ -294,13 +305,13 @@ class ImageCore:
             self._undo([doc["_id"] for doc in docs], written)
             raise
         if not duplicates:
-            return docs
+            return docs, len(docs)
         lost = [doc for doc in docs if doc["_id"] in duplicates]
         self._remove_objects([doc["key"] for doc in lost])
         kept = [doc for doc in docs if doc["_id"] not in duplicates]
         if frames:
-            return kept + list(self._existing_frames_of(lost).values())
-        return kept + list(self.repository.find_by_sha256(project.id, [doc["sha256"] for doc in lost]).values())
+            return kept + list(self._existing_frames_of(lost).values()), len(kept)
+        return kept + list(self.repository.find_by_sha256(project.id, [doc["sha256"] for doc in lost]).values()), len(kept)
 
     def _existing_frames_of(self, docs: list[dict]) -> dict:
         frames = [NewFrame(b"", video_id=doc["video"], frame_index=doc["frame_index"]) for doc in docs]
@@ -372,8 +383,9 @@ class ImageCore:
         _require_id("project_id", project_id)
         deleted = self._delete(project_id=project_id)
         leftovers = self.store.delete_prefix(project_prefix(project_id))
-        # The project's dataset exports (their records expire and are swept on their own).
+        # The project's dataset zips (their records expire and are swept on their own).
         self.store.delete_prefix(f"exports/{project_id}/")
+        self.store.delete_prefix(f"imports/{project_id}/")
         if leftovers:
             log.info("project %s: removed %s objects without metadata", project_id, leftovers)
         return deleted
@@ -457,7 +469,7 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, d
         "timestamp_ms": facts.get("timestamp_ms"),
         "score": facts.get("score"),
         "detections": detections if project.type == DETECTION else None,
-        "is_train": True,
+        "is_train": facts.get("is_train", True),
         "create_time": now,
     }
     if distinct_bytes:

@@ -76,10 +76,17 @@ class _Spool:
             self.copy_to(entry)
 
 
-def _text_info(name: str) -> zipfile.ZipInfo:
+def _entry_info(name: str, compress_type: int) -> zipfile.ZipInfo:
+    """A regular file (-rw-r--r--) with a fixed date, so the same export gives the same bytes."""
     info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = compress_type
+    info.create_system = 3
+    info.external_attr = 0o100644 << 16
     return info
+
+
+def _text_info(name: str) -> zipfile.ZipInfo:
+    return _entry_info(name, zipfile.ZIP_DEFLATED)
 
 
 def _write_text(archive: zipfile.ZipFile, name: str, text: str) -> None:
@@ -118,8 +125,7 @@ class DatasetWriter:
 
     def add(self, item: ExportItem, chunks: Iterable[bytes]) -> None:
         path = self.image_path(item)
-        info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_STORED  # images are compressed already
+        info = _entry_info(path, zipfile.ZIP_STORED)  # images are compressed already
         with self.archive.open(info, "w") as entry:
             for chunk in chunks:
                 entry.write(chunk)

@@ -2,7 +2,7 @@
 download and the expiry.
 
 `POST /projects/<id>/exports` checks the request and queues a job in the image service's
-`export_jobs` collection (the shared lease-based queue, `mlstudio.common.jobs`); a worker thread
+`dataset_jobs` collection (the shared lease-based queue, `mlstudio.common.jobs`); a worker thread
 of the image service runs it. The job reads the images in id order, twice: once for the split
 plan and the labels (ids, tags and labels only), once to write the zip. The zip is produced in a
 thread into a pipe whose other end is the object store's upload (multipart on S3), so neither the

@@ -179,18 +179,20 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find({"deleting": True}, {"_id": 1, "key": 1}).limit(limit)))
 
 
-class ExportRepository:
-    """The `exports` collection: one document per export of a project (`_id` the public id,
-    `project`, `user`, `format`, `options`, `job`, `key` of the zip, `size`, `count`, `splits`,
-    `create_time`, `expires_at`)."""
+class DatasetJobRecords:
+    """One collection of dataset jobs' records (`exports`, `imports`): one document per export
+    or import of a project (`_id` the public id, `project`, `user`, `format`, its options, `job`,
+    `key` of the zip, what it produced, `create_time`, `expires_at`)."""
+
+    name = ""
 
     def __init__(self, db: Database):
         self.db = db
-        self.exports = db.exports
+        self.records = db[self.name]
 
     def ensure_indexes(self) -> None:
-        mongo.declare_indexes(self.exports, [
-            pymongo.IndexModel([("project", 1), ("_id", -1)], name="project_exports"),
+        mongo.declare_indexes(self.records, [
+            pymongo.IndexModel([("project", 1), ("_id", -1)], name=f"project_{self.name}"),
             pymongo.IndexModel([("expires_at", 1)], name="expiry"),
         ])
 
@@ -201,27 +203,30 @@ class ExportRepository:
             raise mongo.unavailable(exc) from exc
 
     def next_id(self) -> int:
-        return self._run(lambda: mongo.next_id(self.db, "exports"))
+        return self._run(lambda: mongo.next_id(self.db, self.name))
 
     def insert(self, doc: dict) -> None:
-        self._run(lambda: self.exports.insert_one(doc))
+        self._run(lambda: self.records.insert_one(doc))
 
-    def get(self, export_id: int) -> dict | None:
-        return self._run(lambda: self.exports.find_one({"_id": export_id}))
+    def get(self, record_id: int) -> dict | None:
+        return self._run(lambda: self.records.find_one({"_id": record_id}))
 
     def list(self, project_id: int) -> list[dict]:
-        return self._run(lambda: list(self.exports.find({"project": project_id}).sort("_id", -1)))
+        return self._run(lambda: list(self.records.find({"project": project_id}).sort("_id", -1)))
 
-    def update(self, export_id: int, changes: dict) -> None:
-        self._run(lambda: self.exports.update_one({"_id": export_id}, {"$set": changes}))
+    def update(self, record_id: int, changes: dict) -> None:
+        self._run(lambda: self.records.update_one({"_id": record_id}, {"$set": changes}))
 
     def expired(self, now, limit: int = 100) -> list[dict]:
-        return self._run(lambda: list(self.exports.find({"expires_at": {"$lt": now}}).limit(limit)))
+        return self._run(lambda: list(self.records.find({"expires_at": {"$lt": now}}).limit(limit)))
 
-    def delete(self, export_id: int) -> None:
-        self._run(lambda: self.exports.delete_one({"_id": export_id}))
+    def delete(self, record_id: int) -> None:
+        self._run(lambda: self.records.delete_one({"_id": record_id}))
 
-    def delete_project(self, project_id: int) -> list[dict]:
-        docs = self._run(lambda: list(self.exports.find({"project": project_id})))
-        self._run(lambda: self.exports.delete_many({"project": project_id}))
-        return docs
+
+class ExportRepository(DatasetJobRecords):
+    name = "exports"
+
+
+class ImportRepository(DatasetJobRecords):
+    name = "imports"

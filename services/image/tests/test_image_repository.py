@@ -94,7 +94,7 @@ def test_existing_duplicates_and_identical_frames_do_not_break_the_index(core, r
     data = image_bytes()
     # Written before bytes were unique per project: two documents of the same bytes, no flag.
     old = {**core._create(SimpleNamespace(id=10, user_id=1, type="Classification"),
-                          [check_bytes(data, "old.png", core.limits)], [{"tag": "cat"}], frames=True)[0]}
+                          [check_bytes(data, "old.png", core.limits)], [{"tag": "cat"}], frames=True)[0][0]}
     repository.images.insert_one({**old, "_id": 7777, "key": "images/10/7777.png"})
     repository.images.drop_indexes()
     repository.ensure_indexes()

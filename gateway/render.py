@@ -38,9 +38,10 @@ SERVICES = tuple(ROUTE_PREFIXES)
 # signature in the query string.
 MEDIA_FILE_SERVICES = ("image", "video")
 MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|projects/[0-9]+/exports/[0-9]+)/file$"
-# Dataset exports and imports of a project are the image service's (it owns the images and the
-# zips), though their paths sit under the project service's prefix: these regex routes come first.
-EXPORTS_REGEX = r"^/projects/[0-9]+/(exports|imports)(/[0-9]+)?$"
+# Dataset exports, imports and near-duplicates of a project are the image service's (it owns the
+# images and the zips), though their paths sit under the project service's prefix: these regex
+# routes come first.
+EXPORTS_REGEX = r"^/projects/[0-9]+/((exports|imports)(/[0-9]+)?|duplicates)$"
 EXPORT_FILE_REGEX = r"^/projects/[0-9]+/exports/[0-9]+/file$"
 IMPORT_UPLOAD_REGEX = r"^/projects/[0-9]+/imports$"
 JWKS_PATH = "/users/.well-known/jwks.json"

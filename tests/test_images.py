@@ -189,6 +189,19 @@ def test_a_hostile_zip_is_refused_and_leaves_nothing_behind(stack, owner):
     assert not (stack.data_dir / "objects" / "imports" / str(owner.project_id)).exists()
 
 
+def test_near_duplicates_are_listed_in_groups(stack, owner):
+    picture = Image.new("RGB", (64, 48), (20, 20, 20))
+    picture.paste((240, 240, 240), (8, 10, 30, 40))
+    as_png, as_jpeg = io.BytesIO(), io.BytesIO()
+    picture.save(as_png, "PNG")
+    picture.save(as_jpeg, "JPEG", quality=75)
+    (png, jpeg) = owner.upload("scene", [("a.png", as_png.getvalue()), ("a.jpg", as_jpeg.getvalue())]).json()
+    owner.upload("other", [("b.png", image_bytes(color=(200, 30, 30)))])
+    listed = owner.session.get(f"/projects/{owner.project_id}/duplicates")
+    assert listed.status_code == 200, listed.text
+    assert [[image["id"] for image in group["images"]] for group in listed.json()] == [[png["id"], jpeg["id"]]]
+
+
 def test_tag_summary_retag_and_rename(stack, owner):
     cats = owner.upload("cat", [("c1.png", image_bytes()), ("c2.png", image_bytes())]).json()
     owner.upload("student", [("s1.png", image_bytes())])

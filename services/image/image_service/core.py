@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, mongo
+from mlstudio.common.image_hash import PerceptualHash
 from mlstudio.common.media_files import MediaFile
 from mlstudio.common.tags import normalize_tag, tag_from_label
 
 from . import detections as detections_mod
+from . import near_duplicates
 from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,31 @@ class ImageCore:
                 log.warning("image %s: object %s is missing; left out of the dataset", doc["_id"], doc["key"])
                 continue
             yield doc, content
+
+    def near_duplicates(self, user_id: int, project_id: int) -> list[dict]:
+        """`[{images: [Image, ...]}]`: the project's groups of near-duplicate images (see
+        `near_duplicates`), by their oldest image. Images stored before perceptual hashes were
+        kept get theirs now."""
+        self._project(project_id, user_id)
+        hashes = []
+        for doc in self.repository.iterate(project_id, 1000, fields=["phash", "key"]):
+            encoded = doc.get("phash") or self._backfill_phash(doc)
+            if encoded:
+                hashes.append((doc["_id"], PerceptualHash.decode(encoded)))
+        found = near_duplicates.groups(hashes)
+        docs = {doc["_id"]: doc for doc in self.repository.get_many([i for group in found for i in group])}
+        listed = ([self.present(docs[i]) for i in group if i in docs] for group in found)
+        return [{"images": images} for images in listed if len(images) > 1]
+
+    def _backfill_phash(self, doc: dict) -> str | None:
+        try:
+            content = self.store.get_bytes(doc["key"])
+            encoded = check_bytes(content, "image", self.limits).phash
+        except errors.DomainError as exc:
+            log.warning("image %s: no perceptual hash (%s)", doc["_id"], exc.message)
+            return None
+        self.repository.set_phash(doc["_id"], encoded)
+        return encoded
 
     # ---- creating --------------------------------------------------------------------------
 
@@ -462,6 +489,7 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, d
         "content_type": image.content_type,
         "size": image.size,
         "sha256": image.sha256,
+        "phash": image.phash,
         "width": image.width,
         "height": image.height,
         "video": facts.get("video"),

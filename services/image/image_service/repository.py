@@ -3,6 +3,7 @@
 One document per image: `_id` (the public integer id), `project`, `user`, `tag`, `key` (the
 object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
 `description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
+`phash` (perceptual hash, `mlstudio.common.image_hash`; older images get it when first needed),
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
 Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
 (project, sha256): the same bytes are stored once per project even when two uploads race. Frames
@@ -110,6 +111,14 @@ class ImageRepository:
         for doc in self._run(lambda: list(self.images.find(query).sort("_id", 1))):
             found.setdefault(doc["sha256"], doc)
         return found
+
+    def get_many(self, image_ids: list[int]) -> list[dict]:
+        """The visible images among `image_ids`, in id order."""
+        return self._run(lambda: list(self.images.find({"_id": {"$in": list(image_ids)}, **VISIBLE}).sort("_id", 1)))
+
+    def set_phash(self, image_id: int, phash: str) -> None:
+        """Records the perceptual hash of an image stored before hashes were kept."""
+        self._run(lambda: self.images.update_one({"_id": image_id}, {"$set": {"phash": phash}}))
 
     def find_frames(self, video_id: int, frame_indexes: list[int]) -> list[dict]:
         query = {"video": video_id, "frame_index": {"$in": list(frame_indexes)}, **VISIBLE}

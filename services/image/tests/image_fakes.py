@@ -116,8 +116,16 @@ class FakeRepository:
     def list_by_video(self, video_id):
         return sorted((d for d in self._visible() if d.get("video") == video_id), key=lambda d: (d["frame_index"], d["_id"]))
 
-    def iterate(self, project_id, batch_size=200):
-        yield from self.list(project_id=project_id)
+    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, fields=None):
+        for doc in self.list(project_id=project_id, tag=tag):
+            if not checked_only or doc.get("is_train", True) is not False:
+                yield doc
+
+    def get_many(self, image_ids):
+        return [doc for doc in self._visible() if doc["_id"] in image_ids]
+
+    def set_phash(self, image_id, phash):
+        self.docs[image_id]["phash"] = phash
 
     def tag_summary(self, project_id):
         rows = {}

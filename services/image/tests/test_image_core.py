@@ -265,6 +265,53 @@ def test_identical_frames_of_a_video_are_each_kept(world):
     assert first["id"] != second["id"] and len(world.store.objects) == 2
 
 
+# ---- near-duplicates --------------------------------------------------------------------------
+
+def picture(kind: str, fmt="PNG", size=(64, 48), quality=95) -> bytes:
+    """Distinct scenes: a bright square on the left, on the right, or bars; flat grey."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", size, (20, 20, 20) if kind != "grey" else (128, 128, 128))
+    draw = ImageDraw.Draw(canvas)
+    w, h = size
+    if kind == "left":
+        draw.rectangle([w // 10, h // 5, w // 2.5, h // 1.3], fill=(240, 240, 240))
+    elif kind == "right":
+        draw.rectangle([w // 1.7, h // 5, w - w // 10, h // 1.3], fill=(240, 240, 240))
+    elif kind == "bars":
+        for x in range(0, w, w // 8):
+            draw.rectangle([x, 0, x + w // 16, h], fill=(200, 60, 60))
+    out = io.BytesIO()
+    canvas.save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def test_near_duplicates_are_grouped_and_distinct_scenes_are_not(world):
+    world.core.limits = type(world.core.limits)(max_bytes=1 << 20, max_files=10, max_pixels=1 << 20)
+    uploaded = world.core.upload(1, 10, "scene", files(
+        ("left.png", picture("left")), ("right.png", picture("right")), ("bars.png", picture("bars")),
+        ("left.jpg", picture("left", "JPEG", quality=70)), ("left-big.png", picture("left", size=(128, 96))),
+        ("bars.jpg", picture("bars", "JPEG", quality=80)), ("grey.png", picture("grey"))))
+    ids = {image["title"]: image["id"] for image in uploaded}
+    groups = [[image["id"] for image in group["images"]] for group in world.core.near_duplicates(1, 10)]
+    assert groups == [[ids["left.png"], ids["left.jpg"], ids["left-big.png"]], [ids["bars.png"], ids["bars.jpg"]]]
+    assert IMAGE_FIELDS <= set(world.core.near_duplicates(1, 10)[0]["images"][0])
+
+
+def test_images_stored_before_hashes_get_theirs_when_first_listed(world):
+    world.core.limits = type(world.core.limits)(max_bytes=1 << 20, max_files=10, max_pixels=1 << 20)
+    first, second = world.core.upload(1, 10, "scene", files(("a.png", picture("left")), ("b.jpg", picture("left", "JPEG"))))
+    for doc in world.repository.docs.values():
+        del doc["phash"]
+    assert [[i["id"] for i in g["images"]] for g in world.core.near_duplicates(1, 10)] == [[first["id"], second["id"]]]
+    assert all(len(doc["phash"]) == 18 for doc in world.repository.docs.values())
+
+
+def test_near_duplicates_of_another_users_project_are_not_found(world):
+    with pytest.raises(errors.NotFound):
+        world.core.near_duplicates(2, 10)
+
+
 # ---- frames (gRPC CreateImages) --------------------------------------------------------------
 
 def frame(index, tag="cat", video=5, **extra):

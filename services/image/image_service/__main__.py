@@ -59,6 +59,7 @@ def build_datasets(settings: ImageSettings, db, core: ImageCore, repository: Ima
     exports = ExportCore(core, export_repository, queue, store, core.signer, ttl_s=settings.export_ttl_s)
     imports = ImportCore(core, import_repository, queue, store, limits, max_annotation_bytes=settings.max_annotation_bytes,
                          ttl_s=settings.export_ttl_s)
+    core.on_project_delete += [exports.cancel_project, imports.cancel_project]
     handlers = {
         EXPORT: ExportJob(repository, export_repository, store, ttl_s=settings.export_ttl_s),
         IMPORT: ImportJob(core, import_repository, store, limits, max_annotation_bytes=settings.max_annotation_bytes),

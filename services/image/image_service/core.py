@@ -102,6 +102,9 @@ class ImageCore:
         self.videos = videos
         self.predict_batch_bytes = predict_batch_bytes
         self.clock = clock
+        # Called with a project's id when its data is deleted, before its images go (the
+        # dataset jobs stop theirs).
+        self.on_project_delete: list[Callable[[int], None]] = []
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -111,6 +114,10 @@ class ImageCore:
     def _project(self, project_id: int, user_id: int):
         """The caller's project (NotFound when missing or someone else's)."""
         return self.projects.get_project(project_id, user_id)
+
+    def project(self, project_id: int, user_id: int):
+        """The caller's project, for the dataset routes' cores (NotFound as `_project`)."""
+        return self._project(project_id, user_id)
 
     def _owned(self, image_id: int, user_id: int, project_id: int | None, *, deleting_too: bool = False) -> dict:
         doc = self.repository.get(image_id, include_deleting=deleting_too)
@@ -408,6 +415,8 @@ class ImageCore:
         """Every image of a project being deleted, and any object left under its prefix by an
         upload that crashed between writing bytes and metadata. Idempotent."""
         _require_id("project_id", project_id)
+        for hook in self.on_project_delete:
+            hook(project_id)
         deleted = self._delete(project_id=project_id)
         leftovers = self.store.delete_prefix(project_prefix(project_id))
         # The project's dataset zips (their records expire and are swept on their own).

@@ -93,7 +93,7 @@ class ExportCore:
         self.clock = clock
 
     def create(self, user_id: int, project_id: int, body: dict) -> dict:
-        project = self.images._project(project_id, user_id)
+        project = self.images.project(project_id, user_id)
         options = parse_request(body, project.type)
         export_id = self.repository.next_id()
         now = mongo.utc_now()
@@ -103,7 +103,7 @@ class ExportCore:
                # never ends is swept too); finishing sets the expiry from then.
                "expires_at": now + timedelta(seconds=self.ttl_s)}
         self.repository.insert(doc)
-        job = self.queue.enqueue(doc["job"], KIND, {"export_id": export_id})
+        job = self.queue.enqueue(doc["job"], KIND, {"export_id": export_id, "project_id": project_id})
         return self.present(doc, job)
 
     def get(self, user_id: int, project_id: int, export_id: int) -> dict:
@@ -111,13 +111,13 @@ class ExportCore:
         return self.present(doc, self.queue.get(doc["job"]))
 
     def list(self, user_id: int, project_id: int) -> list[dict]:
-        self.images._project(project_id, user_id)
+        self.images.project(project_id, user_id)
         docs = [doc for doc in self.repository.list(project_id) if doc["user"] == user_id]
         found = self.queue.get_many(doc["job"] for doc in docs)
         return [self.present(doc, found.get(doc["job"])) for doc in docs]
 
     def _owned(self, user_id: int, project_id: int, export_id: int) -> dict:
-        self.images._project(project_id, user_id)
+        self.images.project(project_id, user_id)
         doc = self.repository.get(export_id)
         if doc is None or doc["project"] != project_id or doc["user"] != user_id:
             raise errors.NotFound(f"export {export_id} not found in project {project_id}")
@@ -152,15 +152,37 @@ class ExportCore:
         return self.store.read_range(media.key, start, length)
 
     def sweep_expired(self) -> int:
-        """Removes exports past their expiry: the zip, the job, the record. Idempotent."""
-        removed = 0
-        for doc in self.repository.expired(mongo.utc_now()):
-            self.queue.cancel(doc["job"])
-            self.store.delete(doc["key"])
-            self.queue.delete(doc["job"])
-            self.repository.delete(doc["_id"])
-            removed += 1
-        return removed
+        """Removes exports past their expiry (see `sweep_records`)."""
+        return sweep_records(self.repository, self.queue, self.store)
+
+    def cancel_project(self, project_id: int) -> None:
+        """Stops the exports of a project being deleted (see `cancel_records`)."""
+        cancel_records(self.repository, self.queue, project_id)
+
+
+def sweep_records(repository, queue: jobs.JobQueue, store: ObjectStore) -> int:
+    """Removes dataset jobs' records past their expiry: the zip, the job, the record; returns how
+    many. A job still unfinished is cancelled instead, so its worker stops and cleans up first
+    (removing its job under it would leave the worker nothing to clean up by); a later sweep
+    removes it. Idempotent."""
+    removed = 0
+    for doc in repository.expired(mongo.utc_now()):
+        job = queue.get(doc["job"])
+        if job is not None and not job.finished:
+            queue.cancel(doc["job"])
+            continue
+        store.delete(doc["key"])
+        queue.delete(doc["job"])
+        repository.delete(doc["_id"])
+        removed += 1
+    return removed
+
+
+def cancel_records(repository, queue: jobs.JobQueue, project_id: int) -> None:
+    """Cancels the unfinished dataset jobs of a project being deleted: each stops at its next
+    batch and removes its zip; the records go with the expiry sweep."""
+    for doc in repository.list(project_id):
+        queue.cancel(doc["job"])
 
 
 class ExportJob:
@@ -219,9 +241,8 @@ class ExportJob:
         return {"count": done, "size": info.size, "splits": splits}
 
     def cleanup(self, job: jobs.Job) -> None:
-        doc = self.repository.get(job.payload["export_id"])
-        if doc is not None:
-            self.store.delete(doc["key"])
+        # From the payload, not the record: a project's delete may have removed that already.
+        self.store.delete(export_key(job.payload["project_id"], job.payload["export_id"]))
 
 
 def stream_zip(store: ObjectStore, key: str, fill: Callable[[zipfile.ZipFile], object]):

@@ -31,6 +31,7 @@ from . import detections as detections_mod
 from .archive_checks import ArchiveLimits, open_checked, read_entry
 from .dataset_formats import formats_for
 from .dataset_readers import ImportEntry, list_dataset
+from .exports import cancel_records, sweep_records
 from .uploads import CheckedImage, UploadedFile, check_bytes
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class ImportCore:
         self.clock = clock
 
     def create(self, user_id: int, project_id: int, upload: UploadedFile | None) -> dict:
-        project = self.images._project(project_id, user_id)
+        project = self.images.project(project_id, user_id)
         if upload is None:
             raise errors.InvalidArgument("send the dataset zip in the multipart field 'file'", code="no_file")
         stream = upload.stream
@@ -88,21 +89,21 @@ class ImportCore:
                "expires_at": now + timedelta(seconds=self.ttl_s)}
         try:
             self.repository.insert(doc)
-            job = self.queue.enqueue(doc["job"], KIND, {"import_id": import_id}, total=len(listing.entries))
+            job = self.queue.enqueue(doc["job"], KIND, {"import_id": import_id, "project_id": project_id}, total=len(listing.entries))
         except BaseException:
             self.store.delete(key)
             raise
         return self.present(doc, job)
 
     def get(self, user_id: int, project_id: int, import_id: int) -> dict:
-        self.images._project(project_id, user_id)
+        self.images.project(project_id, user_id)
         doc = self.repository.get(import_id)
         if doc is None or doc["project"] != project_id or doc["user"] != user_id:
             raise errors.NotFound(f"import {import_id} not found in project {project_id}")
         return self.present(doc, self.queue.get(doc["job"]))
 
     def list(self, user_id: int, project_id: int) -> list[dict]:
-        self.images._project(project_id, user_id)
+        self.images.project(project_id, user_id)
         docs = [doc for doc in self.repository.list(project_id) if doc["user"] == user_id]
         found = self.queue.get_many(doc["job"] for doc in docs)
         return [self.present(doc, found.get(doc["job"])) for doc in docs]
@@ -118,15 +119,12 @@ class ImportCore:
         }
 
     def sweep_expired(self) -> int:
-        """Removes import records past their expiry (and a zip a crash left). Idempotent."""
-        removed = 0
-        for doc in self.repository.expired(mongo.utc_now()):
-            self.queue.cancel(doc["job"])
-            self.store.delete(doc["key"])
-            self.queue.delete(doc["job"])
-            self.repository.delete(doc["_id"])
-            removed += 1
-        return removed
+        """Removes import records past their expiry (and a zip a crash left), as exports'."""
+        return sweep_records(self.repository, self.queue, self.store)
+
+    def cancel_project(self, project_id: int) -> None:
+        """Stops the imports of a project being deleted."""
+        cancel_records(self.repository, self.queue, project_id)
 
 
 class ImportJob:
@@ -156,6 +154,8 @@ class ImportJob:
                         _skip(report, skipped["file"], skipped["reason"])
                 total = len(listing.entries)
                 for at in range(start, total, BATCH):
+                    # A project deleted meanwhile stops the import (NotFound) before it stores more.
+                    project = self.images.projects.get_project(doc["project"], doc["user"])
                     self._batch(project, archive, listing.entries[at:at + BATCH], report)
                     done = min(total, at + BATCH)
                     context.report(done, total, checkpoint={"next": done, "report": report})
@@ -187,9 +187,7 @@ class ImportJob:
             report["existing"] += len(checked) - stored
 
     def cleanup(self, job: jobs.Job) -> None:
-        doc = self.repository.get(job.payload["import_id"])
-        if doc is not None:
-            self.store.delete(doc["key"])
+        self.store.delete(import_key(job.payload["project_id"], job.payload["import_id"]))
 
 
 def _skip(report: dict, name: str, reason: str) -> None:

@@ -377,3 +377,31 @@ def test_an_entity_expanding_voc_file_is_skipped_not_expanded(studio):
     imported = studio.import_zip(NEW_DETECTION, data)
     assert imported["report"]["imported"] == 1
     assert [s["file"] for s in imported["report"]["skipped"]] == ["Annotations/1.xml", "JPEGImages/1.png"]
+
+
+def test_deleting_a_project_stops_its_dataset_jobs_and_the_sweep_removes_them(studio):
+    classified(studio, {"cat": 2})
+    studio.core.on_project_delete += [studio.exports.cancel_project, studio.imports.cancel_project]
+    done = studio.export(CLASSIFICATION, format="csv")
+    queued = studio.exports.create(1, CLASSIFICATION, {"format": "imagenet"})
+    studio.core.delete_project_data(CLASSIFICATION)
+    assert studio.queue.get(f"export-{queued['id']}").status == jobs.CANCELLED  # never started: at once
+    assert studio.store.list_keys("exports/") == []  # the finished export's zip went with the project
+    assert not studio.worker.run_once()  # nothing left to run
+    studio.export_repository.records.update_many({}, {"$set": {"expires_at": mongo.utc_now().replace(year=2000)}})
+    assert studio.exports.sweep_expired() == 2 and studio.queue.jobs.count_documents({}) == 0
+    assert studio.export_repository.get(done["id"]) is None
+
+
+def test_an_expired_export_still_running_is_cancelled_and_its_worker_removes_the_zip(studio):
+    classified(studio, {"cat": 3})
+    created = studio.exports.create(1, CLASSIFICATION, {"format": "csv"})
+    job = studio.queue.claim("another worker", ["export"])  # a worker took it, then stalled
+    studio.export_repository.records.update_many({}, {"$set": {"expires_at": mongo.utc_now().replace(year=2000)}})
+    assert studio.exports.sweep_expired() == 0  # not removed under its worker: cancelled
+    assert studio.queue.get(job.id).cancel_requested
+    studio.store.put_bytes(f"exports/{CLASSIFICATION}/{created['id']}.zip", b"partial")
+    studio.queue.jobs.update_one({"_id": job.id}, {"$set": {"lease_expires": mongo.utc_now().replace(year=2000)}})
+    assert studio.worker.run_once()  # takes the dead worker's job over: cleans up, cancels
+    assert studio.store.list_keys("exports/") == [] and studio.queue.get(job.id).status == jobs.CANCELLED
+    assert studio.exports.sweep_expired() == 1 and studio.exports.list(1, CLASSIFICATION) == []

@@ -19,8 +19,8 @@ from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import open_store
 
 from .app import build_grpc, create_app
-from .core import ImageCore
 from .archive_checks import ArchiveLimits
+from .core import ImageCore
 from .exports import KIND as EXPORT, ExportCore, ExportJob
 from .imports import KIND as IMPORT, ImportCore, ImportJob
 from .repository import ExportRepository, ImageRepository, ImportRepository

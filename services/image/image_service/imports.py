@@ -226,6 +226,10 @@ def _box(box, image: CheckedImage, relative: bool) -> dict:
             -slack <= x1 < x2 <= image.width + slack and -slack <= y1 < y2 <= image.height + slack) or not 0 <= score <= 1:
         raise errors.InvalidArgument(f"box {[x1, y1, x2, y2]} of {label!r} is outside the {image.width}x{image.height} image "
                                      "or empty", code="invalid_box")
-    clamp = lambda v, high: min(max(v, 0.0), float(high))  # noqa: E731 - two uses, one line
-    return detection_forms.detection(label.strip(), score, clamp(x1, image.width), clamp(y1, image.height),
-                                     clamp(x2, image.width), clamp(y2, image.height))
+    return detection_forms.detection(label.strip(), score, _clamp(x1, image.width), _clamp(y1, image.height),
+                                     _clamp(x2, image.width), _clamp(y2, image.height))
+
+
+def _clamp(value: float, high: int) -> float:
+    """Within 0..high: a box a rounding outside its image ends at its edge."""
+    return min(max(value, 0.0), float(high))

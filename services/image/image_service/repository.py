@@ -150,7 +150,7 @@ class ImageRepository:
                     **({"is_train": {"$ne": False}} if checked_only else {}), **VISIBLE}
         while True:
             query = {**selector, "_id": {"$gt": last}}
-            batch = self._run(lambda: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
+            batch = self._run(lambda query=query: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
             yield from batch
             if len(batch) < batch_size:
                 return

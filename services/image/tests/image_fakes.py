@@ -16,7 +16,6 @@ from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import ObjectInfo, ObjectStore, check_key
 from PIL import Image
 
-
 _colors = itertools.count(1)
 
 

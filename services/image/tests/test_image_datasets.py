@@ -10,15 +10,14 @@ hostile archives are refused with a 4xx and leave nothing behind; the report say
 skipped and why."""
 import csv
 import io
-import json
 import zipfile
 from xml.etree import ElementTree
 
 import pytest
 import yaml
 from image_fakes import FakeProjects, image_bytes
-from image_service.core import ImageCore, NewFrame
 from image_service.archive_checks import ArchiveLimits
+from image_service.core import ImageCore, NewFrame
 from image_service.exports import ExportCore, ExportJob
 from image_service.imports import ImportCore, ImportJob
 from image_service.repository import ExportRepository, ImageRepository, ImportRepository

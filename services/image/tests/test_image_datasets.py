@@ -134,7 +134,7 @@ def test_coco_opens_with_pycocotools_and_its_boxes_match_the_api(studio, tmp_pat
     assert found == boxes_by_image(images)
 
 
-def test_imagenet_folders_load_with_keras_as_they_are(studio, tmp_path):
+def test_imagenet_folders_train_with_keras_as_they_are(studio, tmp_path):
     import keras
 
     classified(studio, {"cat": 6, "dog": 4})
@@ -146,6 +146,11 @@ def test_imagenet_folders_load_with_keras_as_they_are(studio, tmp_path):
     assert sum(int(batch.shape[0]) for batch, _ in train) == 7
     val = keras.utils.image_dataset_from_directory(tmp_path / "data" / "val", image_size=(24, 32), batch_size=4)
     assert sum(int(batch.shape[0]) for batch, _ in val) == 3
+    model = keras.Sequential([keras.Input((24, 32, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train, validation_data=val, epochs=1, verbose=0, shuffle=False)  # the folders as they are
+    assert {"loss", "val_loss"} <= set(history.history)
 
 
 def test_yolo_and_voc_hold_the_api_boxes_in_their_own_forms(studio):

@@ -27,6 +27,7 @@ class Settings:
     gateway_rounds: int = 4  # direct and gateway alternate in this many blocks
     upload_bytes: int = 500 * MiB
     upload_interval: int = 1000  # the uploaded video is split too (afterwards); keep that short
+    export_sizes: tuple[int, int] = (1_000, 10_000)  # images of the two exported projects
 
     @classmethod
     def quick(cls) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             predict_images=64,
             gateway_requests=200,
             upload_bytes=50 * MiB,
+            export_sizes=(200, 2_000),
         )
 
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload")
+SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export")
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -46,6 +46,13 @@ FIGURES = {
         ("studio_s", "studio", "s"),
         ("peak_rss_growth_mb", "video service RSS growth", "MB"),
         ("bytes", "bytes", ""),
+    ),
+    "export": (
+        ("small_studio_s", "small project", "s"),
+        ("studio_s", "large project", "s"),
+        ("small_peak_rss_growth_mb", "image service RSS growth (small)", "MB"),
+        ("peak_rss_growth_mb", "image service RSS growth (large)", "MB"),
+        ("images", "images", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -244,6 +251,18 @@ def _upload(axis, scenario: dict) -> None:
     )
 
 
+def _export(axis, scenario: dict) -> None:
+    small, large = sorted(int(count) for count in scenario.get("runs", {})) or (0, scenario["images"])
+    _bars(
+        axis,
+        [
+            (f"{small:,} images (RSS +{scenario['small_peak_rss_growth_mb']:.0f} MB)", [(scenario["small_studio_s"], STUDIO, "")]),
+            (f"{large:,} images (RSS +{scenario['peak_rss_growth_mb']:.0f} MB)", [(scenario["studio_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
 def _cpu_by_process(name: str, scenario: dict) -> tuple[dict[str, float], str]:
     """CPU seconds by process of one studio run (per request for the gateway) and its caption."""
     if name == "gateway":
@@ -290,6 +309,7 @@ PANELS = {
     "predict": _predict,
     "gateway": _gateway,
     "upload": _upload,
+    "export": _export,
 }
 
 

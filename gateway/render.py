@@ -37,7 +37,13 @@ SERVICES = tuple(ROUTE_PREFIXES)
 # Media behind signed URLs (`<img src>`, `<video src>` send no token); the service checks the
 # signature in the query string.
 MEDIA_FILE_SERVICES = ("image", "video")
-MEDIA_FILE_REGEX = r"^/(images|videos|models)/[0-9]+/file$"
+MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|projects/[0-9]+/exports/[0-9]+)/file$"
+# Dataset exports, imports and near-duplicates of a project are the image service's (it owns the
+# images and the zips), though their paths sit under the project service's prefix: these regex
+# routes come first.
+EXPORTS_REGEX = r"^/projects/[0-9]+/((exports|imports)(/[0-9]+)?|duplicates)$"
+EXPORT_FILE_REGEX = r"^/projects/[0-9]+/exports/[0-9]+/file$"
+IMPORT_UPLOAD_REGEX = r"^/projects/[0-9]+/imports$"
 JWKS_PATH = "/users/.well-known/jwks.json"
 JWT_ISSUER = "mlstudio"
 PAYLOAD_HEADER = "x-jwt-payload"
@@ -88,15 +94,25 @@ class GatewayConfig:
 
 @dataclasses.dataclass(frozen=True)
 class UploadRoute:
-    """A POST whose body may exceed the JSON limit; the path ends with "/" when it is a prefix."""
+    """A POST whose body may exceed the JSON limit; the path ends with "/" when it is a prefix,
+    and starts with "^" when it is a regex."""
 
     service: str
     path: str
     limit: int
+    name: str = ""  # of its routes (default: the service's)
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.service)
 
     @property
     def is_prefix(self) -> bool:
         return self.path.endswith("/")
+
+    @property
+    def is_regex(self) -> bool:
+        return self.path.startswith("^")
 
 
 def upload_routes(config: GatewayConfig) -> list[UploadRoute]:
@@ -105,6 +121,8 @@ def upload_routes(config: GatewayConfig) -> list[UploadRoute]:
         UploadRoute("video", "/videos/all", config.video_upload_limit),
         UploadRoute("model", "/models/all", config.model_upload_limit),
         UploadRoute("image", "/images/", config.image_upload_limit),
+        # Dataset zips share the image upload limit (MAX_IMAGE_UPLOAD_BYTES, the service's too).
+        UploadRoute("image", IMPORT_UPLOAD_REGEX, config.image_upload_limit, name="image-import"),
     ]
     return [route for route in routes if route.service in config.upstreams]
 
@@ -152,7 +170,8 @@ def render(config: GatewayConfig) -> str:
     )
     services = [_service_view(name, config.upstreams[name]) for name in SERVICES if name in config.upstreams]
     uploads = [
-        {**dataclasses.asdict(route), "is_prefix": route.is_prefix, "limit_regex": greater_than_regex(route.limit)}
+        {**dataclasses.asdict(route), "is_prefix": route.is_prefix, "is_regex": route.is_regex,
+         "limit_regex": greater_than_regex(route.limit)}
         for route in upload_routes(config)
     ]
     return environment.get_template(TEMPLATE.name).render(
@@ -162,6 +181,8 @@ def render(config: GatewayConfig) -> str:
         media_services=[s for s in services if s["name"] in MEDIA_FILE_SERVICES],
         json_limit_regex=greater_than_regex(config.json_body_limit),
         media_file_regex=MEDIA_FILE_REGEX,
+        exports_regex=EXPORTS_REGEX if "image" in config.upstreams else None,
+        export_file_regex=EXPORT_FILE_REGEX,
         jwks_path=JWKS_PATH,
         issuer=JWT_ISSUER,
         payload_header=PAYLOAD_HEADER,

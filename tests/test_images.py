@@ -6,8 +6,11 @@ Prediction end to end (real models) is the model service's tests' job; here only
 from __future__ import annotations
 
 import io
+import itertools
+import time
 import urllib.parse
 import uuid
+import zipfile
 
 import pymongo
 import pytest
@@ -27,7 +30,15 @@ IMAGE_FIELDS = {"id", "title", "location", "description", "url", "type", "user",
 DEPLOYED = {component.name for component in registry.COMPONENTS}
 
 
-def image_bytes(fmt="PNG", size=(16, 12), color=(10, 120, 200)) -> bytes:
+_colors = itertools.count(1)
+
+
+def image_bytes(fmt="PNG", size=(16, 12), color=None) -> bytes:
+    """A small image; without `color`, each call's pixels differ from every other call's, since
+    the same bytes uploaded twice into a project are stored once."""
+    if color is None:
+        n = next(_colors)
+        color = (n % 256, n // 256 % 256, 200)
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -112,6 +123,83 @@ def test_upload_list_and_read(stack, owner):
     assert one.status_code == 200 and one.json()["title"] == "a.png"
     assert owner.session.get("/images/all").status_code == 400  # project_id is required
     assert_storage_agrees(stack, owner.project_id)
+
+
+def test_the_same_file_uploaded_twice_is_stored_once(stack, owner):
+    data = image_bytes("JPEG")
+    (first,) = owner.upload("cat", [("a.jpg", data)]).json()
+    again = owner.upload("dog", [("copy.jpg", data)])
+    assert again.status_code == 201 and again.json()[0]["id"] == first["id"]
+    assert again.json()[0]["type"] == "cat" and set(again.json()[0]) == set(first)
+    assert len(assert_storage_agrees(stack, owner.project_id)) == 1
+
+
+def test_an_export_runs_in_the_background_and_its_zip_downloads_without_a_token(stack, owner):
+    owner.upload("cat", [("a.png", image_bytes()), ("b.png", image_bytes())])
+    owner.upload("dog", [("c.png", image_bytes())])
+    path = f"/projects/{owner.project_id}/exports"
+    created = owner.session.post(path, json={"format": "imagenet", "val_fraction": 0.5, "seed": 3})
+    assert created.status_code == 202, created.text
+    export = created.json()
+    deadline = time.monotonic() + 60
+    while export["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        export = owner.session.get(f"{path}/{export['id']}").json()
+    assert export["status"] == "done", export
+    assert export["progress"] == {"done": 3, "total": 3} and export["splits"] == {"train": 2, "val": 1}
+    assert [e["id"] for e in owner.session.get(path).json()] == [export["id"]]
+    download = requests.get(export["url"], timeout=30)
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+    assert sorted(n.split("/")[1] for n in names if n.endswith(".png")) == ["cat", "cat", "dog"]
+    bad = owner.session.post(path, json={"format": "coco"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_format"
+    assert requests.get(export["url"].replace("signature=", "signature=0"), timeout=30).status_code == 403
+
+    # ... and the zip imports back into a new project: the same images and tags
+    created = owner.session.post("/projects/all", params={"user_id": owner.user_id},
+                                 json={"title": "copy", "description": "", "type": "Classification"})
+    copy = created.json()["id"]
+    started = owner.session.post(f"/projects/{copy}/imports", files={"file": ("dataset.zip", download.content)})
+    assert started.status_code == 202, started.text
+    imported = started.json()
+    deadline = time.monotonic() + 60
+    while imported["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        imported = owner.session.get(f"/projects/{copy}/imports/{imported['id']}").json()
+    assert imported["status"] == "done" and imported["report"]["imported"] == 3, imported
+
+    def images_of(project):
+        return sorted((i["type"], i["width"], i["height"]) for i in owner.session.get("/images/all", params={"project_id": project}).json())
+
+    assert images_of(copy) == images_of(owner.project_id)
+    assert [i["id"] for i in owner.session.get(f"/projects/{copy}/imports").json()] == [imported["id"]]
+
+
+def test_a_hostile_zip_is_refused_and_leaves_nothing_behind(stack, owner):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cat/a.png", image_bytes())
+        archive.writestr("../../escape.png", image_bytes())
+    refused = owner.session.post(f"/projects/{owner.project_id}/imports", files={"file": ("evil.zip", buffer.getvalue())})
+    assert refused.status_code == 400 and refused.json()["code"] == "unsafe_entry", refused.text
+    assert "escape.png" in refused.json()["message"]
+    assert owner.session.get(f"/projects/{owner.project_id}/imports").json() == []
+    assert owner.session.get("/images/all", params=owner.params()).json() == []
+    assert not (stack.data_dir / "objects" / "imports" / str(owner.project_id)).exists()
+
+
+def test_near_duplicates_are_listed_in_groups(stack, owner):
+    picture = Image.new("RGB", (64, 48), (20, 20, 20))
+    picture.paste((240, 240, 240), (8, 10, 30, 40))
+    as_png, as_jpeg = io.BytesIO(), io.BytesIO()
+    picture.save(as_png, "PNG")
+    picture.save(as_jpeg, "JPEG", quality=75)
+    (png, jpeg) = owner.upload("scene", [("a.png", as_png.getvalue()), ("a.jpg", as_jpeg.getvalue())]).json()
+    owner.upload("other", [("b.png", image_bytes(color=(200, 30, 30)))])
+    listed = owner.session.get(f"/projects/{owner.project_id}/duplicates")
+    assert listed.status_code == 200, listed.text
+    assert [[image["id"] for image in group["images"]] for group in listed.json()] == [[png["id"], jpeg["id"]]]
 
 
 def test_tag_summary_retag_and_rename(stack, owner):

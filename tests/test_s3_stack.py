@@ -85,6 +85,35 @@ def test_media_flow_on_s3(stack_factory, s3_server, api, register, tmp_path):
         assert loaded.status_code == 200 and loaded.content == content == bucket.get_bytes(image["location"])
         assert anonymous.get(image["url"], headers={"If-None-Match": loaded.headers["ETag"]}).status_code == 304
 
+    # A dataset export streams its zip into the bucket (larger than one part: a multipart upload
+    # fed from a pipe), downloads through its signed URL, and imports back into another project.
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(noise, "PNG")
+    assert len(noise.getvalue()) > S3ObjectStore.PART
+    assert session.post("/images/noise", params=params, files=[("files", ("noise.png", noise.getvalue()))]).status_code == 201
+    export = session.post(f"/projects/{project_id}/exports", json={"format": "imagenet"}).json()
+    deadline = time.monotonic() + PROCESSING_TIMEOUT_S
+    while export["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"the export is still {export['status']}"
+        time.sleep(0.2)
+        export = session.get(f"/projects/{project_id}/exports/{export['id']}").json()
+    assert export["status"] == "done", export
+    (zip_key,) = bucket.list_keys(f"exports/{project_id}/")
+    assert bucket.stat(zip_key).size == export["size"] > S3ObjectStore.PART
+    dataset = anonymous.get(export["url"])
+    assert dataset.status_code == 200 and dataset.content == bucket.get_bytes(zip_key)
+    copy = session.post("/projects/all", params={"user_id": user_id}, json={"title": "copy", "description": "", "type": "Classification"}).json()["id"]
+    imported = session.post(f"/projects/{copy}/imports", files={"file": ("dataset.zip", dataset.content)}).json()
+    while imported["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"the import is still {imported['status']}"
+        time.sleep(0.2)
+        imported = session.get(f"/projects/{copy}/imports/{imported['id']}").json()
+    assert imported["status"] == "done" and imported["report"]["imported"] == 3, imported
+    assert bucket.list_keys(f"imports/{copy}/") == []  # the uploaded zip goes when the import ends
+    assert sorted(i["type"] for i in session.get("/images/all", params={"project_id": copy}).json()) == ["cat", "cat", "noise"]
+    assert session.delete(f"/projects/{copy}").json() == {"message": "success"}
+    assert session.delete("/images/noise", params=params).json() == {"message": "success"}
+
     # The model: its uploaded files land in the bucket too.
     model_files = sample_model(tmp_path / "models")
     response = session.post("/models/all", params={**params, "method": "upload"}, files=[("files", f) for f in model_files],
@@ -141,7 +170,8 @@ def test_media_flow_on_s3(stack_factory, s3_server, api, register, tmp_path):
     assert session.delete(f"/models/{model_id}").json() == {"message": "success"}
     assert session.delete(f"/projects/{project_id}").json() == {"message": "success"}
 
-    leftovers = {prefix: bucket.list_keys(prefix) for prefix in (f"images/{project_id}/", f"videos/{project_id}/", f"models/{model_id}/")}
+    leftovers = {prefix: bucket.list_keys(prefix) for prefix in (f"images/{project_id}/", f"videos/{project_id}/", f"models/{model_id}/",
+                                                                 f"exports/{project_id}/", f"images/{copy}/")}
     assert leftovers == {prefix: [] for prefix in leftovers}
     assert files_under(stack.data_dir / "objects") == []
     assert session.get(f"/projects/{project_id}").status_code == 404

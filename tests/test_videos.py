@@ -226,6 +226,14 @@ def test_sampling_by_time(owner, media):
     assert answer["video"]["interval_ms"] == 1000
 
 
+def test_dedupe_gives_one_frame_per_static_shot_not_hundreds(owner, media):
+    answer = owner.upload(media["light_dark"], interval=1, dedupe="true", wait="true").json()  # 200 frames, 2 shots
+    assert [(image["frame_index"], image["type"]) for image in answer["images"]] == [(0, "light"), (100, "dark")]
+    video = answer["video"]
+    assert (video["status"], video["dedupe"], video["duplicates_skipped"]) == ("done", True, 198)
+    assert video["progress"] == {"done": 2, "total": 2}
+
+
 def test_the_real_bottle_video_decodes_every_frame(owner):
     answer = owner.upload(shared_data_dir() / "bottle-detection.mp4", filename="bottle-detection.mp4", interval=10, wait="true").json()
     video = answer["video"]

@@ -17,6 +17,7 @@ ISSUE_KEYS = {
     "predict": {"in_process_s", "studio_s"},
     "gateway": {"direct_p50_ms", "gateway_p50_ms", "direct_p99_ms", "gateway_p99_ms", "direct_rps", "gateway_rps"},
     "upload": {"raw_write_s", "studio_s", "peak_rss_growth_mb"},
+    "export": {"studio_s", "peak_rss_growth_mb", "small_peak_rss_growth_mb"},
 }
 
 
@@ -79,6 +80,18 @@ def synthetic_results() -> dict:
                 peak_rss_growth_mb=12.0,
                 bytes=524288000,
             ),
+            "export": scenario(
+                [
+                    goal("peak_rss_growth_mb (10,000 images) <= 64", 20.0, 64, at_least=False),
+                    goal("growth(10,000) - growth(1,000) <= 32 MB", 8.0, 32, at_least=False),
+                ],
+                images=10000,
+                studio_s=30.0,
+                small_studio_s=3.0,
+                peak_rss_growth_mb=20.0,
+                small_peak_rss_growth_mb=12.0,
+                studio_cpu_s={"image": 25.0, "mongodb": 2.0},
+            ),
         },
     }
 
@@ -99,7 +112,7 @@ def test_markdown_table_has_a_row_per_goal(tmp_path):
 
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert rows[0] == "| scenario | figures | goal | value | held |"
-    assert len(rows) == 2 + 6  # header, separator, one per goal (upload has two)
+    assert len(rows) == 2 + 8  # header, separator, one per goal (upload and export have two)
     assert "| video_sparse |" in markdown and "`studio_s <= 1.3 * decode_only_s` | 1.5 | **no** |" in markdown
     assert "`seed_style_s / studio_s >= 10` | 12.1 | yes |" in markdown
     assert "load average at start 0.5" in markdown

@@ -148,7 +148,7 @@ def test_open_paths_need_no_token_and_everything_else_does(config):
     assert {"path": "/healthz"} in open_matches
     assert {"prefix": "/docs/"} in open_matches
     assert {"path_separated_prefix": "/users"} in open_matches
-    assert {"safe_regex": {"regex": r"^/(images|videos|models)/[0-9]+/file$"}} in open_matches
+    assert {"safe_regex": {"regex": gw.MEDIA_FILE_REGEX}} in open_matches
     assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "mlstudio"}}
 
 
@@ -163,8 +163,32 @@ def test_legacy_mode_lets_a_missing_token_pass_but_verifies_a_present_one(caplog
 def test_media_regex_opens_only_file_paths():
     pattern = re.compile(gw.MEDIA_FILE_REGEX)
     assert pattern.search("/images/632/file") and pattern.search("/videos/1/file") and pattern.search("/models/3/file")
-    for path in ["/images/632", "/images/all/file", "/projects/3/file", "/images/1/file/x", "/x/images/1/file"]:
+    assert pattern.search("/projects/3/exports/12/file")
+    for path in ["/images/632", "/images/all/file", "/projects/3/file", "/images/1/file/x", "/x/images/1/file",
+                 "/projects/3/exports/12", "/projects/3/exports/file", "/projects/x/exports/1/file"]:
         assert not pattern.search(path), path
+
+
+def test_a_projects_exports_go_to_the_image_service_before_the_project_prefix(config):
+    listed = routes(config)
+    names = [route["name"] for route in listed]
+    by_name = {route["name"]: route for route in listed}
+    assert names.index("image-export-file") < names.index("image-exports") < names.index("project")
+    assert by_name["image-exports"]["route"]["cluster"] == "image"
+    assert by_name["image-export-file"]["route"]["timeout"] == "0s"
+    exports = re.compile(by_name["image-exports"]["match"]["safe_regex"]["regex"])
+    for path in ["/projects/3/exports", "/projects/3/exports/12", "/projects/3/imports", "/projects/3/imports/4", "/projects/3/duplicates"]:
+        assert exports.search(path), path
+    for path in ["/projects/3", "/projects/all", "/projects/3/exportsx", "/projects/3/exports/12/x", "/projects/3/imports/4/file",
+                 "/projects/3/duplicates/1"]:
+        assert not exports.search(path), path
+    # a dataset zip is an upload: the image upload limit and timeout, not the JSON limit
+    upload, too_large = by_name["image-import-upload"], by_name["image-import-upload-too-large"]
+    assert upload["route"]["cluster"] == "image" and upload["route"]["timeout"] == "3600s"
+    assert names.index("image-import-upload") < names.index("too-large")
+    assert re.compile(upload["match"]["safe_regex"]["regex"]).search("/projects/3/imports")
+    length = next(h for h in too_large["match"]["headers"] if h["name"] == "content-length")
+    assert length["string_match"]["safe_regex"]["regex"] == gw.greater_than_regex(256 * gw.MiB)
 
 
 def test_upload_routes_have_their_limits_and_long_timeouts(config):

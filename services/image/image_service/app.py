@@ -2,14 +2,22 @@
 from mlstudio.common import grpc_server, http_app
 from mlstudio.image.v1 import image_pb2_grpc
 
+from .api import duplicates as duplicate_routes
+from .api import exports as export_routes
 from .api import images
+from .api import imports as import_routes
 from .grpc_api import ImageServicer
 
 
-def create_app(settings, core, readiness=None):
+def create_app(settings, core, readiness=None, exports=None, imports=None):
     app, api = http_app.make_app("images", title="ML Studio images", description="A project's images, in tag collections",
                                  readiness=readiness or {}, max_body_bytes=settings.max_upload_bytes)
     images.register_routes(api, core, settings)
+    duplicate_routes.register_routes(api, core, settings)
+    if exports is not None:
+        export_routes.register_routes(api, exports, settings)
+    if imports is not None:
+        import_routes.register_routes(api, imports, settings)
     return app
 
 

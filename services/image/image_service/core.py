@@ -2,12 +2,15 @@
 
 Writes are ordered so nothing is half-written: an upload checks every file, allocates ids,
 writes the bytes under immutable keys (`images/<project>/<image id>.<ext>`), then inserts all
-metadata with one `insert_many`; if anything fails, what was written is removed. A delete first
+metadata with one `insert_many`; if anything fails, what was written is removed. Uploaded bytes
+are stored once per project: a file whose SHA-256 the project already holds is answered as the
+stored image (a unique index settles races between concurrent uploads). A delete first
 hides the documents (`deleting`), then removes their bytes, then the documents; if it stops
 half-way, the hidden documents tell a retry (or the periodic sweep) what is left to do.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +19,12 @@ from dataclasses import dataclass, field
 from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, mongo
 from mlstudio.common.deadlines import NONE, Deadline
+from mlstudio.common.image_hash import PerceptualHash
 from mlstudio.common.media_files import MediaFile
 from mlstudio.common.tags import normalize_tag, tag_from_label
 
 from . import detections as detections_mod
+from . import near_duplicates
 from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,9 @@ class ImageCore:
         self.predict_batch_bytes = predict_batch_bytes
         self.detection_filing = detections_mod.check_filing(detection_filing)
         self.clock = clock
+        # Called with a project's id when its data is deleted, before its images go (the
+        # dataset jobs stop theirs).
+        self.on_project_delete: list[Callable[[int], None]] = []
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -109,6 +117,10 @@ class ImageCore:
     def _project(self, project_id: int, user_id: int):
         """The caller's project (NotFound when missing or someone else's)."""
         return self.projects.get_project(project_id, user_id)
+
+    def project(self, project_id: int, user_id: int):
+        """The caller's project, for the dataset routes' cores (NotFound as `_project`)."""
+        return self._project(project_id, user_id)
 
     def _owned(self, image_id: int, user_id: int, project_id: int | None, *, deleting_too: bool = False) -> dict:
         doc = self.repository.get(image_id, include_deleting=deleting_too)
@@ -193,6 +205,31 @@ class ImageCore:
                 continue
             yield doc, content
 
+    def near_duplicates(self, user_id: int, project_id: int) -> list[dict]:
+        """`[{images: [Image, ...]}]`: the project's groups of near-duplicate images (see
+        `near_duplicates`), by their oldest image. Images stored before perceptual hashes were
+        kept get theirs now."""
+        self._project(project_id, user_id)
+        hashes = []
+        for doc in self.repository.iterate(project_id, 1000, fields=["phash", "key"]):
+            encoded = doc.get("phash") or self._backfill_phash(doc)
+            if encoded:
+                hashes.append((doc["_id"], PerceptualHash.decode(encoded)))
+        found = near_duplicates.groups(hashes)
+        docs = {doc["_id"]: doc for doc in self.repository.get_many([i for group in found for i in group])}
+        listed = ([self.present(docs[i]) for i in group if i in docs] for group in found)
+        return [{"images": images} for images in listed if len(images) > 1]
+
+    def _backfill_phash(self, doc: dict) -> str | None:
+        try:
+            content = self.store.get_bytes(doc["key"])
+            encoded = check_bytes(content, "image", self.limits).phash
+        except errors.DomainError as exc:
+            log.warning("image %s: no perceptual hash (%s)", doc["_id"], exc.message)
+            return None
+        self.repository.set_phash(doc["_id"], encoded)
+        return encoded
+
     # ---- creating --------------------------------------------------------------------------
 
     def upload(self, user_id: int, project_id: int, tag: str, files: list[UploadedFile]) -> list[dict]:
@@ -200,8 +237,8 @@ class ImageCore:
         tag = normalize_tag(tag)
         project = self._project(project_id, user_id)
         checked = check_all(files, self.limits)
-        facts = [{"tag": tag} for _ in checked]
-        return [self.present(doc) for doc in self._create(project, checked, facts)]
+        docs, _ = self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])
+        return [self.present(doc) for doc in docs]
 
     def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], deadline: Deadline = NONE) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
@@ -220,8 +257,9 @@ class ImageCore:
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
         log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
-        facts = self._predictions(project.type, model_id, user_id, checked, deadline)
-        return [self.present(doc) for doc in self._create(project, checked, facts, deadline=deadline)]
+        facts = functools.partial(self._predictions, project.type, model_id, user_id, deadline=deadline)
+        docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
+        return [self.present(doc) for doc in docs]
 
     def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], deadline: Deadline) -> list[dict]:
         facts = []
@@ -265,7 +303,7 @@ class ImageCore:
                     seen.add(key)
         facts = [_frame_facts(project.type, frame, position, self.detection_filing) for position, frame in todo]
         checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
-        created = self._create(project, checked, facts, frames=True)
+        created, _ = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
         uploads = iter(doc for doc in created if not doc.get("video"))
         docs = [next(uploads) if key is None else by_key.get(key) for key in wanted]
@@ -282,19 +320,44 @@ class ImageCore:
                 found[(doc["video"], doc["frame_index"])] = doc
         return found
 
-    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *, frames: bool = False,
-                deadline: Deadline = NONE) -> list[dict]:
+    def import_images(self, project, checked: list[CheckedImage], facts: list[dict]) -> tuple[list[dict], int]:
+        """Stores images of a dataset import (`facts`: tag, detections, is_train of each), with
+        the rules of uploads; returns their documents and how many were new to the project."""
+        by_image = {id(image): fact for image, fact in zip(checked, facts)}
+        return self._create_uploads(project, checked, lambda new: [by_image[id(image)] for image in new])
+
+    def _create_uploads(self, project, checked: list[CheckedImage],
+                        facts_of: Callable[[list[CheckedImage]], list[dict]], *,
+                        deadline: Deadline = NONE) -> tuple[list[dict], int]:
+        """The documents of uploaded files, in order, and how many were stored now: an image
+        whose bytes the project already holds (or that came earlier in the same request) is
+        answered as the stored image, not stored again and not predicted again; `facts_of` gives
+        the tags of the new ones."""
+        known = self.repository.find_by_sha256(project.id, sorted({image.sha256 for image in checked}))
+        new: dict[str, CheckedImage] = {}
+        for image in checked:
+            if image.sha256 not in known:
+                new.setdefault(image.sha256, image)
+        fresh = list(new.values())
+        created, stored = self._create(project, fresh, facts_of(fresh) if fresh else [], deadline=deadline)
+        by_digest = {**known, **{doc["sha256"]: doc for doc in created}}
+        return [by_digest[image.sha256] for image in checked], stored
+
+    def _create(self, project, checked: list[CheckedImage], facts: list[dict], *,
+                frames: bool = False, deadline: Deadline = NONE) -> tuple[list[dict], int]:
         """Allocates ids, writes bytes, inserts the metadata; on failure removes what it wrote.
-        With `frames`, documents whose (video, frame) a concurrent request stored first are
-        dropped (with their bytes) and the stored ones returned instead. Once the caller stopped
-        waiting (`deadline`), stores nothing: checked before the first write and again before
-        the metadata, which is what makes the images exist."""
+        Documents whose (video, frame) (with `frames`) or whose bytes (uploads) a concurrent
+        request stored first are dropped with their objects, and the stored ones returned instead.
+        Returns the documents and how many of them this call stored. Once the caller stopped
+        waiting (`deadline`), stores nothing: checked before the first write and again before the
+        metadata, which is what makes the images exist."""
         if not checked:
-            return []
+            return [], 0
         self._still_wanted(project, len(checked), deadline)
         ids = self.repository.reserve_ids(len(checked))
         now = mongo.utc_now()
-        docs = [_new_doc(image_id, project, image, fact, now) for image_id, image, fact in zip(ids, checked, facts)]
+        docs = [_new_doc(image_id, project, image, fact, now, distinct_bytes=not frames)
+                for image_id, image, fact in zip(ids, checked, facts)]
         written: list[str] = []
         try:
             for doc, image in zip(docs, checked):
@@ -302,18 +365,19 @@ class ImageCore:
                 self._put(doc, image)
                 written.append(doc["key"])
             self._still_wanted(project, len(checked), deadline)
-            if not frames:
-                self.repository.insert_many(docs)
-                return docs
-            duplicates = self.repository.insert_frames(docs)
+            insert = self.repository.insert_frames if frames else self.repository.insert_uploads
+            duplicates = insert(docs)
         except BaseException:
             self._undo([doc["_id"] for doc in docs], written)
             raise
-        if duplicates:
-            self._remove_objects([doc["key"] for doc in docs if doc["_id"] in duplicates])
-            kept = [doc for doc in docs if doc["_id"] not in duplicates]
-            return kept + list(self._existing_frames_of([doc for doc in docs if doc["_id"] in duplicates]).values())
-        return docs
+        if not duplicates:
+            return docs, len(docs)
+        lost = [doc for doc in docs if doc["_id"] in duplicates]
+        self._remove_objects([doc["key"] for doc in lost])
+        kept = [doc for doc in docs if doc["_id"] not in duplicates]
+        if frames:
+            return kept + list(self._existing_frames_of(lost).values()), len(kept)
+        return kept + list(self.repository.find_by_sha256(project.id, [doc["sha256"] for doc in lost]).values()), len(kept)
 
     @staticmethod
     def _still_wanted(project, count: int, deadline: Deadline) -> None:
@@ -390,8 +454,13 @@ class ImageCore:
         """Every image of a project being deleted, and any object left under its prefix by an
         upload that crashed between writing bytes and metadata. Idempotent."""
         _require_id("project_id", project_id)
+        for hook in self.on_project_delete:
+            hook(project_id)
         deleted = self._delete(project_id=project_id)
         leftovers = self.store.delete_prefix(project_prefix(project_id))
+        # The project's dataset zips (their records expire and are swept on their own).
+        self.store.delete_prefix(f"exports/{project_id}/")
+        self.store.delete_prefix(f"imports/{project_id}/")
         if leftovers:
             log.info("project %s: removed %s objects without metadata", project_id, leftovers)
         return deleted
@@ -453,11 +522,11 @@ def _detected(result, filing: str) -> dict:
     return {"tag": tag, "score": score, "detections": found}
 
 
-def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> dict:
+def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, distinct_bytes: bool = False) -> dict:
     detections = facts.get("detections")
     if project.type == DETECTION and detections is None:
         detections = []
-    return {
+    doc = {
         "_id": image_id,
         "project": project.id,
         "user": project.user_id,
@@ -468,6 +537,7 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> d
         "content_type": image.content_type,
         "size": image.size,
         "sha256": image.sha256,
+        "phash": image.phash,
         "width": image.width,
         "height": image.height,
         "video": facts.get("video"),
@@ -475,6 +545,9 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now) -> d
         "timestamp_ms": facts.get("timestamp_ms"),
         "score": facts.get("score"),
         "detections": detections if project.type == DETECTION else None,
-        "is_train": True,
+        "is_train": facts.get("is_train", True),
         "create_time": now,
     }
+    if distinct_bytes:
+        doc["distinct_bytes"] = True
+    return doc

@@ -3,7 +3,12 @@
 One document per image: `_id` (the public integer id), `project`, `user`, `tag`, `key` (the
 object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
 `description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
+`phash` (perceptual hash, `mlstudio.common.image_hash`; older images get it when first needed),
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
+Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
+(project, sha256): the same bytes are stored once per project even when two uploads race. Frames
+stay out of it (a static video has identical frames, each kept under its own frame index), and so
+do documents written before the index existed, which may hold duplicates already.
 """
 from __future__ import annotations
 
@@ -49,6 +54,10 @@ class ImageRepository:
             # images (no video) are outside the partial index.
             pymongo.IndexModel([("video", 1), ("frame_index", 1)], name="video_frames", unique=True,
                                partialFilterExpression={"video": {"$gt": 0}}),
+            # An upload's bytes once per project (see the module docstring). A delete unsets the
+            # flag as it hides the image, so the same bytes can be uploaded again meanwhile.
+            pymongo.IndexModel([("project", 1), ("sha256", 1)], name="project_distinct_bytes", unique=True,
+                               partialFilterExpression={"distinct_bytes": True}),
             # Deletes left unfinished, for the sweep.
             pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
         ])
@@ -62,13 +71,18 @@ class ImageRepository:
     def reserve_ids(self, count: int) -> list[int]:
         return self._run(lambda: mongo.reserve_ids(self.db, "images", count))
 
-    def insert_many(self, docs: list[dict]) -> None:
-        if docs:
-            self._run(lambda: self.images.insert_many(docs, ordered=True))
-
     def insert_frames(self, docs: list[dict]) -> set[int]:
         """Inserts frame documents; returns the ids of those whose (video, frame_index) already
         existed (a concurrent retry stored them first). Other failures raise."""
+        return self._insert_new(docs)
+
+    def insert_uploads(self, docs: list[dict]) -> set[int]:
+        """Inserts uploaded images; returns the ids of those whose bytes the project already
+        holds (a concurrent upload stored them first). Other failures raise."""
+        return self._insert_new(docs)
+
+    def _insert_new(self, docs: list[dict]) -> set[int]:
+        """Inserts every document a unique index lets in; returns the ids of the others."""
         if not docs:
             return set()
         try:
@@ -89,6 +103,22 @@ class ImageRepository:
     def get(self, image_id: int, *, include_deleting: bool = False) -> dict | None:
         query = {"_id": image_id} if include_deleting else {"_id": image_id, **VISIBLE}
         return self._run(lambda: self.images.find_one(query))
+
+    def find_by_sha256(self, project_id: int, digests: list[str]) -> dict[str, dict]:
+        """The project's oldest visible image per SHA-256 among `digests`."""
+        query = {"project": project_id, "sha256": {"$in": list(digests)}, **VISIBLE}
+        found: dict[str, dict] = {}
+        for doc in self._run(lambda: list(self.images.find(query).sort("_id", 1))):
+            found.setdefault(doc["sha256"], doc)
+        return found
+
+    def get_many(self, image_ids: list[int]) -> list[dict]:
+        """The visible images among `image_ids`, in id order."""
+        return self._run(lambda: list(self.images.find({"_id": {"$in": list(image_ids)}, **VISIBLE}).sort("_id", 1)))
+
+    def set_phash(self, image_id: int, phash: str) -> None:
+        """Records the perceptual hash of an image stored before hashes were kept."""
+        self._run(lambda: self.images.update_one({"_id": image_id}, {"$set": {"phash": phash}}))
 
     def find_frames(self, video_id: int, frame_indexes: list[int]) -> list[dict]:
         query = {"video": video_id, "frame_index": {"$in": list(frame_indexes)}, **VISIBLE}
@@ -111,12 +141,16 @@ class ImageRepository:
         """A video's frames in any project (used to find the video's project)."""
         return self._run(lambda: list(self.images.find({"video": video_id, **VISIBLE}).sort([("frame_index", 1), ("_id", 1)])))
 
-    def iterate(self, project_id: int, batch_size: int = 200) -> Iterator[dict]:
-        """Every image of a project, in id order, read in batches (for the training stream)."""
+    def iterate(self, project_id: int, batch_size: int = 200, *, tag: str | None = None, checked_only: bool = False,
+                fields: list[str] | None = None) -> Iterator[dict]:
+        """Every image of a project (of one tag, only checked ones), in id order, read in batches
+        (the training stream, exports); `fields` limits what is read of each."""
         last = 0
+        selector = {"project": project_id, **({"tag": tag} if tag is not None else {}),
+                    **({"is_train": {"$ne": False}} if checked_only else {}), **VISIBLE}
         while True:
-            query = {"project": project_id, "_id": {"$gt": last}, **VISIBLE}
-            batch = self._run(lambda: list(self.images.find(query).sort("_id", 1).limit(batch_size)))
+            query = {**selector, "_id": {"$gt": last}}
+            batch = self._run(lambda query=query: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
             yield from batch
             if len(batch) < batch_size:
                 return
@@ -146,9 +180,62 @@ class ImageRepository:
         """Hides the selected images (those already being deleted included) and returns their
         ids and keys, so the caller can remove their bytes and then the documents."""
         selector = _selector(**criteria)
-        self._run(lambda: self.images.update_many(selector, {"$set": {"deleting": True}}))
+        self._run(lambda: self.images.update_many(selector, {"$set": {"deleting": True}, "$unset": {"distinct_bytes": ""}}))
         return self._run(lambda: list(self.images.find({**selector, "deleting": True}, {"_id": 1, "key": 1})))
 
     def pending_deletes(self, limit: int = 1000) -> list[dict]:
         """Images whose delete stopped half-way (ids and keys)."""
         return self._run(lambda: list(self.images.find({"deleting": True}, {"_id": 1, "key": 1}).limit(limit)))
+
+
+class DatasetJobRecords:
+    """One collection of dataset jobs' records (`exports`, `imports`): one document per export
+    or import of a project (`_id` the public id, `project`, `user`, `format`, its options, `job`,
+    `key` of the zip, what it produced, `create_time`, `expires_at`)."""
+
+    name = ""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.records = db[self.name]
+
+    def ensure_indexes(self) -> None:
+        mongo.declare_indexes(self.records, [
+            pymongo.IndexModel([("project", 1), ("_id", -1)], name=f"project_{self.name}"),
+            pymongo.IndexModel([("expires_at", 1)], name="expiry"),
+        ])
+
+    def _run(self, operation):
+        try:
+            return operation()
+        except PyMongoError as exc:
+            raise mongo.unavailable(exc) from exc
+
+    def next_id(self) -> int:
+        return self._run(lambda: mongo.next_id(self.db, self.name))
+
+    def insert(self, doc: dict) -> None:
+        self._run(lambda: self.records.insert_one(doc))
+
+    def get(self, record_id: int) -> dict | None:
+        return self._run(lambda: self.records.find_one({"_id": record_id}))
+
+    def list(self, project_id: int) -> list[dict]:
+        return self._run(lambda: list(self.records.find({"project": project_id}).sort("_id", -1)))
+
+    def update(self, record_id: int, changes: dict) -> None:
+        self._run(lambda: self.records.update_one({"_id": record_id}, {"$set": changes}))
+
+    def expired(self, now, limit: int = 100) -> list[dict]:
+        return self._run(lambda: list(self.records.find({"expires_at": {"$lt": now}}).limit(limit)))
+
+    def delete(self, record_id: int) -> None:
+        self._run(lambda: self.records.delete_one({"_id": record_id}))
+
+
+class ExportRepository(DatasetJobRecords):
+    name = "exports"
+
+
+class ImportRepository(DatasetJobRecords):
+    name = "imports"

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from mlstudio.common import errors
+from mlstudio.common import errors, image_hash
 from PIL import Image, UnidentifiedImageError
 
 CHUNK = 1024 * 1024
@@ -58,6 +58,7 @@ class CheckedImage:
     extension: str
     width: int
     height: int
+    phash: str = ""  # perceptual hash (`image_hash`), encoded
 
     def read(self) -> bytes:
         self.stream.seek(0)
@@ -94,9 +95,9 @@ def check_one(upload: UploadedFile, position: int, limits: UploadLimits) -> Chec
     if size > limits.max_bytes:
         raise errors.PayloadTooLarge(f"{label} is larger than the limit of {limits.max_bytes} bytes", code="file_too_large")
     digest = _sha256(stream)
-    image_format, width, height = _decode(stream, label, limits.max_pixels)
+    image_format, width, height, phash = _decode(stream, label, limits.max_pixels)
     content_type, extension = FORMATS[image_format]
-    return CheckedImage(title, stream, size, digest, content_type, extension, width, height)
+    return CheckedImage(title, stream, size, digest, content_type, extension, width, height, phash)
 
 
 def _seekable(stream: BinaryIO, max_bytes: int) -> BinaryIO:
@@ -136,9 +137,19 @@ def _sha256(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _decode(stream: BinaryIO, label: str, max_pixels: int) -> tuple[str, int, int]:
-    """(Pillow format, width, height) after a full decode, which catches truncated files.
-    Only the accepted formats' parsers ever see the bytes."""
+def perceptual_hash(image: Image.Image) -> str:
+    """The encoded `image_hash` of a decoded picture (a 9x8 grayscale thumbnail's)."""
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGB")
+    thumbnail = image.resize((image_hash.WIDTH, image_hash.HEIGHT), Image.Resampling.BOX, reducing_gap=2.0).convert("L")
+    pixels = list(thumbnail.getdata())
+    rows = [pixels[row * image_hash.WIDTH:(row + 1) * image_hash.WIDTH] for row in range(image_hash.HEIGHT)]
+    return image_hash.from_thumbnail(rows).encode()
+
+
+def _decode(stream: BinaryIO, label: str, max_pixels: int) -> tuple[str, int, int, str]:
+    """(Pillow format, width, height, perceptual hash) after a full decode, which catches
+    truncated files. Only the accepted formats' parsers ever see the bytes."""
     stream.seek(0)
     try:
         with warnings.catch_warnings():
@@ -149,7 +160,7 @@ def _decode(stream: BinaryIO, label: str, max_pixels: int) -> tuple[str, int, in
                     raise errors.PayloadTooLarge(f"{label} has {width}x{height} pixels, more than the limit of {max_pixels}",
                                                  code="too_many_pixels")
                 image.load()
-                return image.format, width, height
+                return image.format, width, height, perceptual_hash(image)
     except UnidentifiedImageError:
         raise errors.UnsupportedMediaType(f"{label} is not a JPEG, PNG, WebP or BMP image", code="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

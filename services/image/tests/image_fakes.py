@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -15,8 +16,15 @@ from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import ObjectInfo, ObjectStore, check_key
 from PIL import Image
 
+_colors = itertools.count(1)
 
-def image_bytes(fmt: str = "PNG", size=(8, 6), color=(200, 30, 30)) -> bytes:
+
+def image_bytes(fmt: str = "PNG", size=(8, 6), color=None) -> bytes:
+    """A small image; without `color`, each call's pixels differ from every other call's, since
+    the same bytes uploaded twice into a project are stored once."""
+    if color is None:
+        n = next(_colors)
+        color = (n % 256, n // 256 % 256, 30)
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -30,19 +38,39 @@ class FakeRepository:
         self.last_id = 0
         self.fail_insert = False
         self.frames_stored_meanwhile: list[dict] = []
+        self.uploads_stored_meanwhile: list[dict] = []
 
     def reserve_ids(self, count):
         ids = list(range(self.last_id + 1, self.last_id + count + 1))
         self.last_id += count
         return ids
 
-    def insert_many(self, docs):
+    def insert_uploads(self, docs):
         if self.fail_insert:
-            # Like an ordered insert that stops half-way: the first document is in.
+            # Like an insert that stops half-way: the first document is in.
             self.docs[docs[0]["_id"]] = copy.deepcopy(docs[0])
             raise errors.Unavailable("the database is unavailable, try again shortly")
-        for doc in docs:
+        # A concurrent upload of the same bytes that got there first, set up by a test.
+        for doc in self.uploads_stored_meanwhile:
             self.docs[doc["_id"]] = copy.deepcopy(doc)
+        self.uploads_stored_meanwhile = []
+        taken = {(d["project"], d["sha256"]) for d in self.docs.values() if d.get("distinct_bytes")}
+        duplicates = set()
+        for doc in docs:
+            key = (doc["project"], doc["sha256"])
+            if doc.get("distinct_bytes") and key in taken:
+                duplicates.add(doc["_id"])
+                continue
+            taken.add(key)
+            self.docs[doc["_id"]] = copy.deepcopy(doc)
+        return duplicates
+
+    def find_by_sha256(self, project_id, digests):
+        found = {}
+        for doc in self._visible():
+            if doc["project"] == project_id and doc["sha256"] in digests:
+                found.setdefault(doc["sha256"], doc)
+        return found
 
     def insert_frames(self, docs):
         # A concurrent retry that got there first, set up by a test.
@@ -87,8 +115,16 @@ class FakeRepository:
     def list_by_video(self, video_id):
         return sorted((d for d in self._visible() if d.get("video") == video_id), key=lambda d: (d["frame_index"], d["_id"]))
 
-    def iterate(self, project_id, batch_size=200):
-        yield from self.list(project_id=project_id)
+    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, fields=None):
+        for doc in self.list(project_id=project_id, tag=tag):
+            if not checked_only or doc.get("is_train", True) is not False:
+                yield doc
+
+    def get_many(self, image_ids):
+        return [doc for doc in self._visible() if doc["_id"] in image_ids]
+
+    def set_phash(self, image_id, phash):
+        self.docs[image_id]["phash"] = phash
 
     def tag_summary(self, project_id):
         rows = {}
@@ -118,6 +154,7 @@ class FakeRepository:
             if ((image_id is None or doc["_id"] == image_id) and (project_id is None or doc["project"] == project_id)
                     and (tag is None or doc["tag"] == tag) and (video_id is None or doc.get("video") == video_id)):
                 doc["deleting"] = True
+                doc.pop("distinct_bytes", None)
                 chosen.append({"_id": doc["_id"], "key": doc["key"]})
         return chosen
 

@@ -1,5 +1,6 @@
 """The image core with in-memory fakes: ownership, uploads, tags, deletes, frames, predictions,
 media, and that nothing is ever half-written."""
+import hashlib
 import io
 import urllib.parse
 
@@ -204,6 +205,114 @@ def test_project_data_deletion_also_removes_objects_without_metadata(world):
     assert stored_keys(world) == ["images/100/1.png"]
 
 
+# ---- the same bytes twice --------------------------------------------------------------------
+
+def test_the_same_bytes_uploaded_again_answer_the_stored_image(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    again = world.core.upload(1, 10, "dog", files(("copy.png", data), "new.png"))
+    assert again[0] == first  # same id, tag, title, and the same response shape
+    assert again[1]["id"] != first["id"] and again[1]["type"] == "dog"
+    assert len(world.repository.docs) == 2 and len(world.store.objects) == 2
+
+
+def test_the_same_bytes_twice_in_one_request_are_stored_once(world):
+    data = image_bytes()
+    first, second = world.core.upload(1, 10, "cat", files(("a.png", data), ("b.png", data)))
+    assert first == second and len(world.store.objects) == 1
+
+
+def test_the_same_bytes_in_another_project_are_stored_again(world):
+    data = image_bytes()
+    (mine,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    (theirs,) = world.core.upload(2, 20, "cat", files(("a.png", data)))
+    assert mine["id"] != theirs["id"] and len(world.store.objects) == 2
+
+
+def test_deleted_bytes_can_be_uploaded_again(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    world.core.delete_image(1, first["id"])
+    (again,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    assert again["id"] != first["id"] and stored_keys(world) == [again["location"]]
+
+
+def test_a_prediction_of_known_bytes_answers_the_stored_image_without_asking_the_model(world):
+    data = image_bytes()
+    (first,) = world.core.upload(1, 10, "cat", files(("a.png", data)))
+    world.models.labels = [("dog", 0.9)]
+    known, new = world.core.predict(1, 10, 7, files(("a.png", data), "b.png"))
+    assert known == first and new["type"] == "dog"
+    assert world.models.calls == [("classify", 1)]
+
+
+def test_a_concurrent_upload_that_stored_the_bytes_first_wins_and_our_copy_goes(world):
+    data = image_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    world.repository.uploads_stored_meanwhile = [{
+        "_id": 500, "project": 10, "user": 1, "tag": "cat", "title": "theirs.png", "key": "images/10/500.png",
+        "content_type": "image/png", "size": len(data), "sha256": digest, "video": None, "frame_index": None,
+        "timestamp_ms": None, "score": None, "detections": None, "distinct_bytes": True, "create_time": mongo.utc_now()}]
+    world.store.objects["images/10/500.png"] = data
+    ours, other = world.core.upload(1, 10, "cat", files(("ours.png", data), "other.png"))
+    assert (ours["id"], ours["title"]) == (500, "theirs.png")
+    assert stored_keys(world) == sorted(["images/10/500.png", other["location"]])
+
+
+def test_identical_frames_of_a_video_are_each_kept(world):
+    data = image_bytes("JPEG")
+    frames = [NewFrame(content=data, tag="cat", video_id=5, frame_index=index) for index in (0, 1)]
+    first, second = world.core.create_frames(1, 10, frames)
+    assert first["id"] != second["id"] and len(world.store.objects) == 2
+
+
+# ---- near-duplicates --------------------------------------------------------------------------
+
+def picture(kind: str, fmt="PNG", size=(64, 48), quality=95) -> bytes:
+    """Distinct scenes: a bright square on the left, on the right, or bars; flat grey."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", size, (20, 20, 20) if kind != "grey" else (128, 128, 128))
+    draw = ImageDraw.Draw(canvas)
+    w, h = size
+    if kind == "left":
+        draw.rectangle([w // 10, h // 5, w // 2.5, h // 1.3], fill=(240, 240, 240))
+    elif kind == "right":
+        draw.rectangle([w // 1.7, h // 5, w - w // 10, h // 1.3], fill=(240, 240, 240))
+    elif kind == "bars":
+        for x in range(0, w, w // 8):
+            draw.rectangle([x, 0, x + w // 16, h], fill=(200, 60, 60))
+    out = io.BytesIO()
+    canvas.save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def test_near_duplicates_are_grouped_and_distinct_scenes_are_not(world):
+    world.core.limits = type(world.core.limits)(max_bytes=1 << 20, max_files=10, max_pixels=1 << 20)
+    uploaded = world.core.upload(1, 10, "scene", files(
+        ("left.png", picture("left")), ("right.png", picture("right")), ("bars.png", picture("bars")),
+        ("left.jpg", picture("left", "JPEG", quality=70)), ("left-big.png", picture("left", size=(128, 96))),
+        ("bars.jpg", picture("bars", "JPEG", quality=80)), ("grey.png", picture("grey"))))
+    ids = {image["title"]: image["id"] for image in uploaded}
+    groups = [[image["id"] for image in group["images"]] for group in world.core.near_duplicates(1, 10)]
+    assert groups == [[ids["left.png"], ids["left.jpg"], ids["left-big.png"]], [ids["bars.png"], ids["bars.jpg"]]]
+    assert IMAGE_FIELDS <= set(world.core.near_duplicates(1, 10)[0]["images"][0])
+
+
+def test_images_stored_before_hashes_get_theirs_when_first_listed(world):
+    world.core.limits = type(world.core.limits)(max_bytes=1 << 20, max_files=10, max_pixels=1 << 20)
+    first, second = world.core.upload(1, 10, "scene", files(("a.png", picture("left")), ("b.jpg", picture("left", "JPEG"))))
+    for doc in world.repository.docs.values():
+        del doc["phash"]
+    assert [[i["id"] for i in g["images"]] for g in world.core.near_duplicates(1, 10)] == [[first["id"], second["id"]]]
+    assert all(len(doc["phash"]) == 18 for doc in world.repository.docs.values())
+
+
+def test_near_duplicates_of_another_users_project_are_not_found(world):
+    with pytest.raises(errors.NotFound):
+        world.core.near_duplicates(2, 10)
+
+
 # ---- frames (gRPC CreateImages) --------------------------------------------------------------
 
 def frame(index, tag="cat", video=5, **extra):
@@ -388,10 +497,10 @@ def test_predict_checks_every_file_before_asking_the_model(world):
 
 
 def test_predict_batches_large_requests():
-    data = image_bytes("PNG")
-    world = build_world(predict_batch_bytes=2 * len(data))
+    data = [image_bytes("PNG") for _ in range(3)]
+    world = build_world(predict_batch_bytes=2 * max(map(len, data)))
     world.models.labels = [("cat", 0.5)] * 3
-    images = world.core.predict(1, 10, 7, files(("a.png", data), ("b.png", data), ("c.png", data)))
+    images = world.core.predict(1, 10, 7, files(*zip(["a.png", "b.png", "c.png"], data)))
     assert world.models.calls == [("classify", 2), ("classify", 1)]
     assert [i["type"] for i in images] == ["cat"] * 3
 

@@ -3,57 +3,18 @@ unique partial index that makes frames idempotent), the tag summary aggregation,
 that hide first. The core runs on it too, with a local-directory object store, to check that
 storage and metadata agree after every kind of delete."""
 import io
-import socket
-import subprocess
-import time
+from types import SimpleNamespace
 
-import pymongo
 import pytest
 from image_fakes import FakeProjects, image_bytes
 from image_service.core import ImageCore, NewFrame, Page
 from image_service.repository import ImageRepository
-from image_service.uploads import UploadedFile, UploadLimits
+from image_service.uploads import UploadedFile, UploadLimits, check_bytes
 from mlstudio.common import mongo
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import LocalObjectStore
 
-from deploy.local.mongo import find_mongod
-
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri(tmp_path_factory):
-    port = free_port()
-    dbpath = tmp_path_factory.mktemp("mongo")
-    process = subprocess.Popen(
-        [find_mongod(), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
-         "--wiredTigerCacheSizeGB", "0.25", "--setParameter", "diagnosticDataCollectionEnabled=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}/"
-    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
-    try:
-        for _ in range(120):
-            try:
-                client.admin.command("ping")
-                break
-            except pymongo.errors.PyMongoError:
-                if process.poll() is not None:
-                    pytest.fail("mongod exited at start-up")
-                time.sleep(0.25)
-        else:
-            pytest.fail("mongod did not start")
-        yield uri
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture
@@ -115,6 +76,40 @@ def test_frames_are_unique_per_video_and_frame_index(core, repository):
     docs = [{**repository.get(first[0]["id"]), "_id": 9999}]
     assert repository.insert_frames(docs) == {9999}
     assert repository.images.count_documents({"video": 5}) == 3
+
+
+def test_the_same_bytes_are_stored_once_per_project_even_when_uploads_race(core, repository):
+    data = image_bytes()
+    (first,) = core.upload(1, 10, "cat", [UploadedFile("a.png", io.BytesIO(data))])
+    assert repository.images.index_information()["project_distinct_bytes"]["unique"] is True
+    # A racing upload that looked before the first was stored: the index refuses its document.
+    racer = {**repository.get(first["id"]), "_id": 9999, "key": "images/10/9999.png"}
+    assert repository.insert_uploads([racer]) == {9999}
+    (again,) = core.upload(1, 10, "dog", [UploadedFile("b.png", io.BytesIO(data))])
+    assert again["id"] == first["id"] and repository.images.count_documents({"project": 10}) == 1
+    assert objects(core, 10) == [first["location"]]
+
+
+def test_existing_duplicates_and_identical_frames_do_not_break_the_index(core, repository):
+    data = image_bytes()
+    # Written before bytes were unique per project: two documents of the same bytes, no flag.
+    old = {**core._create(SimpleNamespace(id=10, user_id=1, type="Classification"),
+                          [check_bytes(data, "old.png", core.limits)], [{"tag": "cat"}], frames=True)[0][0]}
+    repository.images.insert_one({**old, "_id": 7777, "key": "images/10/7777.png"})
+    repository.images.drop_indexes()
+    repository.ensure_indexes()
+    frames = [NewFrame(data, tag="cat", video_id=5, frame_index=i) for i in (0, 1)]
+    assert len({i["id"] for i in core.create_frames(1, 10, frames)}) == 2
+    (uploaded,) = core.upload(1, 10, "cat", [UploadedFile("a.png", io.BytesIO(data))])
+    assert uploaded["id"] == old["_id"]
+
+
+def test_a_deleted_image_leaves_the_index_as_it_is_hidden(core, repository):
+    data = image_bytes()
+    (first,) = core.upload(1, 10, "cat", [UploadedFile("a.png", io.BytesIO(data))])
+    repository.mark_deleting(image_id=first["id"])
+    (again,) = core.upload(1, 10, "cat", [UploadedFile("a.png", io.BytesIO(data))])
+    assert again["id"] != first["id"]
 
 
 def test_by_video_is_in_frame_order(core):

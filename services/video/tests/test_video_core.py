@@ -34,6 +34,13 @@ def test_upload_stores_the_file_records_the_video_and_queues_its_job(world, ligh
     assert world.store.get_bytes(world.repository.docs[video["id"]]["key"]) == light_dark_video.read_bytes()
     job = world.jobs.get(job_id(video["id"]))
     assert (job.kind, job.payload) == (SPLIT_JOB, {"video_id": video["id"], "project_id": 10, "user_id": 1})
+    assert (video["dedupe"], video["duplicates_skipped"]) == (False, None)
+
+
+def test_an_upload_with_dedupe_keeps_it_for_its_job_and_shows_the_skipped_count(world, light_dark_video, tmp_path):
+    video = world.core.upload(1, 10, options(dedupe="true"), uploaded(light_dark_video, tmp_path))["video"]
+    assert world.repository.docs[video["id"]]["dedupe"] is True
+    assert (video["dedupe"], video["duplicates_skipped"]) == (True, 0)
 
 
 @pytest.mark.parametrize("user_id, project_id, model_id, error", [
@@ -82,6 +89,7 @@ def test_upload_refuses_files_that_are_no_decodable_video(world, tmp_path, light
     ({"interval_ms": "", "interval": "10"}, "field interval_ms is empty"),
     ({"wait": ""}, "field wait is empty: give true or false"),
     ({"model_id": " "}, "model_id is required"),
+    ({"dedupe": "sometimes"}, "dedupe must be true or false"),
 ])
 def test_upload_options_say_what_is_wrong(fields, message):
     with pytest.raises(errors.InvalidArgument, match=message):
@@ -105,6 +113,8 @@ def test_upload_options_defaults_and_precedence():
     assert (by_time.interval, by_time.interval_ms) == (None, 500)
     assert upload_options({"model_id": "7", "wait": "true", "title": " Mine "}, "a.mp4", 1).wait is True
     assert upload_options({"model_id": "7", "title": " Mine "}, "a.mp4", 1).title == "Mine"
+    assert upload_options({"model_id": "7"}, "a.mp4", 1).dedupe is False
+    assert upload_options({"model_id": "7", "dedupe": "true"}, "a.mp4", 1).dedupe is True
 
 
 def test_an_upload_that_could_not_queue_its_job_leaves_nothing(world, light_dark_video, tmp_path):

@@ -198,3 +198,24 @@ def test_a_real_video_of_huge_frames_is_refused_at_the_default_limit(tmp_path):
     writer.release()
     with pytest.raises(errors.Unprocessable, match="frames are 10000x5200 pixels \\(52,000,000\\), more than the limit of 50,000,000"):
         probe(path)
+
+
+def test_dedupe_keeps_one_frame_per_static_shot(light_dark_video):
+    decoder = FrameDecoder(light_dark_video, FrameSampler(interval=1), dedupe=True)
+    frames = list(decoder.frames())
+    assert [frame.index for frame in frames] == [0, 100]  # the light shot, then the dark one
+    assert [brightness_label(frame.jpeg)[0] for frame in frames] == ["light", "dark"]
+    assert decoder.skipped == 198 and decoder.decoded == 200
+
+
+def test_dedupe_keeps_frames_that_change(tmp_path):
+    path = tmp_path / "moving.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for index in range(20):
+        picture = np.zeros((48, 64, 3), np.uint8)
+        left = 4 if index % 2 == 0 else 40  # a square that jumps from side to side: every frame differs
+        cv2.rectangle(picture, (left, 10), (left + 16, 30), (255, 255, 255), -1)
+        writer.write(picture)
+    writer.release()
+    decoder = FrameDecoder(path, FrameSampler(interval=1), dedupe=True)
+    assert len(list(decoder.frames())) == 20 and decoder.skipped == 0

@@ -20,7 +20,7 @@ def run_pipeline(path, images=None, labeller=None, resume=Resume(), batch_size=4
     labeller = labeller or FakeLabeller()
     reports = []
     summary = FramePipeline(labeller, images, batch_size=batch_size).run(
-        request(**overrides), path, lambda done, total, last: reports.append((done, total, last)), resume)
+        request(**overrides), path, lambda done, total, last, skipped: reports.append((done, total, last)), resume)
     return summary, images, labeller, reports
 
 
@@ -94,7 +94,7 @@ def test_a_report_that_says_stop_ends_decoding(light_dark_video):
     images = FakeImages()
     calls = []
 
-    def report(done, total, last):
+    def report(done, total, last, skipped):
         calls.append(done)
         raise jobs.JobCancelled("video deleted")
 
@@ -131,6 +131,28 @@ def test_the_handler_splits_the_stored_video_and_records_the_decoded_count(handl
     # progress totals are the estimate (190 / 10) until the end says the truth
     assert context.reports[0] == (8, 19, {"frame_index": 70}) and context.reports[-1] == (20, 20, {"frame_index": 190})
     assert list((tmp_path / "spool").iterdir()) == []  # the download is gone
+
+
+def test_dedupe_stores_one_frame_per_static_shot_and_counts_the_rest(light_dark_video):
+    summary, images, labeller, reports = run_pipeline(light_dark_video, interval=1, dedupe=True)
+    assert [image.frame_index for image in images.of_video(5)] == [0, 100]
+    assert [image.tag for image in images.of_video(5)] == ["light", "dark"]
+    assert (summary.images, summary.skipped, summary.frames_decoded) == (2, 198, 200)
+    assert reports[-1] == (2, 2, 100)
+
+
+def test_the_handler_reports_skipped_duplicates_in_progress_and_result(handler_world):
+    handler, repository, images, _, _, _ = handler_world
+    repository.docs[5].update(interval=1, dedupe=True)
+    recorded = []
+
+    class Context(RecordingContext):
+        def report(self, done, total, checkpoint=None, details=None):
+            recorded.append(details)
+            super().report(done, total, checkpoint, details)
+
+    assert handler.run(job(), Context()) == {"frames_decoded": 200, "images": 2, "duplicates_skipped": 198}
+    assert recorded[-1] == {"skipped": 198} and len(images.of_video(5)) == 2
 
 
 def test_the_handler_resumes_from_the_checkpoint(handler_world):

@@ -271,6 +271,6 @@ class RecordingContext:
         if self.cancel_after is not None and len(self.reports) >= self.cancel_after:
             raise jobs.JobCancelled("cancelled")
 
-    def report(self, done, total, checkpoint=None):
+    def report(self, done, total, checkpoint=None, details=None):
         self.check()
         self.reports.append((done, total, dict(checkpoint or {})))

@@ -7,6 +7,10 @@ decided by a `FrameSampler`: every N-th frame, or one frame per `interval_ms` of
 own timestamps. The decoder says when the stream ends; the container's frame count is only
 a check: where it is exact (an MP4/QuickTime file indexes its samples), a stream that ends well
 before it (`Truncated`) means a file cut short or damaged, not a short video.
+
+With `dedupe`, a sampled frame nearly identical to the last frame kept (`image_hash`: its
+perceptual hash of a 9x8 thumbnail within the near-duplicate threshold) is skipped before it is
+encoded, and counted in `skipped`; a static shot gives one frame, not hundreds.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+from mlstudio.common import image_hash
 
 from .probe import frame_count, open_capture, records_frame_count
 
@@ -79,13 +84,17 @@ class FrameDecoder:
     """Decodes `path` once, front to back, yielding the sampled frames after `resume_after`
     (the last frame index already stored by an earlier attempt; -1 for none)."""
 
-    def __init__(self, path: Path, sampler: FrameSampler, *, jpeg_quality: int = 90, resume_after: int = -1):
+    def __init__(self, path: Path, sampler: FrameSampler, *, jpeg_quality: int = 90, resume_after: int = -1,
+                 dedupe: bool = False):
         self.path = path
         self.sampler = sampler
         self.jpeg_params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
         self.resume_after = resume_after
+        self.dedupe = dedupe
         self.decoded = 0
+        self.skipped = 0  # sampled frames left out as near-duplicates of the last one kept
         self.fps = 0.0
+        self._last_kept: image_hash.PerceptualHash | None = None
 
     def _timestamp_ms(self, capture, index: int) -> float:
         position = capture.get(cv2.CAP_PROP_POS_MSEC)
@@ -126,10 +135,24 @@ class FrameDecoder:
         ok, pixels = capture.retrieve()
         if not ok or pixels is None:
             return None
+        if self.dedupe and self._is_repeat(pixels):
+            self.skipped += 1
+            return None
         ok, encoded = cv2.imencode(".jpg", pixels, self.jpeg_params)
         if not ok:
             raise Undecodable(f"frame {index} could not be encoded as JPEG")
         return Frame(index=index, timestamp_ms=int(round(timestamp)), jpeg=encoded.tobytes())
+
+
+    def _is_repeat(self, pixels) -> bool:
+        """True when `pixels` nearly equal the last kept frame; otherwise they become it."""
+        gray = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY) if pixels.ndim == 3 else pixels
+        thumbnail = cv2.resize(gray, (image_hash.WIDTH, image_hash.HEIGHT), interpolation=cv2.INTER_AREA)
+        found = image_hash.from_thumbnail(thumbnail.tolist())
+        if self._last_kept is not None and found.near(self._last_kept):
+            return True
+        self._last_kept = found
+        return False
 
 
 def batches(frames: Iterator[Frame], max_frames: int, max_bytes: int) -> Iterator[list[Frame]]:

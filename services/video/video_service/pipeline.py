@@ -6,6 +6,9 @@ JPEG frames while the calling thread sends the previous batch to the model servi
 per batch). The bounded queue keeps memory flat whatever the video's length: decoding waits
 when labelling falls behind.
 
+With `dedupe`, the decoder leaves out sampled frames nearly identical to the last one kept
+(see `frames`); progress counts them (`skipped`) and the total estimate drops by them.
+
 After each stored batch, progress and a checkpoint (the last stored frame index) are saved, so an
 attempt that dies part-way is resumed by the next one from there; a batch stored twice (after a
 crash between storing and checkpointing) creates nothing twice, because `CreateImages` is
@@ -67,6 +70,7 @@ class SplitRequest:
     interval_ms: int | None
     frame_count_estimate: int = 0
     duration_ms_estimate: int = 0
+    dedupe: bool = False  # skip sampled frames nearly identical to the last one kept
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Resume:
 
     after_frame: int = -1
     done: int = 0
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,12 @@ class SplitSummary:
     frames_decoded: int
     images: int
     fps: float
+    skipped: int = 0  # sampled frames left out as near-duplicates (`dedupe`)
 
 
-ProgressCallback = Callable[[int, int, int], None]
-"""report(done, total, last_frame_index): saves progress; raises when the work must stop."""
+ProgressCallback = Callable[[int, int, int, int], None]
+"""report(done, total, last_frame_index, skipped): saves progress (`skipped`: near-duplicate
+frames left out so far); raises when the work must stop."""
 
 
 class _DecodingFailed:
@@ -110,17 +117,23 @@ class FramePipeline:
         """Splits the video at `path`; returns what was decoded and stored."""
         sampler = FrameSampler(request.interval, request.interval_ms)
         estimate = sampler.estimate(request.frame_count_estimate, request.duration_ms_estimate)
-        decoder = FrameDecoder(path, sampler, jpeg_quality=self.jpeg_quality, resume_after=resume.after_frame)
+        decoder = FrameDecoder(path, sampler, jpeg_quality=self.jpeg_quality, resume_after=resume.after_frame,
+                               dedupe=request.dedupe)
         done = resume.done
         last_index = resume.after_frame
+
+        def skipped() -> int:
+            return resume.skipped + decoder.skipped
+
         with _DecodingThread(decoder, self.batch_size, self.batch_bytes, self.queue_depth) as decoding:
             for batch in decoding.batches():
                 self._store(request, batch, self._label(request, batch))
                 done += len(batch)
                 last_index = batch[-1].index
-                report(done, max(estimate, done), last_index)
-        report(done, done, last_index)
-        return SplitSummary(frames_decoded=decoder.decoded, images=done, fps=decoder.fps)
+                # Skipped frames leave the estimate: the total falls as duplicates are found.
+                report(done, max(estimate - skipped(), done), last_index, skipped())
+        report(done, done, last_index, skipped())
+        return SplitSummary(frames_decoded=decoder.decoded, images=done, fps=decoder.fps, skipped=skipped())
 
     def _label(self, request: SplitRequest, batch: Sequence[Frame]) -> list:
         images = [frame.jpeg for frame in batch]

@@ -33,17 +33,23 @@ class SplitVideoHandler:
         if video is None or video.get("deleting"):
             raise jobs.JobCancelled(f"video {job.payload['video_id']} is being deleted")
         request = split_request(video)
-        resume = Resume(after_frame=int(job.checkpoint.get("frame_index", -1)), done=int(job.progress.get("done", 0))) if job.checkpoint else Resume()
+        resume = Resume(after_frame=int(job.checkpoint.get("frame_index", -1)), done=int(job.progress.get("done", 0)),
+                        skipped=int(job.progress.get("skipped", 0))) if job.checkpoint else Resume()
         with self._downloaded(video) as path:
             context.check()
             summary = self._split(request, path, context, resume)
         self.repository.update(video["_id"], {"frame_count": summary.frames_decoded, **({"fps": round(summary.fps, 3)} if summary.fps > 0 else {})})
-        log.info("video split", extra={"video": video["_id"], "frames_decoded": summary.frames_decoded, "images": summary.images})
-        return {"frames_decoded": summary.frames_decoded, "images": summary.images}
+        log.info("video split", extra={"video": video["_id"], "frames_decoded": summary.frames_decoded, "images": summary.images,
+                                       "skipped": summary.skipped})
+        result = {"frames_decoded": summary.frames_decoded, "images": summary.images}
+        return {**result, "duplicates_skipped": summary.skipped} if request.dedupe else result
 
     def _split(self, request: SplitRequest, path: Path, context: jobs.JobContext, resume: Resume):
-        def report(done: int, total: int, last_frame: int) -> None:
-            context.report(done, total, {"frame_index": last_frame})
+        def report(done: int, total: int, last_frame: int, skipped: int) -> None:
+            if request.dedupe:
+                context.report(done, total, {"frame_index": last_frame}, {"skipped": skipped})
+            else:
+                context.report(done, total, {"frame_index": last_frame})
 
         try:
             return self.pipeline.run(request, path, report, resume)
@@ -86,6 +92,7 @@ def split_request(video: dict) -> SplitRequest:
         title=video["title"],
         interval=video.get("interval"),
         interval_ms=video.get("interval_ms"),
+        dedupe=bool(video.get("dedupe")),
         frame_count_estimate=int(video.get("frame_count") or 0),
         duration_ms_estimate=int(video["frame_count"] * 1000 / video["fps"]) if video.get("fps") and video.get("frame_count") else 0,
     )

@@ -1,4 +1,5 @@
-"""The fields of a video upload, checked: which model, which frames to sample, whether to wait.
+"""The fields of a video upload, checked: which model, which frames to sample (and whether to skip
+near-duplicates of the last frame kept), whether to wait.
 
 Pure parsing of the multipart form's text fields, so every refusal has one sentence saying what
 is wrong, before anything is stored. A field that is sent empty is refused rather than taken as
@@ -28,6 +29,7 @@ class UploadOptions:
     wait: bool
     title: str
     description: str
+    dedupe: bool = False
 
 
 def _positive_int(name: str, raw, what: str) -> int:
@@ -92,6 +94,7 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
     interval_ms_text = _sent(fields, "interval_ms", "a positive number of milliseconds between sampled frames")
     interval_text = _sent(fields, "interval", "a positive integer N to sample every N-th frame")
     wait_text = _sent(fields, "wait", "true or false")
+    dedupe_text = _sent(fields, "dedupe", "true or false")
     interval_ms = None
     interval = None
     if interval_ms_text is not None:
@@ -108,4 +111,5 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
         wait=_flag("wait", wait_text) if wait_text is not None else False,
         title=title,
         description=_text("description", fields.get("description"), MAX_DESCRIPTION),
+        dedupe=_flag("dedupe", dedupe_text) if dedupe_text is not None else False,
     )

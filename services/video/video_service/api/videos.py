@@ -37,6 +37,8 @@ def build_namespace(core, settings) -> Namespace:
         "fps": fields.Float,
         "interval": fields.Integer(description="every interval-th frame is sampled (null when sampling by time)"),
         "interval_ms": fields.Integer(description="one frame per interval_ms milliseconds (null when sampling by count)"),
+        "dedupe": fields.Boolean(description="sampled frames nearly identical to the last one kept are skipped"),
+        "duplicates_skipped": fields.Integer(description="with dedupe: sampled frames skipped so far as near-duplicates; else null"),
         "model": fields.Integer(description="the model that labels the frames"),
         "error": fields.String(description="why processing failed, for a person"),
         "waiting": fields.Nested(waiting, allow_null=True, description="set while processing waits for a service that is down (no attempt is used up); null otherwise"),
@@ -55,6 +57,8 @@ def build_namespace(core, settings) -> Namespace:
     upload_parser.add_argument("interval", location="form", type=int, help=f"sample every N-th frame (default {settings.default_interval})")
     upload_parser.add_argument("interval_ms", location="form", type=int, help="sample one frame every N ms instead")
     upload_parser.add_argument("wait", location="form", type=bool, help="answer only when processing ends (bounded)")
+    upload_parser.add_argument("dedupe", location="form", type=bool,
+                               help="skip sampled frames nearly identical to the last one kept (perceptual hash)")
 
     def who(video_id: int | None = None) -> int:
         """The caller; on a route naming a video, legacy mode's requests without a user act for its owner."""

@@ -524,13 +524,13 @@ def test_predict_whose_client_left_during_the_model_call_stores_nothing(world, c
 
 
 def test_predict_past_its_deadline_stores_nothing_and_asks_no_further_batch():
-    data = image_bytes("PNG")
-    world = build_world(predict_batch_bytes=2 * len(data))
+    a, b, c = (image_bytes("PNG") for _ in range(3))  # distinct bytes: a repeat would be stored (and predicted) once
+    world = build_world(predict_batch_bytes=2 * len(a))
     world.models.labels = [("cat", 0.5)] * 3
     now = {"t": 0.0}
     world.models.during_call = lambda: now.update(t=now["t"] + 100)  # the first batch takes longer than the whole deadline
     with pytest.raises(errors.DeadlineExceeded):
-        world.core.predict(1, 10, 7, files(("a.png", data), ("b.png", data), ("c.png", data)),
+        world.core.predict(1, 10, 7, files(("a.png", a), ("b.png", b), ("c.png", c)),
                            deadline=Deadline(60, clock=lambda: now["t"]))
     assert world.models.calls == [("classify", 2)]
     assert world.store.objects == {} and world.repository.list(project_id=10) == []

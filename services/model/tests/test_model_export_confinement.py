@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ PROBE = textwrap.dedent("""
     from model_service import exporter
 
     def probe(source, fmt, model_type, mode, dynamic_size, output, work, max_unzipped_bytes):
+        if {mode!r} == "hang":
+            import time
+            time.sleep(3600)
         if {mode!r} == "link":
             os.symlink({secret!r}, output)
             return {{"input_shape": [32, 32, 3], "output_size": 2}}
@@ -159,3 +163,26 @@ def test_a_saved_model_the_child_made_a_link_is_refused(tmp_path, stack):
                                     confinement=ExportConfinement(bwrap=refusing_bwrap(tmp_path), user=None))
     with pytest.raises(errors.Unprocessable, match="holds links or special files"):
         converter.convert(stack.model, uploads.H5, "Classification", "raw", stack.workspace)
+
+
+def _processes_running(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_conversion_past_its_time_limit_is_stopped_with_everything_it_started(tmp_path, stack):
+    python = stack.python(tmp_path, mode="hang")
+    probe = str(Path(python).parent / "probe.py")
+    with pytest.raises(errors.Unprocessable, match="converting the model took longer than 3 s"):
+        SubprocessConverter(timeout_s=3, python=python).convert(stack.model, uploads.H5, "Classification", "raw", stack.workspace)
+    give_up = time.monotonic() + 30
+    while _processes_running(probe) and time.monotonic() < give_up:
+        time.sleep(0.1)  # the sandbox's processes get SIGKILL as bwrap dies; reaping takes a moment
+    assert _processes_running(probe) == []

@@ -5,8 +5,9 @@ Started by the trainer (`sandbox.py`) with an environment that holds no credenti
 what the platform allows, and says what it applied:
 
 - bubblewrap, the sandbox Flatpak uses (a well-kept tool rather than a mount planner of our
-  own): a new, empty root in which only what the training needs is bound at its own path, the
-  Python installation and the runner's package read-only, the job's working directory
+  own; the command is built by `mlstudio.common.bubblewrap`, as the model exporter's): a new,
+  empty root in which only what the training needs is bound at its own path, the Python
+  installation, the runner's package and the shared library's read-only, the job's working directory
   read-write (its dataset read-only), the working directory's `tmp/` as `/tmp` and `/dev/shm`
   (so the disk quota the trainer watches covers everything it can write), a fresh `/proc` and a
   minimal `/dev`; nothing else of the host (no other checkout, no data of the stack, no `/sys`).

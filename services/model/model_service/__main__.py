@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from mlstudio.common import logs, mongo, runner, settings as settings_mod
+from mlstudio.common import bubblewrap, logs, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app, max_body_bytes
 from .composition import build_core
@@ -49,6 +49,9 @@ def readiness_checks(db, core) -> dict:
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model", settings.log_level)
+    # Model conversions run in children of this process, unconfined where bwrap is refused: they
+    # must not read this process's credentials through /proc.
+    bubblewrap.make_undumpable()
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
     first_reconcile(core, settings.startup_tfserving_wait_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlstudio.common import clients, jobs, media_urls, settings as settings_mod, storage
 
-from .conversion import SubprocessConverter
+from .conversion import ExportConfinement, SubprocessConverter
 from .core import Limits, ModelCore, served_versions
 from .repository import ModelRepository
 from .serving import Serving
@@ -45,8 +45,11 @@ def build_core(settings: ModelSettings, db) -> ModelCore:
                              connect_wait_s=settings.tfserving_connect_wait_s)
     serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
     # A zipped SavedModel may unpack to no more than an upload may weigh.
+    confinement = ExportConfinement(require_isolation=settings.export_require_isolation, user=settings.export_user or None,
+                                    memory_bytes=settings.export_memory_mb << 20)
     converter = SubprocessConverter(timeout_s=settings.convert_timeout_s, dynamic_size=settings.dynamic_input_size,
-                                    max_unzipped_bytes=settings.model_upload_max_bytes, concurrency=settings.convert_concurrency)
+                                    max_unzipped_bytes=settings.model_upload_max_bytes, concurrency=settings.convert_concurrency,
+                                    confinement=confinement)
     limits = Limits(max_model_bytes=settings.model_upload_max_bytes, max_batch=settings.predict_max_batch,
                     registration_claim_s=settings.convert_timeout_s + settings.model_load_timeout_s + 600)
     store = storage.open_store(settings.object_storage_url)

@@ -2,7 +2,10 @@
 
 Runs in its own process (`python -m model_service.exporter`, started by `conversion`), because
 the file is untrusted and loading it takes memory and time: a crash, a hang or a huge model
-cannot take the service down, and the process has no credentials in its environment.
+cannot take the service down, and the process has no credentials in its environment. Where the
+platform allows, that process is confined by bubblewrap (see `conversion`); either way, before
+anything of the file is read it takes its resource limits (`--memory-bytes`, `--file-bytes`, no
+core dumps) and, started as root, becomes the unprivileged user `--uid`/`--gid` for good.
 
 Every served model gets the same `serving_default` signature, so clients need to know nothing
 about the original file:
@@ -29,10 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 from pathlib import Path
 
+from mlstudio.common import bubblewrap
 from model_service import archive, graph_safety, preprocessing, uploads
 
 CLASSIFICATION = "Classification"
@@ -225,6 +230,19 @@ def export(source: Path, fmt: str, model_type: str, mode: str, dynamic_size: int
     return {"input_shape": info["input_shape"], "output_size": info["output_size"]}
 
 
+def confine_self(memory_bytes: int | None, file_bytes: int | None, uid: int | None, gid: int | None) -> None:
+    """Limits, then the unprivileged user: before the untrusted file is opened. Memory is
+    RLIMIT_DATA (what is really allocated: RLIMIT_AS would count TensorFlow's large virtual
+    reservations). No RLIMIT_NPROC: it counts every process of the user (concurrent trainings run
+    as the same `nobody`), and a graph cannot start processes (the op allowlist)."""
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    if file_bytes:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    bubblewrap.drop_privileges(uid, gid, required=uid is not None, hint="set MODEL_EXPORT_USER to an unprivileged user")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True)
@@ -235,9 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-unzipped-bytes", type=int, default=2 << 30)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--memory-bytes", type=int, help="RLIMIT_DATA of this process")
+    parser.add_argument("--file-bytes", type=int, help="RLIMIT_FSIZE: the largest file it may write")
+    parser.add_argument("--uid", type=int, help="started as root: the unprivileged user to become")
+    parser.add_argument("--gid", type=int)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.result.parent
+    try:
+        confine_self(args.memory_bytes, args.file_bytes, args.uid, args.gid)
+    except Exception as exc:  # noqa: BLE001 - nothing of the file is read unconfined
+        args.result.write_text(json.dumps({"error": f"the converter could not be confined: {_short(exc)}"}))
+        return EXIT_FAILED
     try:
         result, code = export(args.source, args.format, args.type, args.preprocessing, args.dynamic_size, args.output, work, args.max_unzipped_bytes), 0
     except Unusable as exc:

@@ -23,6 +23,11 @@ class ModelSettings(ServiceSettings):
     model_upload_max_bytes: int = env("MAX_MODEL_UPLOAD_BYTES", 2 << 30, help="largest model file accepted (the gateway's limit of POST /models/all)")
     convert_timeout_s: float = env("MODEL_CONVERT_TIMEOUT_S", 600.0, help="time limit of converting one uploaded model")
     convert_concurrency: int = env("MODEL_CONVERT_CONCURRENCY", 1, help="conversions running at once (each loads TensorFlow)")
+    export_require_isolation: bool = env("MODEL_EXPORT_REQUIRE_ISOLATION", False, help=(
+        "refuse to convert models (503) where bubblewrap cannot confine the converter; false: convert them there in a "
+        "child without bubblewrap (clean environment, limits, unprivileged user only), with a warning in the log"))
+    export_user: str = env("MODEL_EXPORT_USER", "nobody", help="who runs the model converter when the service runs as root (empty: root itself, unsafe)")
+    export_memory_mb: int = env("MODEL_EXPORT_MEMORY_MB", 4096, help="memory the model converter may allocate (RLIMIT_DATA), in MiB")
     dynamic_input_size: int = env("MODEL_DYNAMIC_INPUT_SIZE", 512, help="height and width given to models whose input size is not fixed")
     startup_tfserving_wait_s: float = env("STARTUP_TFSERVING_WAIT_S", 60.0, help="how long start-up waits for TF Serving to take the model config before serving anyway")
     reconcile_s: float = env("MODEL_RECONCILE_S", 30.0, help="how often TF Serving is checked against the database")

@@ -5,8 +5,9 @@ Started by the trainer (`sandbox.py`) with an environment that holds no credenti
 what the platform allows, and says what it applied:
 
 - bubblewrap, the sandbox Flatpak uses (a well-kept tool rather than a mount planner of our
-  own): a new, empty root in which only what the training needs is bound at its own path, the
-  Python installation and the runner's package read-only, the job's working directory
+  own; the command is built by `mlstudio.common.bubblewrap`, as the model exporter's): a new,
+  empty root in which only what the training needs is bound at its own path, the Python
+  installation, the runner's package and the shared library's read-only, the job's working directory
   read-write (its dataset read-only), the working directory's `tmp/` as `/tmp` and `/dev/shm`
   (so the disk quota the trainer watches covers everything it can write), a fresh `/proc` and a
   minimal `/dev`; nothing else of the host (no other checkout, no data of the stack, no `/sys`).
@@ -38,45 +39,32 @@ is re-parented here and killed before this process exits.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import pwd
 import resource
 import select
 import signal
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from mlstudio.common import bubblewrap
 
 EXIT_CONFINE_FAILED = 70
 EXIT_NOT_ISOLATED = 71
 EXIT_STOPPED = 72
 CPU_KILL_GRACE_S = 5
 REAP_POLL_S = 0.05
-PROBE_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 # Where the job's working directory is inside bubblewrap: a fixed path, apart from any host path
 # (the working directory may be under /tmp, where the sandbox has a /tmp of its own).
 JOB_DIR = "/job"
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# What the dynamic loader and the C library read from /etc (TensorFlow's shared libraries load
-# through ld.so.cache), and fontconfig's settings (Keras's imports load it, and complain without
-# them); nothing else of /etc (no passwd, hosts, ssl keys) is bound.
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/fonts")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-
-
-def prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"prctl: {os.strerror(code)}")
+prctl = bubblewrap.prctl
 
 
 class Stopped(Exception):
@@ -88,40 +76,9 @@ def _on_stop(_signum, _frame) -> None:
     raise Stopped()
 
 
-# ----- bubblewrap
+# ----- bubblewrap (the command itself: mlstudio.common.bubblewrap, shared with the model exporter)
 
-def namespace_flags(privileged: bool) -> list[str]:
-    """Every namespace bwrap makes. Privileged (root), no user namespace: the runner's own
-    setuid to the unprivileged user is what takes root away, and it needs the two capabilities
-    bwrap otherwise drops; unprivileged, the user namespace is what lets bwrap make the others."""
-    common = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-              "--die-with-parent", "--new-session"]
-    if privileged:
-        return [*common, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    return ["--unshare-user", "--disable-userns", *common]
-
-
-def _outermost(paths) -> list[Path]:
-    kept: list[Path] = []
-    for path in sorted({Path(p) for p in paths}, key=lambda p: (len(p.parts), str(p))):
-        if not any(path == outer or outer in path.parents for outer in kept):
-            kept.append(path)
-    return kept
-
-
-def _system_args() -> list[str]:
-    """/usr and the top-level links into it (merged /usr), or the directories themselves."""
-    args: list[str] = []
-    for entry in SYSTEM_DIRS:
-        path = Path(entry)
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), entry]
-        elif path.is_dir():
-            args += ["--ro-bind", entry, entry]
-    args += ["--perms", "0755", "--dir", "/etc"]  # made like the host's otherwise: unreadable by the user
-    for entry in SYSTEM_FILES:
-        args += ["--ro-bind-try", entry, entry]
-    return args
+namespace_flags = bubblewrap.namespace_flags
 
 
 def inside_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
@@ -134,48 +91,19 @@ def inside_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
 
 def bwrap_command(bwrap: str, *, workdir: Path, readable, env: dict[str, str], command: list[str], privileged: bool,
                   info_fd: int | None = None) -> list[str]:
-    """The bwrap command line that runs `command` in the working directory (at JOB_DIR) with
-    nothing of the host but the system's /usr and `readable` (read-only, at their own paths).
+    """The bwrap command line that runs `command` in the working directory (at JOB_DIR, its
+    dataset read-only, its tmp/ as /tmp and /dev/shm) with nothing of the host but the system's
+    /usr and `readable` (read-only, at their own paths).
     `info_fd`: where bwrap writes the host PID of the sandbox's PID 1 (see `_stop`)."""
-    args = [bwrap, *namespace_flags(privileged), "--clearenv"]
-    if info_fd is not None:
-        args += ["--info-fd", str(info_fd)]
-    for name, value in sorted(inside_env(env, workdir).items()):
-        args += ["--setenv", name, value]
-    args += _system_args()
-    # /tmp first: Python may live under /tmp (a checkout there), and is then bound on top of it.
-    args += ["--bind", str(workdir / "tmp"), "/tmp"]
-    made: set[Path] = set()
-    readable = [path for path in _outermost(readable) if not any(path == system or Path(system) in path.parents
-                                                                 for system in SYSTEM_DIRS)]
-    for path in readable:
-        # Directories bwrap makes above a bind copy the host's modes: /root (0700) would keep the
-        # unprivileged user from the Python installed under it; they hold nothing but the path.
-        for ancestor in reversed(path.parents):
-            if ancestor not in (Path("/"), Path("/tmp")) and ancestor not in made:
-                args += ["--perms", "0755", "--dir", str(ancestor)]
-                made.add(ancestor)
-        args += ["--ro-bind", str(path), str(path)]
-    args += ["--bind", str(workdir), JOB_DIR, "--ro-bind", str(workdir / "data"), f"{JOB_DIR}/data",
-             "--proc", "/proc", "--dev", "/dev", "--bind", str(workdir / "tmp"), "/dev/shm",
-             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", JOB_DIR, "--", *command]
-    return args
+    return bubblewrap.command(
+        bwrap, privileged=privileged, env=inside_env(env, workdir), readable=readable, tmp=workdir / "tmp",
+        binds=[bubblewrap.Bind(workdir, JOB_DIR, writable=True), bubblewrap.Bind(workdir / "data", f"{JOB_DIR}/data")],
+        shm=workdir / "tmp", chdir=JOB_DIR, argv=command, info_fd=info_fd)
 
 
 def _probe(bwrap: str, privileged: bool) -> str | None:
     """None when bwrap can make its namespaces here, else why not (its own words)."""
-    try:
-        result = subprocess.run([bwrap, *namespace_flags(privileged), "--ro-bind", "/", "/", "--", "/bin/true"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                timeout=PROBE_TIMEOUT_S, close_fds=True)
-    except FileNotFoundError:
-        return "bubblewrap (bwrap) is not installed"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap could not be started: {exc}"
-    if result.returncode == 0:
-        return None
-    words = result.stderr.decode("utf-8", "replace").strip().splitlines()
-    return (words[-1] if words else f"bwrap exited with code {result.returncode}").removeprefix("bwrap: ")
+    return bubblewrap.probe(bwrap, privileged)
 
 
 def refusal(missing: str, namespaces_enabled: bool) -> str:
@@ -226,21 +154,9 @@ def _describe_user(user: pwd.struct_passwd | None) -> str:
 
 
 def drop_privileges(uid: int | None, gid: int | None, required: bool) -> None:
-    """Becomes `uid`/`gid` for good (root cannot be regained); refuses to go on as root if `required`.
-    Called before anything untrusted runs: here without bwrap, in the runner inside it (where it
-    is a no-op when this process is not root: bwrap ran unprivileged, or this process dropped)."""
-    if uid is not None and os.getuid() == 0:
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-        try:
-            os.setuid(0)
-        except OSError:
-            pass
-        else:
-            raise PermissionError("root privileges could not be dropped")
-    if required and (os.getuid() == 0 or os.geteuid() == 0):
-        raise PermissionError("refusing to run untrusted code as root: set SANDBOX_USER to an unprivileged user")
+    """Becomes `uid`/`gid` for good; refuses to go on as root if `required`. Called before
+    anything untrusted runs: here without bwrap, in the runner inside it."""
+    bubblewrap.drop_privileges(uid, gid, required, hint="set SANDBOX_USER to an unprivileged user")
 
 
 def _parent_alive(watch_fd: int) -> bool:

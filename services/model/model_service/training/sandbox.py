@@ -42,11 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlstudio
+from mlstudio.common import bubblewrap
+
 from . import confine, model_files, script_runner
 
 log = logging.getLogger(__name__)
 
 SERVICE_ROOT = Path(__file__).resolve().parents[2]  # services/model, where model_service lives
+COMMON_ROOT = Path(mlstudio.__path__[0]).resolve().parent  # services/common, where the shared library lives
 POLL_S = 0.2
 EXIT_GRACE_S = 2.0
 DISK_POLL_S = 0.5
@@ -140,7 +144,7 @@ def child_env(workdir: Path) -> dict[str, str]:
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(workdir),
         "TMPDIR": str(workdir / "tmp"),
-        "PYTHONPATH": str(SERVICE_ROOT),
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(SERVICE_ROOT), str(COMMON_ROOT)])),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "LANG": "C.UTF-8",
@@ -153,14 +157,10 @@ def child_env(workdir: Path) -> dict[str, str]:
 
 def readable_paths(python: str = sys.executable) -> list[str]:
     """All the training sees of the host besides the system's /usr: the Python installation (at
-    the paths it is reached by, and behind its symbolic links) and the runner's package. Not
-    sys.path: the trainer's may hold the whole checkout (the Makefile puts it there), data included."""
-    paths = {sys.base_prefix, sys.prefix, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
-             str(Path(python).parent), os.path.realpath(Path(python).parent), str(SERVICE_ROOT / "model_service")}
-    environment = Path(python).parent.parent
-    if (environment / "pyvenv.cfg").is_file():  # the child's Python is a virtual environment's: all of it
-        paths.update({str(environment), os.path.realpath(environment)})
-    return sorted(paths)
+    the paths it is reached by, and behind its symbolic links), the runner's package and the
+    shared library's (the bubblewrap helpers the runner drops privileges with). Not sys.path: the
+    trainer's may hold the whole checkout (the Makefile puts it there), data included."""
+    return sorted({*bubblewrap.python_paths(python), str(SERVICE_ROOT / "model_service"), str(COMMON_ROOT / "mlstudio")})
 
 
 class TooDeep(Exception):

@@ -9,6 +9,7 @@ tells the others that they are not deployed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Mapping
 
@@ -80,7 +81,8 @@ def _tfserving_files(context: Context) -> Mapping[str, str]:
 
 
 def _model_env(context: Context) -> Mapping[str, str]:
-    return {**_tfserving_files(context), "TFSERVING_ADDR": f"127.0.0.1:{context.config.ports[TFSERVING_PORT.name]}"}
+    return {**_tfserving_files(context), "TFSERVING_ADDR": f"127.0.0.1:{context.config.ports[TFSERVING_PORT.name]}",
+            "PRETRAINED_DIR": os.environ.get("PRETRAINED_DIR", "")}  # the built-in models (`make pretrained`)
 
 
 def _trainer_env(context: Context) -> Mapping[str, str]:

@@ -8,6 +8,7 @@ from mlstudio.common import logs, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app, max_body_bytes
 from .composition import build_core
+from .pretrained import registration
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ def main() -> None:
     logs.configure("model", settings.log_level)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
+    started = time.monotonic()
+    registration.register_all(core, settings.pretrained_path)
+    log.info("built-in models checked in %.2fs", time.monotonic() - started)
     first_reconcile(core, settings.startup_tfserving_wait_s)
     server, port, _health = build_grpc(settings, core)
     stop = threading.Event()

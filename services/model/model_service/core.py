@@ -45,6 +45,9 @@ MODEL_TYPES = (CLASSIFICATION, DETECTION)
 PENDING, TRAINED, FAILED = "Pending", "Trained", "Failed"
 UNQUEUED_ERROR = ("the training was never started: the service stopped before it had kept the training script; "
                   "create the model again")
+# How a model's images are resized (its record's `resize`): absent, squeezed to its input size;
+# keep_aspect, longer side to its input size, aspect ratio kept (the graph pads or resizes).
+KEEP_ASPECT = "keep_aspect"
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = {"1", "true", "yes", "on"}
@@ -181,6 +184,8 @@ class ModelCore:
             "error": error,
             "progress": training_status.progress(job) if trained else None,
             "training": doc.get("training") if trained else None,
+            "builtin": bool(doc.get("builtin")),
+            "threshold": doc.get("threshold") if doc["type"] == DETECTION else None,
         }
 
     def _job(self, doc: dict):
@@ -407,6 +412,8 @@ class ModelCore:
 
     def delete(self, model_id: int, user_id: int) -> None:
         doc = self._readable(model_id, user_id)
+        if doc.get("builtin"):
+            raise errors.PermissionDenied(f"model {model_id} is built into the studio: it cannot be deleted", code="builtin_model")
         if doc["user"] != user_id:
             raise errors.PermissionDenied(f"model {model_id} is public but not yours: only its owner can delete it")
         self._discard(doc)
@@ -556,13 +563,26 @@ class ModelCore:
         return doc
 
     def _predict(self, doc: dict, images: list[bytes], output_keys: list[str]) -> tuple[dict, list[tuple[int, int]]]:
-        """One Predict call per at most `max_batch` images; outputs joined in image order."""
+        """One Predict call per at most `max_batch` images of one input size; outputs joined in
+        image order. A model recorded with `resize: keep_aspect` resizes inside its own graph:
+        it gets images at their own aspect ratio (longer side its input size), not squeezed."""
         height, width, _ = doc["input_shape"]
-        batch = pixels.to_batch(images, height, width)
+        if doc.get("resize") == KEEP_ASPECT:
+            groups = pixels.to_batches_keeping_aspect(images, max(height, width))
+        else:
+            groups = [(list(range(len(images))), pixels.to_batch(images, height, width))]
         name, version = serving_name(doc["_id"]), doc.get("version", 1)
-        parts = [self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
-                 for part in pixels.chunks(len(images), self.limits.max_batch)]
-        return {key: np.concatenate([part[key] for part in parts]) for key in output_keys}, batch.sizes
+        rows: dict[str, list] = {key: [None] * len(images) for key in output_keys}
+        sizes: list = [None] * len(images)
+        for indexes, batch in groups:
+            for part in pixels.chunks(len(indexes), self.limits.max_batch):
+                outputs = self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
+                for key in output_keys:
+                    for index, row in zip(indexes[part], outputs[key]):
+                        rows[key][index] = row
+            for index, size in zip(indexes, batch.sizes):
+                sizes[index] = size
+        return {key: np.stack(rows[key]) for key in output_keys}, sizes
 
     def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list[detections.Classification]:
         doc = self._usable(model_id, user_id, CLASSIFICATION)
@@ -570,11 +590,12 @@ class ModelCore:
         return detections.classify(outputs["probabilities"], doc["labels"])
 
     def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0) -> list[list[detections.Detection]]:
-        if threshold == 0:
-            threshold = detections.DEFAULT_THRESHOLD
-        if not 0 < threshold <= 1:
-            raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
+        """Per image, the detections scoring at least `threshold` (0: the model's own default,
+        else `detections.DEFAULT_THRESHOLD`), each with its score."""
+        if threshold and not 0 < threshold <= 1:
+            raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}", code="invalid_threshold")
         doc = self._usable(model_id, user_id, DETECTION)
+        threshold = threshold or doc.get("threshold") or detections.DEFAULT_THRESHOLD
         keys = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
         outputs, sizes = self._predict(doc, images, keys)
         return detections.boxes_in_pixels(outputs, sizes, doc["labels"], threshold)

@@ -182,9 +182,10 @@ class ImageCore:
         facts = [{"tag": tag} for _ in checked]
         return [self.present(doc) for doc in self._create(project, checked, facts)]
 
-    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile]) -> list[dict]:
+    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], threshold: float = 0.0) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
-        Detection project). The model must be readable by the caller and of the project's type."""
+        Detection project: those scoring `threshold` or more, 0 meaning the model's default).
+        The model must be readable by the caller and of the project's type."""
         project = self._project(project_id, user_id)
         if self.models is None:
             raise errors.NotImplementedYet("prediction needs the model service, which this deployment does not run",
@@ -195,15 +196,15 @@ class ImageCore:
                 f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
-        facts = self._predictions(project.type, model_id, user_id, checked)
+        facts = self._predictions(project.type, model_id, user_id, checked, threshold)
         return [self.present(doc) for doc in self._create(project, checked, facts)]
 
-    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage]) -> list[dict]:
+    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], threshold: float = 0.0) -> list[dict]:
         facts = []
         for batch in self._batches(checked):
             contents = [image.read() for image in batch]
             if project_type == DETECTION:
-                results = self.models.detect(model_id, user_id, contents)
+                results = self.models.detect(model_id, user_id, contents, threshold)
             else:
                 results = self.models.classify(model_id, user_id, contents)
             if len(results) != len(batch):

@@ -247,6 +247,7 @@ class VideoCore:
             "model": options.model_id,
             "interval": options.interval,
             "interval_ms": options.interval_ms,
+            "threshold": options.threshold or None,
             "key": key,
             "content_type": content_type,
             "size": stored.size,

@@ -66,6 +66,7 @@ class SplitRequest:
     interval_ms: int | None
     frame_count_estimate: int = 0
     duration_ms_estimate: int = 0
+    threshold: float = 0.0  # Detection: the score a detection needs; 0, the model's default
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class FramePipeline:
         images = [frame.jpeg for frame in batch]
         try:
             if request.project_type == DETECTION:
-                results = self.labeller.detect(request.model_id, request.user_id, images)
+                results = self.labeller.detect(request.model_id, request.user_id, images, request.threshold)
             else:
                 results = self.labeller.classify(request.model_id, request.user_id, images)
         except errors.Unavailable:

@@ -136,7 +136,9 @@ def _store_and_install(core, model_id: int, version: int, directory: Path, artif
     core.store.put_bytes(artifacts["labels"], (directory / "labels.txt").read_bytes(), "text/plain; charset=utf-8")
     with core.serving.workspace() as workspace:
         packed = workspace / "saved_model.tar.gz"
-        archive.pack_tree(directory / "saved_model", packed)
+        # Not compressed: every stack start stores them, and gzip -9 of their weights took 24 s
+        # of a loaded 2-core machine for a third less bytes (stored: 0.4 s, 35 MiB).
+        archive.pack_tree(directory / "saved_model", packed, compresslevel=0)
         with open(packed, "rb") as stream:
             core.store.put_stream(artifacts["saved_model"], stream, "application/gzip")
         copy = workspace / "saved_model"

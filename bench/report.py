@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload")
+SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "detector")
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -46,6 +46,11 @@ FIGURES = {
         ("studio_s", "studio", "s"),
         ("peak_rss_growth_mb", "video service RSS growth", "MB"),
         ("bytes", "bytes", ""),
+    ),
+    "detector": (
+        ("in_process_fps", "in-process NanoDet", "frames/s"),
+        ("studio_fps", "studio video", "frames/s"),
+        ("sampled", "frames", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -284,12 +289,24 @@ def matplotlib_colors(count: int) -> list:
     return [palette((2 * index) % 20 + (2 * index // 20) % 2) for index in range(count)]
 
 
+def _detector(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            ("NanoDet in process", [(scenario["in_process_s"], BASELINE, "")]),
+            ("studio video", _studio_segments(scenario)),
+        ],
+        "s",
+    )
+
+
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
     "predict": _predict,
     "gateway": _gateway,
     "upload": _upload,
+    "detector": _detector,
 }
 
 

@@ -51,10 +51,12 @@ def run(context: Context) -> dict:
 
     path = media.shared_video(VIDEO)
     project_id = context.account.new_project("Detection", "bench detector")
-    listed = context.account.session.get("/models/all", params={"user_id": context.account.user_id, "project_id": project_id})
+    params = {"user_id": context.account.user_id, "project_id": project_id}
+    listed = context.account.session.get("/models/all", params=params)
     model_id = next(m["id"] for m in listed.json() if m["title"] == DETECTOR and m.get("builtin"))
     longest = max(catalog.COCO_NANODET.input_shape[:2])
-    detector = tf.saved_model.load(str(catalog.model_dir(catalog.COCO_NANODET, catalog.default_cache()) / "saved_model"))
+    saved_model = catalog.model_dir(catalog.COCO_NANODET, catalog.default_cache()) / "saved_model"
+    detector = tf.saved_model.load(str(saved_model))
     serve = detector.signatures["serving_default"]
 
     def in_process() -> int:

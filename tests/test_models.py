@@ -26,7 +26,8 @@ from model_service import sample_models
 pytestmark = pytest.mark.integration
 
 MODEL_FIELDS = {"id", "title", "location", "label_location", "description", "url", "type", "user", "project", "isPublic",
-                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error", "progress", "training"}
+                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error", "progress", "training",
+                "builtin", "threshold"}
 LIGHT, DARK = sample_models.light_dark_scores(255), sample_models.light_dark_scores(0)
 
 
@@ -138,7 +139,10 @@ def test_h5_with_the_original_class_label_file_classifies_light_and_dark(stack, 
     assert set(model) == MODEL_FIELDS
     assert (model["status"], model["labels"], model["input_shape"], model["preprocessing"], model["type"]) == (
         "Trained", ["light", "dark"], [32, 32, 3], "raw", "Classification")
-    assert [m["id"] for m in alice.models()] == [model["id"]]
+    # The project lists the user's upload, plus the built-in model of its type.
+    listed = alice.models()
+    assert [m["id"] for m in listed if not m["builtin"]] == [model["id"]]
+    assert [(m["title"], m["user"]) for m in listed if m["builtin"]] == [("ImageNet (EfficientNet-Lite0)", 0)]
     assert "saved_model.pb" in served_files(stack, model["id"])
     assert stored_objects(stack, model["id"]) == ["labels.txt", "model.h5", "saved_model.tar.gz"]
 
@@ -328,6 +332,7 @@ def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, regi
     stack = private_stack().start()
     owner = User(stack, api, register)
     model = owner.uploaded(h5(samples), b"light\ndark\n")
+    builtins = [m for m in owner.models() if m["builtin"]]
     stack.stop()
     shutil.rmtree(stack.data_dir / "model" / "tfserving-models")
     stack.start()
@@ -336,6 +341,9 @@ def test_a_fresh_tf_serving_is_repopulated_from_storage(private_stack, api, regi
     # stack reports healthy (503 until then): wait for the prediction, not for a fixed time.
     predicted = wait_for(lambda: served_or_none(owner.predict(model["id"], [png(0)])), "a prediction from the restored model")
     image = predicted.json()[0]
+    # The built-ins too: the same records (registered once), served again from object storage.
+    assert [m for m in owner.models() if m["builtin"]] == builtins and builtins[0]["status"] == "Trained"
+    assert wait_for(lambda: served_or_none(owner.predict(builtins[0]["id"], [png(0)])), "a prediction from a built-in").status_code == 201
     assert image["type"] == "dark" and image["score"] == pytest.approx(DARK[1], abs=1e-4)
     assert "saved_model.pb" in served_files(stack, model["id"])
 

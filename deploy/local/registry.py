@@ -9,6 +9,7 @@ tells the others that they are not deployed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -91,7 +92,8 @@ def _tfserving_env(context: Context) -> Mapping[str, str]:
 
 
 def _model_env(context: Context) -> Mapping[str, str]:
-    return {**_tfserving_files(context), "TFSERVING_ADDR": f"unix:{tfserving_socket(context.config)}"}
+    return {**_tfserving_files(context), "TFSERVING_ADDR": f"unix:{tfserving_socket(context.config)}",
+            "PRETRAINED_DIR": os.environ.get("PRETRAINED_DIR", "")}  # the built-in models (`make pretrained`)
 
 
 def _trainer_env(context: Context) -> Mapping[str, str]:

@@ -240,9 +240,11 @@ class ImageCore:
         docs, _ = self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])
         return [self.present(doc) for doc in docs]
 
-    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], deadline: Deadline = NONE) -> list[dict]:
+    def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], threshold: float = 0.0,
+                deadline: Deadline = NONE) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
-        Detection project). The model must be readable by the caller and of the project's type.
+        Detection project: those scoring `threshold` or more, 0 meaning the model's default).
+        The model must be readable by the caller and of the project's type.
 
         Nothing is stored once the caller stopped waiting (`deadline` passed or its client hung
         up): nobody would see the answer, and a client that retries would file the images twice."""
@@ -257,17 +259,18 @@ class ImageCore:
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
         log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
-        facts = functools.partial(self._predictions, project.type, model_id, user_id, deadline=deadline)
+        facts = functools.partial(self._predictions, project.type, model_id, user_id, threshold=threshold, deadline=deadline)
         docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
         return [self.present(doc) for doc in docs]
 
-    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], deadline: Deadline) -> list[dict]:
+    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], *,
+                     threshold: float = 0.0, deadline: Deadline = NONE) -> list[dict]:
         facts = []
         for batch in self._batches(checked):
             deadline.check("asking the model service")
             contents = [image.read() for image in batch]
             if project_type == DETECTION:
-                results = self.models.detect(model_id, user_id, contents, deadline=deadline)
+                results = self.models.detect(model_id, user_id, contents, threshold, deadline=deadline)
             else:
                 results = self.models.classify(model_id, user_id, contents, deadline=deadline)
             if len(results) != len(batch):

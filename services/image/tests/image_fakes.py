@@ -241,6 +241,7 @@ class FakeModels:
     def detect(self, model_id, user_id, images, threshold=0.0, deadline=None):
         self.calls.append(("detect", len(images)))
         self.during_call()
+        self.threshold = threshold
         answers, self.boxes = self.boxes[: len(images)], self.boxes[len(images):]
         return [SimpleNamespace(boxes=[SimpleNamespace(label=b[0], score=b[1], x1=b[2], y1=b[3], x2=b[4], y2=b[5]) for b in found])
                 for found in answers]

@@ -125,8 +125,12 @@ def test_predict_route(client, world):
 
 def test_detection_images_show_their_boxes(client, world):
     world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
-    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8"}
+    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8", "threshold": "0.3"}
     (image,) = client.post("/images/predict?project_id=11", data=data, headers=identity(1), content_type="multipart/form-data").get_json()
+    assert world.models.threshold == 0.3
+    refused = client.post("/images/predict?project_id=11", data={**data, "files": [(io.BytesIO(image_bytes()), "a.png")], "threshold": "2"},
+                          headers=identity(1), content_type="multipart/form-data")
+    assert refused.status_code == 400 and refused.get_json() == {"message": "threshold must be a number in (0, 1], got '2'", "code": "invalid_threshold"}
     assert (image["captions"], image["boxes"]) == (",car 0.750", ",[1 2 30 41]")
     assert image["detections"] == [{"label": "car", "score": 0.75, "box": [pytest.approx(1.2), 2.0, 30.0, pytest.approx(40.6)]}]
 

@@ -8,16 +8,20 @@ from mlstudio.common import bubblewrap, logs, mongo, runner, settings as setting
 
 from .app import build_grpc, create_app, max_body_bytes
 from .composition import build_core
+from .pretrained import registration
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_loop(core, period_s: float, stop: threading.Event) -> None:
-    """Reconciles every `period_s`; retries sooner while TF Serving is away."""
+def reconcile_loop(core, period_s: float, stop: threading.Event, pretrained=None) -> None:
+    """Reconciles every `period_s` (registering the built-in models still missing, from the
+    `pretrained` directory); retries sooner while TF Serving is away."""
     wait = period_s
     while not stop.wait(wait):
         try:
+            if pretrained is not None:
+                registration.register_missing(core, pretrained)
             core.reconcile()
             wait = period_s
         except Exception as exc:  # noqa: BLE001 - keep trying; the failure is logged
@@ -54,10 +58,13 @@ def main() -> None:
     bubblewrap.make_undumpable()
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
+    started = time.monotonic()
+    registration.register_all(core, settings.pretrained_path)
+    log.info("built-in models checked in %.2fs", time.monotonic() - started)
     first_reconcile(core, settings.startup_tfserving_wait_s)
     server, port, _health = build_grpc(settings, core)
     stop = threading.Event()
-    reconcile = threading.Thread(target=reconcile_loop, args=(core, settings.reconcile_s, stop), daemon=True, name="reconcile")
+    reconcile = threading.Thread(target=reconcile_loop, args=(core, settings.reconcile_s, stop, settings.pretrained_path), daemon=True, name="reconcile")
     app = create_app(settings, core, readiness=readiness_checks(db, core))
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=max_body_bytes(settings), background=[reconcile])

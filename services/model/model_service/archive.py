@@ -106,9 +106,10 @@ def find_saved_model(root: Path) -> Path:
     raise _bad_zip("it holds no saved_model.pb")
 
 
-def pack_tree(directory: Path, destination: Path) -> None:
-    """`directory`'s contents as the `.tar.gz` `destination` (paths relative to `directory`)."""
-    with tarfile.open(destination, "w:gz") as archive:
+def pack_tree(directory: Path, destination: Path, compresslevel: int = 9) -> None:
+    """`directory`'s contents as the `.tar.gz` `destination` (paths relative to `directory`);
+    `compresslevel` 0 stores without compressing (still gzip), many times faster."""
+    with tarfile.open(destination, "w:gz", compresslevel=compresslevel) as archive:
         for path in sorted(directory.rglob("*")):
             archive.add(path, arcname=path.relative_to(directory).as_posix(), recursive=False)
 

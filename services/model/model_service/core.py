@@ -46,6 +46,9 @@ MODEL_TYPES = (CLASSIFICATION, DETECTION)
 PENDING, TRAINED, FAILED = "Pending", "Trained", "Failed"
 UNQUEUED_ERROR = ("the training was never started: the service stopped before it had kept the training script; "
                   "create the model again")
+# How a model's images are resized (its record's `resize`): absent, squeezed to its input size;
+# keep_aspect, longer side to its input size, aspect ratio kept (the graph pads or resizes).
+KEEP_ASPECT = "keep_aspect"
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 _TRUE = {"1", "true", "yes", "on"}
@@ -182,6 +185,8 @@ class ModelCore:
             "error": error,
             "progress": training_status.progress(job) if trained else None,
             "training": doc.get("training") if trained else None,
+            "builtin": bool(doc.get("builtin")),
+            "threshold": doc.get("threshold") if doc["type"] == DETECTION else None,
         }
 
     def _job(self, doc: dict):
@@ -415,6 +420,8 @@ class ModelCore:
 
     def delete(self, model_id: int, user_id: int) -> None:
         doc = self._readable(model_id, user_id)
+        if doc.get("builtin"):
+            raise errors.PermissionDenied(f"model {model_id} is built into the studio: it cannot be deleted", code="builtin_model")
         if doc["user"] != user_id:
             raise errors.PermissionDenied(f"model {model_id} is public but not yours: only its owner can delete it")
         self._discard(doc)
@@ -564,18 +571,30 @@ class ModelCore:
         return doc
 
     def _predict(self, doc: dict, images: list[bytes], output_keys: list[str], deadline: Deadline) -> tuple[dict, list[tuple[int, int]]]:
-        """One Predict call per at most `max_batch` images; outputs joined in image order. Stops
-        (DeadlineExceeded) as soon as the caller is no longer waiting."""
+        """One Predict call per at most `max_batch` images of one input size; outputs joined in
+        image order. A model recorded with `resize: keep_aspect` resizes inside its own graph:
+        it gets images at their own aspect ratio (longer side its input size), not squeezed.
+        Stops (DeadlineExceeded) as soon as the caller is no longer waiting."""
         height, width, _ = doc["input_shape"]
         deadline.check("predicting")
-        batch = pixels.to_batch(images, height, width)
+        if doc.get("resize") == KEEP_ASPECT:
+            groups = pixels.to_batches_keeping_aspect(images, max(height, width))
+        else:
+            groups = [(list(range(len(images))), pixels.to_batch(images, height, width))]
         name, version = serving_name(doc["_id"]), doc.get("version", 1)
-        parts = []
-        for part in pixels.chunks(len(images), self.limits.max_batch):
-            deadline.check("predicting")
-            parts.append(self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys, deadline=deadline))
+        rows: dict[str, list] = {key: [None] * len(images) for key in output_keys}
+        sizes: list = [None] * len(images)
+        for indexes, batch in groups:
+            for part in pixels.chunks(len(indexes), self.limits.max_batch):
+                deadline.check("predicting")
+                outputs = self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys, deadline=deadline)
+                for key in output_keys:
+                    for index, row in zip(indexes[part], outputs[key]):
+                        rows[key][index] = row
+            for index, size in zip(indexes, batch.sizes):
+                sizes[index] = size
         deadline.check("answering the prediction")
-        return {key: np.concatenate([part[key] for part in parts]) for key in output_keys}, batch.sizes
+        return {key: np.stack(rows[key]) for key in output_keys}, sizes
 
     def classify(self, model_id: int, user_id: int, images: list[bytes], deadline: Deadline = NONE) -> list[detections.Classification]:
         doc = self._usable(model_id, user_id, CLASSIFICATION)
@@ -584,11 +603,12 @@ class ModelCore:
 
     def detect(self, model_id: int, user_id: int, images: list[bytes], threshold: float = 0.0,
                deadline: Deadline = NONE) -> list[list[detections.Detection]]:
-        if threshold == 0:
-            threshold = detections.DEFAULT_THRESHOLD
-        if not 0 < threshold <= 1:
-            raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}")
+        """Per image, the detections scoring at least `threshold` (0: the model's own default,
+        else `detections.DEFAULT_THRESHOLD`), each with its score."""
+        if threshold and not 0 < threshold <= 1:
+            raise errors.InvalidArgument(f"threshold must be in (0, 1], got {threshold}", code="invalid_threshold")
         doc = self._usable(model_id, user_id, DETECTION)
+        threshold = threshold or doc.get("threshold") or detections.DEFAULT_THRESHOLD
         keys = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
         outputs, sizes = self._predict(doc, images, keys, deadline)
         return detections.boxes_in_pixels(outputs, sizes, doc["labels"], threshold)

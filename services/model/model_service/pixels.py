@@ -2,7 +2,10 @@
 
 Decoding uses Pillow (JPEG, PNG, WebP, BMP, GIF's first frame), applies the EXIF orientation
 (so phone photos are upright, as a browser shows them), converts to RGB and resizes bilinearly
-to the model's (height, width); large JPEGs are decoded at a reduced scale that still covers it.
+to the model's (height, width), or, for a model that resizes inside its own graph keeping the
+aspect ratio (a detector squeezed to a square loses its objects), to a bounded size with the
+image's own aspect ratio, images of one size batched together; large JPEGs are decoded at a
+reduced scale that still covers it.
 The batch stays uint8: the served signature does the scaling. Images are decoded on one thread
 per core (Pillow releases the GIL while it decodes and resizes).
 """
@@ -71,6 +74,40 @@ def to_batch(images: list[bytes], height: int, width: int) -> Batch:
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
         sizes = list(pool.map(fill, range(len(images))))  # in order; the first failure is raised
     return Batch(pixels, sizes)
+
+
+def fitted_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is `longest`, the aspect ratio kept."""
+    width, height = size
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_batches_keeping_aspect(images: list[bytes], longest: int) -> list[tuple[list[int], Batch]]:
+    """All `images` decoded and resized to a longer side of `longest`, keeping their aspect
+    ratio, grouped by resulting size (a video's frames make one group): per group, the indexes of
+    its images in `images` and their batch."""
+    if not images:
+        raise errors.InvalidArgument("no images given")
+
+    def fit(index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        picture, size = decode(images[index], index, at_least=longest)
+        target = fitted_size(picture.size, longest)
+        if picture.size != target:
+            picture = picture.resize(target, Image.Resampling.BILINEAR)
+        return np.asarray(picture, dtype=np.uint8), size
+
+    threads = min(len(images), os.cpu_count() or 1)
+    if threads == 1:
+        fitted = [fit(index) for index in range(len(images))]
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+            fitted = list(pool.map(fit, range(len(images))))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, (array, _size) in enumerate(fitted):
+        groups.setdefault(array.shape, []).append(index)
+    return [(indexes, Batch(np.stack([fitted[i][0] for i in indexes]), [fitted[i][1] for i in indexes]))
+            for indexes in groups.values()]
 
 
 def chunks(count: int, max_batch: int) -> list[slice]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from mlstudio.common import mongo
 
@@ -31,6 +31,9 @@ class ModelRepository:
             pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
             pymongo.IndexModel([("claimed_until", 1)], name="registrations", sparse=True),
             pymongo.IndexModel([("status", 1), ("source", 1), ("create_time", 1)], name="trainings"),
+            # One record per built-in model, however many replicas register it at once.
+            pymongo.IndexModel([("builtin", 1)], name="builtins", unique=True,
+                               partialFilterExpression={"builtin": {"$exists": True}}),
         ])
 
     def _run(self, operation):
@@ -46,6 +49,21 @@ class ModelRepository:
         self._run(lambda: self.models.insert_one(doc))
         return doc
 
+    def insert_builtin(self, doc: dict) -> bool:
+        """Inserts a built-in model's record; False when one with its `builtin` key exists."""
+        def insert() -> bool:
+            try:
+                self.models.insert_one(doc)
+            except DuplicateKeyError:
+                return False
+            return True
+
+        return self._run(insert)
+
+    def builtin(self, key: str) -> dict | None:
+        """The record of built-in model `key` (being deleted included)."""
+        return self._run(lambda: self.models.find_one({"builtin": key}))
+
     def get(self, model_id: int) -> dict | None:
         return self._run(lambda: self.models.find_one({"_id": model_id, **VISIBLE}))
 
@@ -57,6 +75,11 @@ class ModelRepository:
             "$or": [{"project": project_id, "user": user_id}, {"isPublic": True, "status": TRAINED}],
         }
         return self._run(lambda: list(self.models.find(query).sort("_id", 1)))
+
+    def replace_builtin(self, key: str, digest: str, changes: dict) -> dict | None:
+        """Sets `changes` on built-in model `key` if it still holds the build `digest`; the
+        record before the change, or None when another process changed it first."""
+        return self._run(lambda: self.models.find_one_and_update({"builtin": key, "builtin_digest": digest}, {"$set": changes}))
 
     def update(self, model_id: int, changes: dict, unset: tuple[str, ...] = ()) -> dict | None:
         update = {"$set": changes}

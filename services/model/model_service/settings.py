@@ -29,6 +29,7 @@ class ModelSettings(ServiceSettings):
     export_user: str = env("MODEL_EXPORT_USER", "nobody", help="who runs the model converter when the service runs as root (empty: root itself, unsafe)")
     export_memory_mb: int = env("MODEL_EXPORT_MEMORY_MB", 4096, help="memory the model converter may allocate (RLIMIT_DATA), in MiB")
     dynamic_input_size: int = env("MODEL_DYNAMIC_INPUT_SIZE", 512, help="height and width given to models whose input size is not fixed")
+    pretrained_dir: str = env("PRETRAINED_DIR", "", help="the converted built-in models (`make pretrained`); default .cache/pretrained at the repository root. Missing: the service runs without them")
     startup_tfserving_wait_s: float = env("STARTUP_TFSERVING_WAIT_S", 60.0, help="how long start-up waits for TF Serving to take the model config before serving anyway")
     reconcile_s: float = env("MODEL_RECONCILE_S", 30.0, help="how often TF Serving is checked against the database")
     # Training (method=create) and the trainer worker (python -m model_service.trainer).
@@ -61,6 +62,12 @@ class ModelSettings(ServiceSettings):
     @property
     def model_base(self) -> Path:
         return Path(self.tfserving_model_base) if self.tfserving_model_base else self.data_dir / "tfserving-models"
+
+    @property
+    def pretrained_path(self) -> Path:
+        from .pretrained import catalog
+
+        return Path(self.pretrained_dir) if self.pretrained_dir else catalog.default_cache()
 
     @property
     def config_file(self) -> Path:

@@ -41,6 +41,23 @@ class FakeModelRepository:
         self.docs[doc["_id"]] = copy.deepcopy(doc)
         return doc
 
+    def insert_builtin(self, doc):
+        if any(d.get("builtin") == doc["builtin"] for d in self.docs.values()):  # the unique index
+            return False
+        self.insert(doc)
+        return True
+
+    def builtin(self, key):
+        return next((copy.deepcopy(d) for d in self.docs.values() if d.get("builtin") == key), None)
+
+    def replace_builtin(self, key, digest, changes):
+        doc = next((d for d in self.docs.values() if d.get("builtin") == key and d.get("builtin_digest") == digest), None)
+        if doc is None:
+            return None
+        before = copy.deepcopy(doc)
+        doc.update(copy.deepcopy(changes))
+        return before
+
     def get(self, model_id):
         doc = self.docs.get(model_id)
         return None if doc is None or doc.get("deleting") else copy.deepcopy(doc)
@@ -145,6 +162,7 @@ class FakeTFServing:
         self.load_error = ""
         self.broken: set[str] = set()  # models that fail to load, as TF Serving reports them
         self.predict_calls: list[tuple[str, int, int]] = []
+        self.predict_shapes: list[tuple[int, ...]] = []
 
     @property
     def served(self) -> set[str]:
@@ -181,6 +199,7 @@ class FakeTFServing:
             raise errors.Unavailable("not loaded", code="model_not_loaded")
         images = inputs["images"]
         self.predict_calls.append((name, version, len(images)))
+        self.predict_shapes.append(images.shape)
         means = images.reshape(len(images), -1).mean(axis=1) / 255.0
         if "probabilities" in output_keys:
             return {"probabilities": np.stack([means, 1 - means], axis=1).astype(np.float32)}

@@ -12,7 +12,8 @@ from model_service.settings import ModelSettings
 
 H5_BYTES = b"\x89HDF\r\n\x1a\n" + b"\0" * 100
 MODEL_FIELDS = {"id", "title", "location", "label_location", "description", "url", "type", "user", "project", "isPublic",
-                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error", "progress", "training"}
+                "create_time", "status", "labels", "input_shape", "preprocessing", "version", "metrics", "error", "progress", "training",
+                "builtin", "threshold"}
 
 
 @pytest.fixture

@@ -63,6 +63,19 @@ def test_a_public_detection_model_serves_a_detection_project(world, light_dark_v
     assert video["type"] == "Detection"
 
 
+def test_a_detection_threshold_goes_with_the_video_to_its_detector(world, light_dark_video, tmp_path):
+    from video_fakes import FakeLabeller
+    from video_service.pipeline import FramePipeline
+    from video_service.split_job import split_request
+
+    video_id = world.core.upload(1, 11, options(model_id="8", threshold="0.3"), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    labeller = FakeLabeller()
+    FramePipeline(labeller, world.images, batch_size=8).run(split_request(world.repository.docs[video_id]), light_dark_video, lambda *a: None)
+    assert labeller.threshold == 0.3
+    default = world.core.upload(1, 11, options(model_id="8"), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    assert split_request(world.repository.docs[default]).threshold == 0.0  # the model's own default
+
+
 def test_upload_refuses_files_that_are_no_decodable_video(world, tmp_path, light_dark_video):
     text = tmp_path / "notes.txt"
     text.write_bytes(b"not a video at all\n" * 20)
@@ -90,6 +103,10 @@ def test_upload_refuses_files_that_are_no_decodable_video(world, tmp_path, light
     ({"wait": ""}, "field wait is empty: give true or false"),
     ({"model_id": " "}, "model_id is required"),
     ({"dedupe": "sometimes"}, "dedupe must be true or false"),
+    ({"threshold": "1.5"}, r"threshold must be a number in \(0, 1\], got '1.5'"),
+    ({"threshold": "0"}, "threshold must be a number in"),
+    ({"threshold": "nan"}, "threshold must be a number in"),
+    ({"threshold": ""}, "field threshold is empty"),
 ])
 def test_upload_options_say_what_is_wrong(fields, message):
     with pytest.raises(errors.InvalidArgument, match=message):

@@ -57,6 +57,7 @@ class FakeLabeller:
 
     def detect(self, model_id, user_id, images, threshold=0.0):
         self.calls.append(("detect", len(images)))
+        self.threshold = threshold
         if self.fail_with:
             raise self.fail_with
         answers = []

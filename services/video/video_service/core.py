@@ -258,6 +258,7 @@ class VideoCore:
             "interval": options.interval,
             "interval_ms": options.interval_ms,
             "dedupe": options.dedupe,
+            "threshold": options.threshold or None,
             "key": key,
             "content_type": content_type,
             "size": stored.size,

@@ -71,6 +71,7 @@ class SplitRequest:
     frame_count_estimate: int = 0
     duration_ms_estimate: int = 0
     dedupe: bool = False  # skip sampled frames nearly identical to the last one kept
+    threshold: float = 0.0  # Detection: the score a detection needs; 0, the model's default
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class FramePipeline:
         images = [frame.jpeg for frame in batch]
         try:
             if request.project_type == DETECTION:
-                results = self.labeller.detect(request.model_id, request.user_id, images)
+                results = self.labeller.detect(request.model_id, request.user_id, images, request.threshold)
             else:
                 results = self.labeller.classify(request.model_id, request.user_id, images)
         except errors.Unavailable:

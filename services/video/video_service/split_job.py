@@ -93,6 +93,7 @@ def split_request(video: dict) -> SplitRequest:
         interval=video.get("interval"),
         interval_ms=video.get("interval_ms"),
         dedupe=bool(video.get("dedupe")),
+        threshold=video.get("threshold") or 0.0,
         frame_count_estimate=int(video.get("frame_count") or 0),
         duration_ms_estimate=int(video["frame_count"] * 1000 / video["fps"]) if video.get("fps") and video.get("frame_count") else 0,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlstudio.common import errors
+from mlstudio.common import detections as detection_forms, errors
 from mlstudio.common.ids import MAX_ID  # ids travel as int64 in gRPC and are stored as such in MongoDB
 
 MAX_INTERVAL = 1_000_000
@@ -30,6 +30,7 @@ class UploadOptions:
     title: str
     description: str
     dedupe: bool = False
+    threshold: float = 0.0  # Detection: the score a detection needs; 0, the model's default
 
 
 def _positive_int(name: str, raw, what: str) -> int:
@@ -95,6 +96,7 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
     interval_text = _sent(fields, "interval", "a positive integer N to sample every N-th frame")
     wait_text = _sent(fields, "wait", "true or false")
     dedupe_text = _sent(fields, "dedupe", "true or false")
+    threshold_text = _sent(fields, "threshold", "a number in (0, 1], the score a detection needs")
     interval_ms = None
     interval = None
     if interval_ms_text is not None:
@@ -112,4 +114,5 @@ def upload_options(fields: Mapping[str, str], filename: str, default_interval: i
         title=title,
         description=_text("description", fields.get("description"), MAX_DESCRIPTION),
         dedupe=_flag("dedupe", dedupe_text) if dedupe_text is not None else False,
+        threshold=detection_forms.threshold(threshold_text),
     )

@@ -11,6 +11,27 @@ import math
 from collections.abc import Iterable
 
 
+THRESHOLD_HELP = ("Detection: the score (0 to 1] a detection needs to be kept; default the model's own "
+                  "(0.4 for the built-in COCO detector), else 0.5")
+
+
+def threshold(raw) -> float:
+    """A request's `threshold` field: 0.0 (the model's default) when left out or empty, else a
+    number in (0, 1]; InvalidArgument saying so otherwise."""
+    from . import errors
+
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # NaN fails too
+        raise errors.InvalidArgument(f"threshold must be a number in (0, 1], got {text!r}", code="invalid_threshold")
+    return value
+
+
 def as_score(value: float) -> float:
     """A model's confidence, without the float32 noise of protobuf (0.9 rather than 0.8999999761)."""
     return round(float(value), 6)

@@ -6,7 +6,7 @@ digits, whatever the order of declaration; the tag rules refuse those words as t
 """
 from flask import request
 from flask_restx import Namespace, Resource, fields
-from mlstudio.common import errors, ids, media_files
+from mlstudio.common import detections as detection_forms, errors, ids, media_files
 from mlstudio.common.deadlines import Deadline
 from mlstudio.common.http_app import body_fields, caller
 
@@ -125,15 +125,17 @@ def register_routes(api, core, settings):
             return core.tag_summary(who(), project_id())
 
     @ns.route("/predict")
-    @ns.doc(params={**scope_params, **upload_params, "model_id": model_param})
+    @ns.doc(params={**scope_params, **upload_params, "model_id": model_param,
+                    "threshold": {"in": "formData", "description": detection_forms.THRESHOLD_HELP}})
     class Predict(Resource):
         @ns.marshal_list_with(image_model, code=201)
         def post(self):
             """Store images under the tags a model predicts, with scores (or detections)."""
             user, project = who(), project_id()
             model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="parameter")
+            threshold = detection_forms.threshold(request.form.get("threshold", request.args.get("threshold")))
             deadline = Deadline.of_wsgi(request.environ, settings.predict_deadline_s)
-            return core.predict(user, project, model_id, uploaded_files(), deadline=deadline), 201
+            return core.predict(user, project, model_id, uploaded_files(), threshold, deadline=deadline), 201
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
     @ns.route("/byVideo/<int:video_id>")

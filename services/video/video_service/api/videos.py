@@ -2,7 +2,7 @@
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from mlstudio.common import ids, media_files
+from mlstudio.common import detections as detection_forms, ids, media_files
 from mlstudio.common.http_app import caller
 
 from ..core import UploadedFile
@@ -56,6 +56,7 @@ def build_namespace(core, settings) -> Namespace:
     upload_parser.add_argument("model_id", location="form", type=int, required=True, help="model that labels the frames")
     upload_parser.add_argument("interval", location="form", type=int, help=f"sample every N-th frame (default {settings.default_interval})")
     upload_parser.add_argument("interval_ms", location="form", type=int, help="sample one frame every N ms instead")
+    upload_parser.add_argument("threshold", location="form", type=float, help=detection_forms.THRESHOLD_HELP)
     upload_parser.add_argument("wait", location="form", type=bool, help="answer only when processing ends (bounded)")
     upload_parser.add_argument("dedupe", location="form", type=bool,
                                help="skip sampled frames nearly identical to the last one kept (perceptual hash)")

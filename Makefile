@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := services/common/mlstudio/.protos
 PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
-export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
+export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
 .PHONY: setup bubblewrap protos run up down test unit-test integration-test bench sample-models lock clean
 

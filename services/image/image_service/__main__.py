@@ -2,7 +2,7 @@
 asks (projects always; models and videos when deployed), HTTP + gRPC, and the sweep that
 finishes deletes left half-way."""
 
-from mlstudio.common import clients, logs, mongo, runner
+from mlstudio.common import clients, logs, metrics, mongo, runner
 from mlstudio.common import settings as settings_mod
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import open_store
@@ -37,6 +37,7 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
 def main() -> None:
     settings = settings_mod.load(ImageSettings)
     logs.configure("image", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = ImageRepository(db)
     repository.ensure_indexes()

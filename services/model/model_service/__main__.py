@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from mlstudio.common import logs, mongo, runner, settings as settings_mod
+from mlstudio.common import logs, metrics, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app, max_body_bytes
 from .composition import build_core
@@ -49,8 +49,10 @@ def readiness_checks(db, core) -> dict:
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
+    metrics.watch_job_queue("trainings", db.training_jobs)
     first_reconcile(core, settings.startup_tfserving_wait_s)
     server, port, _health = build_grpc(settings, core)
     stop = threading.Event()

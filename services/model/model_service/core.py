@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mlstudio.common import errors, mongo
+from mlstudio.common import errors, metrics, mongo
 from mlstudio.common.media_files import MediaFile
 
 from . import archive, detections, labels as label_files, pixels, preprocessing, trainings as training_status, uploads
@@ -553,8 +553,9 @@ class ModelCore:
         height, width, _ = doc["input_shape"]
         batch = pixels.to_batch(images, height, width)
         name, version = serving_name(doc["_id"]), doc.get("version", 1)
-        parts = [self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
-                 for part in pixels.chunks(len(images), self.limits.max_batch)]
+        with metrics.prediction_timer(doc["_id"], doc.get("type"), len(images)):
+            parts = [self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys)
+                     for part in pixels.chunks(len(images), self.limits.max_batch)]
         return {key: np.concatenate([part[key] for part in parts]) for key in output_keys}, batch.sizes
 
     def classify(self, model_id: int, user_id: int, images: list[bytes]) -> list[detections.Classification]:

@@ -1,13 +1,15 @@
 """Prometheus scraping in the deployments: every service and worker serves its metrics on the port
 its settings name (compose and Kubernetes agree with the code's setting), Kubernetes pods carry
 the prometheus.io annotations for that port, and the NetworkPolicies let Prometheus (namespace
-`monitoring`) reach it while nothing outside does; locally each process has its metrics port."""
+`monitoring`) reach it while nothing outside does (Envoy's own stats too, on the gateway's
+metrics port); locally each process has its metrics port."""
 from __future__ import annotations
 
 import pytest
 
 from deploy.local import registry
 from deploy.tests import inventory
+from gateway import render as gw
 from deploy.tests.test_deploy import APP_NAMES, OVERLAYS, Cluster, _objects, _pod_containers, compose, compose_text, rendered  # noqa: F401
 from mlstudio.common.settings import ServiceSettings, describe
 
@@ -36,6 +38,17 @@ def test_every_app_pod_is_annotated_for_scraping_on_its_metrics_port(rendered, o
         assert annotations.get("prometheus.io/port") == str(METRICS_PORT) and annotations.get("prometheus.io/path") == "/metrics", name
         ports = {p.get("name"): p["containerPort"] for c in _pod_containers(deployments[name]) for p in c.get("ports", [])}
         assert ports.get("metrics") == METRICS_PORT, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_pod_is_annotated_for_envoys_own_stats(rendered, overlay):
+    gateway = _objects(rendered[overlay], "Deployment")["gateway"]
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(gw.STATS_PORT), "prometheus.io/path": "/stats/prometheus"}
+    ports = {p.get("name"): p["containerPort"] for c in _pod_containers(gateway) for p in c.get("ports", [])}
+    assert ports["metrics"] == gw.STATS_PORT == METRICS_PORT
+    cluster = Cluster(rendered[overlay])
+    assert cluster.allows(cluster.external("monitoring", "prometheus"), cluster.pods["gateway"], gw.STATS_PORT)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

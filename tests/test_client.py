@@ -20,7 +20,7 @@ from test_training import BLUE, KERAS_SCRIPT, RED, colour_png
 
 pytestmark = pytest.mark.integration
 
-PROGRESS_LINE = re.compile(r"^(?P<what>model|video) (?P<id>\d+) (?P<status>\w+)[^:]*: (?P<done>\d+)(?:/(?P<total>\d+))? (?:epochs|frames)$")
+PROGRESS_LINE = re.compile(r"^(?P<what>model|video) (?P<id>\d+) (?P<status>\w+): (?P<done>\d+)(?:/(?P<total>\d+))? (?:epochs|frames)(?: \(.*\))?$")
 
 
 def write_colour_video(path, colours, frames_each: int = 20):
@@ -115,6 +115,14 @@ def test_the_walk_through_with_the_cli(stack, mlstudio, tmp_path):
     sample.write_bytes(colour_png(BLUE, 99))
     predicted = mlstudio.json("predict", sample, "-p", project["id"], "--model", model["id"])
     assert [image["type"] for image in predicted] == ["blue"] and predicted[0]["score"] > 0.5
+
+    # the trained model, downloaded from its signed url and uploaded again with its labels
+    trained_file = Client(stack.url, token).download(model["url"], tmp_path / "trained.keras")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(model["labels"]))
+    copy = mlstudio.json("models", "upload", trained_file, labels, "-p", project["id"], "--title", "copy")
+    assert copy["status"] == "Trained" and copy["labels"] == model["labels"] == ["blue", "red"]
+    assert {m["id"] for m in mlstudio.json("models", "list", "-p", project["id"])} >= {model["id"], copy["id"]}
 
     assert mlstudio.json("projects", "delete", project["id"]) == {"message": "success"}
     for result_text in (registered.output, login.output, trained.output, split.output):

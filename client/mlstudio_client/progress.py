@@ -22,10 +22,11 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
+            # the metrics come last: on a narrow terminal they are cut, the bar is not
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit),
-                                TaskProgressColumn(), TimeElapsedColumn(), console=self.console)
+                                TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.fields[detail]}"), console=self.console)
             self.bar.__enter__()
-            self.task = self.bar.add_task(self.name, total=None)
+            self.task = self.bar.add_task(self.name, total=None, detail="")
         return self
 
     def update(self, status: str, done: int, total: int | None, detail: str = "") -> None:
@@ -33,12 +34,11 @@ class ProgressView:
         if state == self.last:
             return
         self.last = state
-        description = f"{self.name} {status}" + (f" {detail}" if detail else "")
         if self.bar is not None:
-            self.bar.update(self.task, description=description, completed=done, total=total or None)
+            self.bar.update(self.task, description=f"{self.name} {status}", completed=done, total=total or None, detail=detail)
         else:
             of = f"/{total}" if total else ""
-            print(f"{description}: {done}{of} {self.unit}", file=self.stream, flush=True)
+            print(f"{self.name} {status}: {done}{of} {self.unit}" + (f" ({detail})" if detail else ""), file=self.stream, flush=True)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

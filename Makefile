@@ -8,7 +8,7 @@ PROTO_STAMP := services/common/mlstudio/.protos
 PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 # Converted pretrained models (and the package files they come from): built once, reused offline.
 export PRETRAINED_DIR ?= $(CURDIR)/.cache/pretrained
-export PYTHONPATH := $(CURDIR):$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
+export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
 .PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test bench sample-models lock clean
 

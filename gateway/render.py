@@ -52,6 +52,7 @@ DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:8000")
 LOCAL_HTTP_PORTS: Mapping[str, int] = {"user": 8101, "project": 8102, "image": 8103, "model": 8104, "video": 8105}
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
+STATS_PORT = 9464  # every process's metrics port in compose and Kubernetes (METRICS_PORT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,9 @@ class GatewayConfig:
     listen_port: int = 8000
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
+    # A listener that serves only the admin's /stats/prometheus, for Prometheus in compose and
+    # Kubernetes (the admin port itself stays on loopback: it can also stop Envoy); 0: none.
+    stats_port: int = 0
     auth_required: bool = True
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     json_body_limit: int = 1 * MiB
@@ -197,7 +201,7 @@ def preset(env: str, **overrides) -> GatewayConfig:
         return GatewayConfig(upstreams=upstreams, **overrides)
     if env in ("compose", "kubernetes"):
         upstreams = {name: Upstream(name, 8080) for name in SERVICES}
-        return GatewayConfig(upstreams=upstreams, listen_address="0.0.0.0", **overrides)
+        return GatewayConfig(upstreams=upstreams, listen_address="0.0.0.0", **{"stats_port": STATS_PORT, **overrides})
     raise ValueError(f"unknown environment {env!r}: local, compose or kubernetes")
 
 

@@ -158,7 +158,10 @@ class Stack:
         mongo_uri = stack_mongo.uri(config.ports[stack_config.MONGO_PORT.name])
         context = registry.Context(config=config, mongo_uri=mongo_uri, media_signing_key="unused")
         component = next(c for c in registry.COMPONENTS if c.name == name)
-        env = {**self.env, **registry.component_env(context, component), **overrides}
+        env = {**self.env, **registry.component_env(context, component)}
+        if "METRICS_PORT" in env:  # the stack's own instance of the component holds that one
+            env["METRICS_PORT"] = str(free_ports(1)[0])
+        env.update(overrides)
         with open(log_path, "ab") as log:
             return subprocess.Popen([sys.executable, "-m", component.module], cwd=REPO_ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

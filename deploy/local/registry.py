@@ -50,9 +50,16 @@ class Component:
         return next((port for port in self.ports if port.child_var == child_var), None)
 
 
-def service(name: str, *, http_port: int, grpc_port: int, extra_env: Callable[[Context], Mapping[str, str]] = _no_extra_env) -> Component:
+def metrics_port(name: str, port: int) -> Port:
+    """A process's Prometheus endpoint (loopback, never routed by the gateway); it moves with
+    <NAME>_METRICS_PORT."""
+    return Port(f"{name} metrics", f"{name.upper().replace('-', '_')}_METRICS_PORT", port, child_var="METRICS_PORT")
+
+
+def service(name: str, *, http_port: int, grpc_port: int, metrics: int, extra_env: Callable[[Context], Mapping[str, str]] = _no_extra_env) -> Component:
     """A domain service (`services/<name>/<name>_service`): REST behind the gateway, gRPC for the
-    other services; its ports move with <NAME>_HTTP_PORT and <NAME>_GRPC_PORT."""
+    other services, metrics for Prometheus; its ports move with <NAME>_HTTP_PORT, <NAME>_GRPC_PORT
+    and <NAME>_METRICS_PORT."""
     upper = name.upper()
     return Component(
         name=name,
@@ -60,6 +67,7 @@ def service(name: str, *, http_port: int, grpc_port: int, extra_env: Callable[[C
         ports=(
             Port(f"{name} http", f"{upper}_HTTP_PORT", http_port, child_var="HTTP_PORT"),
             Port(f"{name} grpc", f"{upper}_GRPC_PORT", grpc_port, child_var="GRPC_PORT"),
+            metrics_port(name, metrics),
         ),
         health_port=f"{name} http",
         grpc_addr_var=f"{upper}_GRPC_ADDR",
@@ -101,19 +109,20 @@ def _trainer_env(context: Context) -> Mapping[str, str]:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    service("user", http_port=8101, grpc_port=9101, extra_env=_user_env),
-    service("project", http_port=8102, grpc_port=9102),
-    service("image", http_port=8103, grpc_port=9103),
+    service("user", http_port=8101, grpc_port=9101, metrics=9201, extra_env=_user_env),
+    service("project", http_port=8102, grpc_port=9102, metrics=9202),
+    service("image", http_port=8103, grpc_port=9103, metrics=9203),
     # The real tensorflow_model_server when it is on PATH, else the local stand-in; confined by
     # bwrap: it sees the model repository read-only and serves on a unix socket, nothing else.
     Component(name="tfserving", module="tfserving_standin.launch", ports=(TFSERVING_PORT,), extra_env=_tfserving_env),
-    service("model", http_port=8104, grpc_port=9104, extra_env=_model_env),
-    service("video", http_port=8105, grpc_port=9105),
+    service("model", http_port=8104, grpc_port=9104, metrics=9204, extra_env=_model_env),
+    service("video", http_port=8105, grpc_port=9105, metrics=9205),
     # Splits uploaded videos into labelled frames (jobs leased from the video service's database).
-    Component(name="video-worker", module="video_service.worker"),
+    Component(name="video-worker", module="video_service.worker", ports=(metrics_port("video-worker", 9206),)),
     # Trains models (jobs leased from the model service's database) and registers them as the model
     # service does; training scripts never see the stack's data directory.
-    Component(name="model-trainer", module="model_service.trainer", extra_env=_trainer_env),
+    Component(name="model-trainer", module="model_service.trainer", ports=(metrics_port("model-trainer", 9207),),
+              extra_env=_trainer_env),
 )
 
 # Every service's gRPC address variable (see mlstudio.common.settings.ServiceSettings).

@@ -466,3 +466,40 @@ def test_a_new_job_wakes_an_idle_worker_before_its_next_poll(queue):
     finally:
         worker.stopping.set()
         thread.join(130)
+
+
+def _sample(name: str, labels: dict) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_queue_collector_counts_waiting_and_running_jobs_and_the_oldest_age(queue):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from mlstudio.common import metrics
+
+    registry = CollectorRegistry()
+    metrics.watch_job_queue("videos", queue.jobs, registry=registry)
+    for job_id in ("a", "b", "c"):
+        queue.enqueue(job_id, "video", {})
+    queue.claim("w", ["video"])
+    values = {(s.name, s.labels["status"]): s.value for family in registry.collect() for s in family.samples}
+    assert values[("mlstudio_jobs", "queued")] == 2 and values[("mlstudio_jobs", "running")] == 1
+    assert values[("mlstudio_jobs_oldest_age_seconds", "queued")] >= 0
+    assert b'mlstudio_jobs{kind="video",queue="videos",status="queued"} 2.0' in generate_latest(registry)
+
+
+def test_the_worker_times_each_job_by_kind_and_outcome(queue):
+    def fail(job, context):
+        raise jobs.JobFailed("no frames")
+
+    labels = {"kind": "video", "outcome": "done"}
+    failed_labels = {"kind": "video", "outcome": "failed"}
+    before = _sample("mlstudio_job_duration_seconds_count", labels), _sample("mlstudio_job_duration_seconds_count", failed_labels)
+    queue.enqueue("ok", "video", {})
+    assert _worker(queue, RecordingHandler(lambda job, context: {})).run_once()
+    queue.enqueue("bad", "video", {})
+    assert _worker(queue, RecordingHandler(fail)).run_once()
+    after = _sample("mlstudio_job_duration_seconds_count", labels), _sample("mlstudio_job_duration_seconds_count", failed_labels)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)

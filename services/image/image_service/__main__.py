@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 
-from mlstudio.common import clients, jobs, logs, mongo, runner
+from mlstudio.common import clients, jobs, logs, metrics, mongo, runner
 from mlstudio.common import settings as settings_mod
 from mlstudio.common.media_urls import MediaSigner
 from mlstudio.common.storage import open_store
@@ -80,6 +80,7 @@ def build_datasets(settings: ImageSettings, db, core: ImageCore, repository: Ima
 def main() -> None:
     settings = settings_mod.load(ImageSettings)
     logs.configure("image", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = ImageRepository(db)
     repository.ensure_indexes()

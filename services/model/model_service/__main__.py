@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from mlstudio.common import bubblewrap, logs, mongo, runner, settings as settings_mod
+from mlstudio.common import bubblewrap, logs, metrics, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app, max_body_bytes
 from .composition import build_core
@@ -56,8 +56,10 @@ def main() -> None:
     # Model conversions run in children of this process, unconfined where bwrap is refused: they
     # must not read this process's credentials through /proc.
     bubblewrap.make_undumpable()
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
+    metrics.watch_job_queue("trainings", db.training_jobs)
     started = time.monotonic()
     registration.register_all(core, settings.pretrained_path)
     log.info("built-in models checked in %.2fs", time.monotonic() - started)

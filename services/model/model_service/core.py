@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mlstudio.common import errors, mongo
+from mlstudio.common import errors, metrics, mongo
 from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.media_files import MediaFile
 
@@ -584,15 +584,16 @@ class ModelCore:
         name, version = serving_name(doc["_id"]), doc.get("version", 1)
         rows: dict[str, list] = {key: [None] * len(images) for key in output_keys}
         sizes: list = [None] * len(images)
-        for indexes, batch in groups:
-            for part in pixels.chunks(len(indexes), self.limits.max_batch):
-                deadline.check("predicting")
-                outputs = self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys, deadline=deadline)
-                for key in output_keys:
-                    for index, row in zip(indexes[part], outputs[key]):
-                        rows[key][index] = row
-            for index, size in zip(indexes, batch.sizes):
-                sizes[index] = size
+        with metrics.prediction_timer(doc["_id"], doc.get("type"), len(images)):
+            for indexes, batch in groups:
+                for part in pixels.chunks(len(indexes), self.limits.max_batch):
+                    deadline.check("predicting")
+                    outputs = self.serving.predict(name, version, {"images": batch.pixels[part]}, output_keys, deadline=deadline)
+                    for key in output_keys:
+                        for index, row in zip(indexes[part], outputs[key]):
+                            rows[key][index] = row
+                for index, size in zip(indexes, batch.sizes):
+                    sizes[index] = size
         deadline.check("answering the prediction")
         return {key: np.stack(rows[key]) for key in output_keys}, sizes
 

@@ -18,7 +18,7 @@ import os
 import socket
 import uuid
 
-from mlstudio.common import clients, jobs, logs, mongo, runner, settings as settings_mod
+from mlstudio.common import clients, jobs, logs, metrics, mongo, runner, settings as settings_mod
 
 from .composition import build_core, training_queue
 from .settings import ModelSettings
@@ -82,6 +82,7 @@ def start_work_sweeps(worker: jobs.Worker) -> None:
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model-trainer", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     settings_mod.require(settings, "image_grpc_addr", why="the trainer reads training images from it")
     confine.prctl(confine.PR_SET_DUMPABLE, 0)
     if not settings.sandbox_require_isolation:

@@ -1,7 +1,7 @@
 """Composition root of the project service: settings, database, the services that hold
 project data (for the delete cascade), HTTP + gRPC, and the deletion retry loop."""
 
-from mlstudio.common import clients, logs, mongo, runner, settings as settings_mod
+from mlstudio.common import clients, logs, metrics, mongo, runner, settings as settings_mod
 
 from .app import build_grpc, create_app
 from .core import ProjectCore
@@ -23,6 +23,7 @@ def data_owners(settings):
 def main() -> None:
     settings = settings_mod.load(ProjectSettings)
     logs.configure("project", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = ProjectRepository(db)
     repository.ensure_indexes()

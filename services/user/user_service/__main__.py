@@ -1,7 +1,7 @@
 """Composition root of the user service: settings, database, key, HTTP + gRPC."""
 import logging
 
-from mlstudio.common import logs, mongo, runner, settings as settings_mod
+from mlstudio.common import logs, metrics, mongo, runner, settings as settings_mod
 
 from . import keys
 from .app import build_grpc, create_app
@@ -13,6 +13,7 @@ from .settings import UserSettings
 def main() -> None:
     settings = settings_mod.load(UserSettings)
     logs.configure("user", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = UserRepository(db)
     repository.ensure_indexes()

@@ -3,7 +3,7 @@ the job queue, the peers it asks (projects, models, images), HTTP + gRPC, and th
 finishes what an interruption left unfinished (deletions, uploads whose job was never queued). The
 frames are made by `video_service.worker`."""
 
-from mlstudio.common import clients, logs, media_urls, mongo, runner, settings as settings_mod, storage
+from mlstudio.common import clients, logs, media_urls, metrics, mongo, runner, settings as settings_mod, storage
 
 from .app import build_grpc, create_app
 from .core import VideoCore
@@ -14,12 +14,14 @@ from .settings import VideoSettings
 def main() -> None:
     settings = settings_mod.load(VideoSettings)
     logs.configure("video", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     settings_mod.require(settings, "project_grpc_addr", "model_grpc_addr", "image_grpc_addr", why="the video service needs that service")
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     repository = VideoRepository(db)
     repository.ensure_indexes()
     job_queue = settings.job_queue(db.jobs)
     job_queue.ensure_indexes()
+    metrics.watch_job_queue("videos", db.jobs)
     store = storage.open_store(settings.object_storage_url)
     signer = media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s)
     core = VideoCore(

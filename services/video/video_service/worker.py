@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 
-from mlstudio.common import clients, jobs, logs, mongo, settings as settings_mod, storage
+from mlstudio.common import clients, jobs, logs, metrics, mongo, settings as settings_mod, storage
 
 from .core import SPLIT_JOB
 from .pipeline import FramePipeline
@@ -42,6 +42,7 @@ def build_worker(settings: VideoSettings) -> jobs.Worker:
 def main() -> None:
     settings = settings_mod.load(VideoSettings)
     logs.configure("video-worker", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     settings_mod.require(settings, "model_grpc_addr", "image_grpc_addr", why="the video worker needs that service")
     build_worker(settings).run_until_signalled("after the current batch; the job goes back to the queue")
 

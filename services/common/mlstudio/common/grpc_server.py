@@ -3,7 +3,7 @@
 `build_server` gives every service the same server: the standard `grpc.health.v1` service
 (SERVING per registered service), reflection, and one interceptor that restores the request id
 from metadata, logs failures, and turns domain errors into status codes (unknown errors become
-INTERNAL with a generic message and a logged traceback).
+INTERNAL with a generic message and a logged traceback), after one that counts and times the calls.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import errors, logs
+from . import errors, logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def build_server(port: int, registrations: Iterable[Registration], *, host: str 
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[ServiceInterceptor()],
+        interceptors=[metrics.GrpcMetricsInterceptor(), ServiceInterceptor()],
         options=options,
     )
     health_servicer = health.HealthServicer()

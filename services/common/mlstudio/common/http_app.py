@@ -6,7 +6,7 @@ from the gateway; `<int:...>` path parts that only match ids (`ids.IdConverter`:
 else 404); a JSON 400 for paths with control characters (the gateway refuses them first, but a
 service may be reached directly); `/healthz` (alive) and `/readyz` (dependencies reachable,
 else 503); and the OpenAPI docs under `/docs/<service>/`, which the gateway routes without a
-token.
+token; and request counts and latencies by route template (`metrics`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from flask import Flask, jsonify, request
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from . import auth, errors, ids, logs
+from . import auth, errors, ids, logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def make_app(service: str, *, title: str, description: str, readiness: Mapping[s
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     # Before any route is added: rules bind their converters when they are added.
     app.url_map.converters["int"] = ids.IdConverter
+    metrics.instrument_flask(app)
     api = Api(
         app,
         title=title,

@@ -45,7 +45,7 @@ import pymongo
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from . import errors, mongo
+from . import errors, metrics, mongo
 
 log = logging.getLogger(__name__)
 
@@ -543,33 +543,42 @@ class Worker:
         return True
 
     def _run(self, handler: JobHandler, context: JobContext) -> None:
+        started, outcome = time.monotonic(), "lease_lost"  # unless it settles: LeaseLost goes on up
+        try:
+            outcome = self._run_and_settle(handler, context)
+        finally:
+            metrics.observe_job(context.job.kind, outcome, time.monotonic() - started)
+
+    def _run_and_settle(self, handler: JobHandler, context: JobContext) -> str:
+        """Runs the job and records how it ended; answers that outcome (for the metrics)."""
         job = context.job
         try:
             result = handler.run(job, context)
         except JobCancelled:
             self._cancel(handler, context.job)
-            return
+            return "cancelled"
         except WorkerStopping:
             self.queue.release(context.job)
             log.info("job released for another worker", extra={"job": job.id})
-            return
+            return "released"
         except LeaseLost:
             raise
         except JobFailed as exc:
             self._fail(handler, context.job, exc.message)
-            return
+            return "failed"
         except errors.Unavailable as exc:
             self._wait_or_fail(handler, context.job, exc.message)
-            return
+            return "waiting"
         except errors.DomainError as exc:
             self._fail(handler, context.job, exc.message)
-            return
+            return "failed"
         except Exception as exc:  # noqa: BLE001 - a bug or a surprise: logged, retried, then given up
             log.exception("job %s crashed", job.id)
             self._retry_or_fail(handler, context.job, _describe_crash(exc))
-            return
+            return "crashed"
         self.queue.complete(context.job, result)
         log.info("job done", extra={"job": job.id})
+        return "done"
 
     def _cancel(self, handler: JobHandler, job: Job) -> None:
         """Cleans up after a cancelled job, then cancels it; a cleanup that fails is retried later

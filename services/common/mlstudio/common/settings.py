@@ -101,6 +101,8 @@ class ServiceSettings:
     http_port: int = env("HTTP_PORT", 8080, help="HTTP (REST) port")
     grpc_host: str = env("GRPC_HOST", "127.0.0.1", help="address the gRPC server binds")
     grpc_port: int = env("GRPC_PORT", 50051, help="gRPC port")
+    metrics_host: str = env("METRICS_HOST", "127.0.0.1", help="address the Prometheus metrics endpoint binds")
+    metrics_port: int = env("METRICS_PORT", 0, help="port of the Prometheus metrics endpoint (GET /metrics); 0: none")
     mongo_uri: str = env("MONGO_URI", help="MongoDB connection string")
     mongo_db: str = env("MONGO_DB", "", help="database name (default mlstudio_<service>)")
     data_dir: Path = env("DATA_DIR", Path(".data"), help="local data directory")

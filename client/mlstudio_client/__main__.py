@@ -1,0 +1,4 @@
+"""`python -m mlstudio_client`: the `mlstudio` command line."""
+from .cli import main
+
+main()

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload")
+SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "few_shot")
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -46,6 +46,15 @@ FIGURES = {
         ("studio_s", "studio", "s"),
         ("peak_rss_growth_mb", "video service RSS growth", "MB"),
         ("bytes", "bytes", ""),
+    ),
+    "few_shot": (
+        ("transfer_accuracy", "transfer accuracy", ""),
+        ("scratch_accuracy", "scratch accuracy", ""),
+        ("transfer_train_s", "transfer training", "s"),
+        ("scratch_train_s", "scratch training", "s"),
+        ("transfer_retrain_s", "transfer retraining (cached features)", "s"),
+        ("transfer_cpu_s", "transfer CPU", "s"),
+        ("train_images", "training images", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -284,12 +293,25 @@ def matplotlib_colors(count: int) -> list:
     return [palette((2 * index) % 20 + (2 * index // 20) % 2) for index in range(count)]
 
 
+def _few_shot(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            (f"scratch ({scenario['scratch_accuracy']:.0%} right)", [(scenario["scratch_train_s"], BASELINE, "")]),
+            (f"transfer ({scenario['transfer_accuracy']:.0%} right)", [(scenario["transfer_train_s"], STUDIO, "")]),
+            ("transfer, cached features", [(scenario["transfer_retrain_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
     "predict": _predict,
     "gateway": _gateway,
     "upload": _upload,
+    "few_shot": _few_shot,
 }
 
 

@@ -55,6 +55,8 @@ FIGURES = {
         ("transfer_retrain_s", "transfer retraining (cached features)", "s"),
         ("transfer_cpu_s", "transfer CPU", "s"),
         ("train_images", "training images", ""),
+        ("videos_transfer_accuracy", "one class per video: transfer accuracy", ""),
+        ("videos_scratch_accuracy", "scratch accuracy", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"

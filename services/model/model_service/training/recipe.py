@@ -297,6 +297,7 @@ def train_scratch(data_dir: str, output_dir: str, params: dict) -> dict:
 def train(data_dir: str, output_dir: str, params: dict) -> dict:
     """Trains with `params["recipe"]` (transfer by default), saves `output_dir/model.keras`,
     returns training and held-out accuracy and loss."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     if params.get("recipe", "transfer") == "scratch":
         return train_scratch(data_dir, output_dir, params)
     if not params.get("backbone"):

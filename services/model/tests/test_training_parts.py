@@ -109,3 +109,13 @@ def test_datasets_that_cannot_be_trained_on_are_refused(tmp_path, items, message
 def test_a_dataset_over_the_size_limit_is_refused(tmp_path):
     with pytest.raises(dataset.DatasetRefused, match="larger than the training limit"):
         dataset.materialise([item(i, "red") for i in range(10)], tmp_path / "data", min_images_per_tag=1, max_bytes=200)
+
+
+def test_the_backbone_is_located_by_its_stamp_and_absent_without_one(tmp_path, monkeypatch):
+    from model_service.training import features
+
+    found = features.locate()  # the one built at setup (`make pretrained`)
+    assert found is not None and found.model_file.name == "features.keras" and found.model_file.is_file()
+    assert found.version.startswith("lite0-") and found.version.endswith(f"-f{features.FEATURE_VERSION}")
+    monkeypatch.setenv("PRETRAINED_DIR", str(tmp_path))
+    assert features.locate() is None

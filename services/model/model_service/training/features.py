@@ -1,8 +1,9 @@
 """The trainer's side of transfer learning: where the backbone is, and its cache of features.
 
 The backbone is EfficientNet-Lite0's `features.keras`, built at setup into the pretrained cache
-(`pretrained/catalog.py`, `PRETRAINED_DIR`); its version is its source's checksum and build
-version, so features computed by another build are never mixed in. Every training may read it
+(`pretrained/catalog.py`, `PRETRAINED_DIR`); its version is its source's checksum, its build
+version and the recipe's way of computing features (`FEATURE_VERSION`), so features computed
+otherwise are never mixed in. Every training may read it
 (bound read-only into the sandbox at its own path; the recipe and scripts find it in
 `params["backbone"]`).
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 CACHE_DIR_NAME = "feature_cache"  # in the working directory, what the cache holds for this dataset
 OUTPUT_DIR_NAME = "features"  # in the output directory, what the recipe computed
 FEATURES = 1280
+# Bump when the recipe computes features differently (decoding, resizing, views): a new cache.
+FEATURE_VERSION = 1
 _NAME = re.compile(r"^[0-9a-f]{64}(-flip)?\.npy$")
 _MAX_FILE_BYTES = 16 << 10  # a 1280-float vector is 5 kB with its .npy header
 
@@ -54,7 +57,7 @@ def locate() -> Backbone | None:
                     "(make pretrained builds it)", catalog.model_dir(model, cache))
         return None
     model_file = Path(os.path.realpath(catalog.model_dir(model, cache) / "features.keras"))
-    version = f"lite0-{model.source.sha256[:16]}-b{model.build_version}"
+    version = f"lite0-{model.source.sha256[:16]}-b{model.build_version}-f{FEATURE_VERSION}"
     return Backbone(model_file, version)
 
 

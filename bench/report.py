@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector")
+SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector", "few_shot")
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -58,6 +58,17 @@ FIGURES = {
         ("in_process_fps", "in-process NanoDet", "frames/s"),
         ("studio_fps", "studio video", "frames/s"),
         ("sampled", "frames", ""),
+    ),
+    "few_shot": (
+        ("transfer_accuracy", "transfer accuracy", ""),
+        ("scratch_accuracy", "scratch accuracy", ""),
+        ("transfer_train_s", "transfer training", "s"),
+        ("scratch_train_s", "scratch training", "s"),
+        ("transfer_retrain_s", "transfer retraining (cached features)", "s"),
+        ("transfer_cpu_s", "transfer CPU", "s"),
+        ("train_images", "training images", ""),
+        ("videos_transfer_accuracy", "one class per video: transfer accuracy", ""),
+        ("videos_scratch_accuracy", "scratch accuracy", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -319,6 +330,18 @@ def _detector(axis, scenario: dict) -> None:
     )
 
 
+def _few_shot(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            (f"scratch ({scenario['scratch_accuracy']:.0%} right)", [(scenario["scratch_train_s"], BASELINE, "")]),
+            (f"transfer ({scenario['transfer_accuracy']:.0%} right)", [(scenario["transfer_train_s"], STUDIO, "")]),
+            ("transfer, cached features", [(scenario["transfer_retrain_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
@@ -327,6 +350,7 @@ PANELS = {
     "upload": _upload,
     "export": _export,
     "detector": _detector,
+    "few_shot": _few_shot,
 }
 
 

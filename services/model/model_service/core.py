@@ -280,7 +280,8 @@ class ModelCore:
             "user": new.user, "project": new.project, "isPublic": new.is_public, "create_time": mongo.utc_now(),
             "status": PENDING, "labels": [], "input_shape": [], "preprocessing": new.preprocessing, "version": 1,
             "metrics": {}, "error": None, "location": "", "label_location": "", "artifacts": {}, "source": "training",
-            "served": False, "training": {"params": params.to_dict(), "script": script is not None},
+            "served": False,
+            "training": {"params": params.to_dict(), "script": script is not None, "recipe": "script" if script is not None else params.recipe},
         })
         try:
             job = self.trainings.start(model_id, user_id, project_id, params, script, new.preprocessing)
@@ -312,10 +313,12 @@ class ModelCore:
         """The record of a model being trained (None once it is deleted)."""
         return self.repository.get(model_id)
 
-    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict) -> dict:
+    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict,
+                         training: dict | None = None) -> dict:
         """Converts, checks, stores and serves what the trainer produced, as an upload is; the
-        model, `Trained`. Repeating it (a trainer that died while registering) does the same
-        again. NotFound when the model was deleted meanwhile."""
+        model, `Trained`, with what the training did (`training`: held-out images and accuracy,
+        time) added to its `training` record. Repeating it (a trainer that died while
+        registering) does the same again. NotFound when the model was deleted meanwhile."""
         doc = self.training_model(model_id)
         if doc is None:
             raise errors.NotFound(f"model {model_id} not found")
@@ -327,7 +330,8 @@ class ModelCore:
             keys = artifact_keys(model_id, prepared.format, doc.get("version", 1))
             doc = self.repository.update(model_id, {
                 "labels": prepared.labels, "input_shape": prepared.conversion.input_shape, "format": prepared.format,
-                "location": keys["model"], "label_location": keys["labels"], "artifacts": keys, "metrics": dict(metrics)})
+                "location": keys["model"], "label_location": keys["labels"], "artifacts": keys, "metrics": dict(metrics),
+                **{f"training.{name}": value for name, value in (training or {}).items()}})
             if doc is None or doc.get("deleting"):
                 raise errors.NotFound(f"model {model_id} not found")
             self._store_artifacts(keys, prepared.model_file, label_bytes, prepared.conversion.saved_model, workspace)

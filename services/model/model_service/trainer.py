@@ -23,6 +23,7 @@ from mlstudio.common import clients, jobs, logs, metrics, mongo, runner, setting
 from .composition import build_core, training_queue
 from .settings import ModelSettings
 from .training import confine
+from .training import features
 from .training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler
 from .training.sandbox import Confinement, Limits
 
@@ -54,6 +55,8 @@ def trainer_config(settings: ModelSettings) -> TrainerConfig:
         cpu_limit_s=settings.training_cpu_limit_s,
         min_images_per_tag=settings.training_min_images_per_tag,
         max_dataset_bytes=settings.training_max_dataset_mb << 20,
+        backbone=features.locate(),
+        feature_cache=(settings.data_dir / "feature-cache").resolve(),
     )
 
 

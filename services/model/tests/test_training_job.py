@@ -3,30 +3,33 @@ progress into the job, the trained model kept before registration, logs, failure
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from mlstudio.common import errors, jobs
 from mlstudio.common.storage import LocalObjectStore
+from model_service.training.features import Backbone
 from model_service.training.job import TRAIN_JOB, TrainerConfig, TrainModelHandler, log_key, remove_tree, training_payload
 from model_service.training.params import TrainingParams
 from model_service.training.sandbox import Confinement, Limits, Outcome
 
 
-def png() -> bytes:
+def png(shade: int = 0) -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", (4, 4), (10, 20, 30)).save(out, "PNG")
+    Image.new("RGB", (4, 4), (10 + shade, 20, 30)).save(out, "PNG")
     return out.getvalue()
 
 
 class FakeImages:
     def __init__(self, tags=("red", "blue"), per_tag=3):
-        self.items = [types.SimpleNamespace(image_id=i * 10 + n, tag=tag, content=png(), content_type="image/png")
+        self.items = [types.SimpleNamespace(image_id=i * 10 + n, tag=tag, content=png(i * 10 + n), content_type="image/png")
                       for i, tag in enumerate(tags) for n in range(per_tag)]
         self.calls = []
 
@@ -45,10 +48,11 @@ class FakeRegistrar:
     def training_model(self, model_id):
         return self.models.get(model_id)
 
-    def register_trained(self, model_id, model_file, labels, metrics):
+    def register_trained(self, model_id, model_file, labels, metrics, training=None):
         if self.error:
             raise self.error
         self.registered.append((model_id, Path(model_file).read_bytes(), labels, metrics))
+        self.trainings = getattr(self, "trainings", []) + [training]
         return {"id": model_id, "status": "Trained", "metrics": metrics}
 
     def abandon_training(self, model_id):
@@ -60,13 +64,16 @@ class FakeSandbox:
 
     runs = []
 
-    def __init__(self, limits, confinement, *, epochs=2, outcome=None):
+    def __init__(self, limits, confinement, *, epochs=2, outcome=None, effect=None):
         self.limits = limits
         self.epochs = epochs
         self.outcome = outcome
+        self.effect = effect  # what the training does in its working directory
 
     def run(self, training, log_tail, on_progress, check):
         seen = {"script": training.script.read_text(), "classes": sorted(p.name for p in (training.workdir / "data").iterdir())}
+        if self.effect:
+            seen["effect"] = self.effect(training)
         FakeSandbox.runs.append((training, self.limits, seen))
         log_tail.write(b"epoch output\n")
         for epoch in range(1, self.epochs + 1):
@@ -134,7 +141,8 @@ def test_a_training_reports_progress_keeps_its_model_and_registers_it(world, tmp
     assert seen["classes"] == ["blue", "red"]
     assert [r[:2] for r in context.reports] == [(1, 2), (2, 2), (2, 2)]
     assert context.reports[0][3] == {"metrics": {"accuracy": 0.5, "bad_name_": 1.0}}
-    checkpoint = context.reports[-1][2]
+    checkpoint = dict(context.reports[-1][2])
+    assert checkpoint.pop("training")["recipe"] == "transfer"
     assert checkpoint == {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"],
                           "metrics": {"accuracy": 1.0, "val_accuracy": 0.9}}
     assert world.store.get_bytes("models/7/trained/model.keras") == b"trained weights"
@@ -234,3 +242,62 @@ def test_work_directories_nested_deeper_than_python_can_recurse_are_removed(tmp_
         os.close(fd)
     remove_tree(top)
     assert not top.exists()
+
+
+def test_a_stratified_seeded_share_of_each_tag_is_held_out_and_recorded_with_the_recipe_and_time(world):
+    world.images = FakeImages(tags=("red", "blue"), per_tag=6)
+    for _ in range(2):
+        world.handler().run(make_job(validation_split=0.34), FakeContext(make_job(validation_split=0.34)))
+    (first, _, _), (second, _, _) = FakeSandbox.runs
+    held_out = first.params["held_out"]
+    assert held_out == second.params["held_out"]  # seeded: the same split again
+    assert sorted(name.split("/")[0] for name in held_out) == ["blue", "blue", "red", "red"]  # a third of each tag
+    record = world.registrar.trainings[0]
+    assert record["recipe"] == "transfer" and record["time_s"] >= 0
+    assert record["held_out"] == {"images": [int(name.split("/")[1].split(".")[0]) for name in held_out], "accuracy": 0.9}
+    other = world.handler()
+    other.run(make_job(validation_split=0.34, seed=7), FakeContext(make_job(validation_split=0.34, seed=7)))
+    assert FakeSandbox.runs[2][0].params["held_out"] != held_out
+
+
+def _vector(value: float) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.full(1280, value, np.float32), allow_pickle=False)
+    return out.getvalue()
+
+
+def test_the_backbone_is_readable_and_the_built_in_recipe_s_features_are_cached_for_the_next_training(world, tmp_path):
+    model_file = tmp_path / "backbone" / "features.keras"
+    model_file.parent.mkdir()
+    model_file.write_bytes(b"keras")
+    cache = tmp_path / "feature-cache"
+    world.config = dataclasses.replace(world.config, backbone=Backbone(model_file, "v1"), feature_cache=cache)
+    digests = sorted({hashlib.sha256(item.content).hexdigest() for item in world.images.items})
+    (cache / "v1").mkdir(parents=True)
+    (cache / "v1" / f"{digests[0]}.npy").write_bytes(_vector(1.0))
+
+    def compute(training):
+        given = sorted(os.listdir(training.workdir / training.params["feature_cache"]))
+        out = training.workdir / "output" / "features"
+        out.mkdir(parents=True)
+        (out / f"{digests[1]}.npy").write_bytes(_vector(2.0))
+        (out / f"{digests[2]}.npy").write_bytes(b"not features")  # refused: not a .npy of 1280 floats
+        (out / f"{digests[3]}.npy").symlink_to(model_file)  # refused: a link
+        (out / "other.npy").write_bytes(_vector(3.0))  # refused: not an image's digest
+        return given
+
+    world.sandbox_options["effect"] = compute
+    world.handler().run(make_job(), FakeContext(make_job()))
+    training, _, seen = FakeSandbox.runs[0]
+    assert training.params["backbone"] == str(model_file) and training.readable == (str(model_file.parent),)
+    assert seen["effect"] == [f"{digests[0]}.npy"]  # what the cache had for this dataset
+    assert sorted(os.listdir(cache / "v1")) == sorted([f"{digests[0]}.npy", f"{digests[1]}.npy"])
+    assert np.load(cache / "v1" / f"{digests[1]}.npy").tolist() == [2.0] * 1280
+
+    world.store.put_bytes("models/7/train.py", b"def train(d, o, p): pass\n")
+    world.sandbox_options["effect"] = lambda training: (training.workdir / "output" / "features").mkdir(parents=True) or \
+        (training.workdir / "output" / "features" / f"{digests[4]}.npy").write_bytes(_vector(4.0))
+    world.handler().run(make_job(script=True), FakeContext(make_job(script=True)))
+    script_run = FakeSandbox.runs[1][0]
+    assert "feature_cache" not in script_run.params and script_run.params["backbone"] == str(model_file)
+    assert f"{digests[4]}.npy" not in os.listdir(cache / "v1")  # an uploaded script's features are not trusted

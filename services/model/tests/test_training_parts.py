@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mlstudio.common import errors
-from model_service.training import dataset, params
+from model_service.training import dataset, params, recipe, split
 
 
 def parse(**fields):
@@ -25,6 +25,24 @@ def test_defaults_and_given_values():
     assert given.extra == {"dropout": "0.3"}
     assert given.to_dict()["dropout"] == "0.3" and given.to_dict()["epochs"] == 3
     assert params.TrainingParams.from_dict(given.to_dict()) == given
+    assert (parse().recipe, parse().fine_tune, parse().augment) == ("transfer", 0, "none")  # transfer learning by default
+    chosen = parse(recipe=" Scratch", fine_tune="2", augment="flip")
+    assert (chosen.recipe, chosen.fine_tune, chosen.augment, chosen.extra) == ("scratch", 2, "flip", {})
+
+
+def test_the_held_out_split_is_stratified_seeded_and_never_takes_a_whole_tag():
+    files = {"a": [f"a/{n}.png" for n in range(10)], "b": [f"b/{n}.png" for n in range(3)], "c": ["c/1.png"], "d": ["d/1.png", "d/2.png"]}
+    held = split.held_out(files, 0.2, seed=5)
+    assert [sum(name.startswith(f"{tag}/") for name in held) for tag in "abcd"] == [2, 1, 0, 1]
+    assert held == split.held_out(files, 0.2, seed=5) and held != split.held_out(files, 0.2, seed=6)
+    assert split.held_out(files, 0.0, seed=5) == set()
+    assert len(split.held_out({"a": files["a"]}, 0.5, seed=1)) == 5
+
+
+def test_class_weights_balance_the_classes():
+    weights = recipe.class_weights([0] * 6 + [1] * 2, 2)
+    assert weights == {0: 8 / 12, 1: 8 / 4}
+    assert weights[0] * 6 == weights[1] * 2  # each class weighs as much in the loss
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -34,6 +52,9 @@ def test_defaults_and_given_values():
     ("validation_split", "0.9", "field validation_split must be between 0.0 and 0.5"),
     ("learning_rate", "nan", "field learning_rate must be a finite number"),
     ("time_limit_s", "7200", "field time_limit_s must be between 1 and 3600"),
+    ("recipe", "resnet", "field recipe must be one of transfer, scratch, got 'resnet'"),
+    ("augment", "crop", "field augment must be one of none, flip"),
+    ("fine_tune", "17", "field fine_tune must be between 0 and 16"),
 ])
 def test_bad_values_answer_400_naming_the_field(field, value, message):
     with pytest.raises(errors.InvalidArgument, match=message) as raised:
@@ -88,3 +109,13 @@ def test_datasets_that_cannot_be_trained_on_are_refused(tmp_path, items, message
 def test_a_dataset_over_the_size_limit_is_refused(tmp_path):
     with pytest.raises(dataset.DatasetRefused, match="larger than the training limit"):
         dataset.materialise([item(i, "red") for i in range(10)], tmp_path / "data", min_images_per_tag=1, max_bytes=200)
+
+
+def test_the_backbone_is_located_by_its_stamp_and_absent_without_one(tmp_path, monkeypatch):
+    from model_service.training import features
+
+    found = features.locate()  # the one built at setup (`make pretrained`)
+    assert found is not None and found.model_file.name == "features.keras" and found.model_file.is_file()
+    assert found.version.startswith("lite0-") and found.version.endswith(f"-f{features.FEATURE_VERSION}")
+    monkeypatch.setenv("PRETRAINED_DIR", str(tmp_path))
+    assert features.locate() is None

@@ -5,7 +5,10 @@ claims it and, module by module:
 
     params.py         the request's training parameters: defaults, limits, validation
     dataset.py        the project's images -> data_dir/<tag>/<image_id>.<ext>, labels = sorted tags
-    recipe.py         the built-in recipe (a small CNN), used when no script is uploaded
+    recipe.py         the built-in recipes (transfer learning from EfficientNet-Lite0; a small
+                      CNN from scratch), used when no script is uploaded
+    split.py          the held-out split: stratified, seeded, recorded by the trainer
+    features.py       the transfer-learning backbone's location and the cache of its features
     sandbox.py        runs a training (script or recipe) in a confined child process, with limits,
                       bounded logs and progress; says how it ended
     confine.py        the child's first step: resource limits, then bubblewrap (bwrap) with only

@@ -35,7 +35,7 @@ from typing import Protocol
 from mlstudio.common import errors, jobs
 
 from . import dataset as datasets
-from . import recipe
+from . import features, recipe, split
 from .params import TrainingParams
 from .sandbox import Confinement, Limits, LogTail, Outcome, Sandbox, Training
 
@@ -82,8 +82,10 @@ class Registrar(Protocol):
     def training_model(self, model_id: int) -> dict | None:
         """The model record being trained, or None when it is gone (deleted)."""
 
-    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict) -> dict:
-        """Exports, stores and serves a trained model as uploads are; the model, `Trained`.
+    def register_trained(self, model_id: int, model_file: Path, labels: list[str], metrics: dict,
+                         training: dict | None = None) -> dict:
+        """Exports, stores and serves a trained model as uploads are; the model, `Trained`, with
+        `training` (what the training did: held-out images and accuracy, time) in its record.
         NotFound when the model was deleted meanwhile."""
 
     def abandon_training(self, model_id: int) -> None:
@@ -105,6 +107,10 @@ class TrainerConfig:
     cpu_limit_s: int  # 0: the job's time limit times the CPU count
     min_images_per_tag: int
     max_dataset_bytes: int
+    # The transfer-learning backbone every training may read (EfficientNet-Lite0's features.keras),
+    # None where this server has none; and where its features of each image are kept.
+    backbone: features.Backbone | None = None
+    feature_cache: Path | None = None
 
 
 class TrainModelHandler:
@@ -136,7 +142,8 @@ class TrainModelHandler:
                 checkpoint, model_file = self._train(job, context, job_dir)
             context.check()
             try:
-                registered = self.registrar.register_trained(model_id, model_file, checkpoint["labels"], checkpoint["metrics"])
+                registered = self.registrar.register_trained(model_id, model_file, checkpoint["labels"], checkpoint["metrics"],
+                                                             training=checkpoint.get("training"))
             except errors.NotFound:
                 raise jobs.JobCancelled(f"model {model_id} was deleted") from None
             except errors.Unavailable:
@@ -181,13 +188,31 @@ class TrainModelHandler:
         script, trusted = self._script(payload, workdir)
         params = TrainingParams.from_dict(payload.get("params") or {})
         limits = self._limits(params)
-        run_params = {**params.to_dict(), "time_limit_s": int(limits.wall_s), "labels": data.labels}
-        outcome = self._run_sandboxed(model_id, Training(workdir, script, run_params, trusted), limits, context)
+        files = {tag: sorted(f"{tag}/{path.name}" for path in (data.data_dir / tag).iterdir()) for tag in data.labels}
+        held_out = sorted(split.held_out(files, params.validation_split, params.seed))
+        run_params = {**params.to_dict(), "time_limit_s": int(limits.wall_s), "labels": data.labels, "held_out": held_out}
+        readable: tuple[str, ...] = ()
+        backbone = self.config.backbone
+        if backbone is not None:
+            run_params["backbone"] = str(backbone.model_file)
+            readable = (str(backbone.model_file.parent),)
+            if trusted and self.config.feature_cache is not None:
+                run_params["feature_cache"] = features.CACHE_DIR_NAME
+                features.copy_in(self.config.feature_cache / backbone.version, data.data_dir, workdir / features.CACHE_DIR_NAME)
+        started = time.monotonic()
+        outcome = self._run_sandboxed(model_id, Training(workdir, script, run_params, trusted, readable), limits, context)
+        elapsed = time.monotonic() - started
         if not outcome.ok:
             raise jobs.JobFailed(outcome.error or "the training failed")
+        if trusted and backbone is not None and self.config.feature_cache is not None:
+            features.take_new(workdir / "output" / features.OUTPUT_DIR_NAME, self.config.feature_cache / backbone.version)
         model_file = _as_model_file(outcome.model, job_dir)
+        metrics = clean_metrics(outcome.metrics)
+        record = {"recipe": params.recipe if trusted else "script", "time_s": round(elapsed, 3),
+                  "held_out": {"images": [int(Path(name).stem) for name in held_out],
+                               "accuracy": metrics.get("held_out_accuracy", metrics.get("val_accuracy"))}}
         checkpoint = {"model_key": trained_key(model_id, model_file.name), "model_name": model_file.name,
-                      "labels": data.labels, "metrics": clean_metrics(outcome.metrics)}
+                      "labels": data.labels, "metrics": metrics, "training": record}
         with open(model_file, "rb") as stream:
             self.store.put_stream(checkpoint["model_key"], stream)
         progress = context.job.progress

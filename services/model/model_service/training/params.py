@@ -35,10 +35,17 @@ INT_BOUNDS = {
     "batch_size": Bounds(1, 512),
     "patience": Bounds(1, 100),
     "seed": Bounds(0, 2**31 - 1),
+    "fine_tune": Bounds(0, 16),  # EfficientNet-Lite0's top blocks trained with the head (the transfer recipe)
 }
 FLOAT_BOUNDS = {
     "validation_split": Bounds(0.0, 0.5),
     "learning_rate": Bounds(1e-6, 1.0),
+}
+
+# Parameters that take one of a few words: the built-in recipe, its augmentation of cached features.
+CHOICES = {
+    "recipe": ("transfer", "scratch"),
+    "augment": ("none", "flip"),
 }
 
 
@@ -46,13 +53,16 @@ FLOAT_BOUNDS = {
 class TrainingParams:
     """What a training run is asked to do. `time_limit_s` bounds its wall-clock time."""
 
-    epochs: int = 10
+    epochs: int = 50  # at most: early stopping ends most trainings sooner
     image_size: int = 64
     batch_size: int = 16
     validation_split: float = 0.2
     learning_rate: float = 0.001
     patience: int = 3
     seed: int = 1337
+    recipe: str = "transfer"
+    fine_tune: int = 0
+    augment: str = "none"
     time_limit_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -91,7 +101,7 @@ def _bounded(name: str, value, bounds: Bounds):
 def _extra_fields(fields: Mapping) -> dict[str, str]:
     extra = {}
     for name, value in fields.items():
-        if name in MODEL_FIELDS or name in INT_BOUNDS or name in FLOAT_BOUNDS or name == "time_limit_s":
+        if name in MODEL_FIELDS or name in INT_BOUNDS or name in FLOAT_BOUNDS or name in CHOICES or name == "time_limit_s":
             continue
         if len(name) > MAX_EXTRA_NAME or len(str(value)) > MAX_EXTRA_VALUE:
             raise errors.InvalidArgument(
@@ -113,6 +123,13 @@ def parse(fields: Mapping, *, default_time_limit_s: int, max_time_limit_s: int) 
     for name, bounds in FLOAT_BOUNDS.items():
         if name in given:
             values[name] = _bounded(name, _number(name, given[name], float), bounds)
+    for name, allowed in CHOICES.items():
+        if name in given:
+            value = str(given[name]).strip().lower()
+            if value not in allowed:
+                raise errors.InvalidArgument(f"field {name} must be one of {', '.join(allowed)}, got {given[name]!r}",
+                                             code="bad_training_parameter")
+            values[name] = value
     time_limit = default_time_limit_s
     if "time_limit_s" in given:
         time_limit = _bounded("time_limit_s", _number("time_limit_s", given["time_limit_s"], int), Bounds(1, max_time_limit_s))

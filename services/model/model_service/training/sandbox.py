@@ -95,6 +95,7 @@ class Training:
     script: Path
     params: dict
     trusted: bool = False  # the built-in recipe: may run as root where no other user exists, and without namespaces
+    readable: tuple[str, ...] = ()  # more of the host the training may read (the transfer-learning backbone)
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ class Sandbox:
             "isolate": self.confinement.isolate,
             "require_isolation": self.confinement.require_isolation and not training.trusted,
             "bwrap": shutil.which(self.confinement.bwrap) or self.confinement.bwrap,
-            "readable": readable_paths(self.python),
+            "readable": readable_paths(self.python) + list(training.readable),
             "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "processes": limits.processes,
                        "file_bytes": limits.file_bytes, "open_files": limits.open_files},
         }))

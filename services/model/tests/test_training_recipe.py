@@ -1,0 +1,73 @@
+"""The built-in recipes for real, in this process (no sandbox): the transfer recipe on the
+EfficientNet-Lite0 backbone built at setup (without it this fails and says so, rather than
+skip), its feature cache and fine-tuning, and the scratch recipe, on small coloured images."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_service.pretrained import catalog
+from model_service.training import recipe
+
+
+def _backbone() -> Path:
+    cache = catalog.default_cache()
+    if catalog.read_stamp(catalog.IMAGENET_LITE0, cache) is None:
+        pytest.fail(f"{catalog.IMAGENET_LITE0.name} is not built in {cache}: run `make pretrained` first")
+    return catalog.model_dir(catalog.IMAGENET_LITE0, cache) / "features.keras"
+
+
+def _dataset(root: Path) -> Path:
+    for tag, rgb in (("blue", (40, 40, 210)), ("red", (210, 40, 40))):
+        (root / tag).mkdir(parents=True)
+        for index in range(5):
+            noise = np.random.default_rng(index).integers(-25, 26, (40, 48, 3))
+            out = io.BytesIO()
+            Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(out, "PNG")
+            (root / tag / f"{index + 10 * len(tag)}.png").write_bytes(out.getvalue())
+    return root
+
+
+def _params(**given) -> dict:
+    reports = []
+    return {"epochs": 3, "image_size": 32, "batch_size": 4, "validation_split": 0.2, "learning_rate": 0.001,
+            "patience": 3, "seed": 1, "labels": ["blue", "red"], "report": lambda *args, **kw: reports.append(args),
+            "reports": reports, **given}
+
+
+def test_the_transfer_recipe_caches_features_fine_tunes_and_saves_one_model_with_the_backbone(tmp_path):
+    import keras
+
+    data = _dataset(tmp_path / "data")
+    first = _params(backbone=str(_backbone()), held_out=["blue/40.png", "red/31.png"], fine_tune=1, augment="flip")
+    metrics = recipe.train(str(data), str(tmp_path / "out"), first)
+    assert metrics["images_featurised"] == 10 and metrics["fine_tuned_blocks"] == 1
+    assert metrics["epochs_run"] >= 3 and 0 <= metrics["held_out_accuracy"] <= 1
+    cached = sorted(path.name for path in (tmp_path / "out" / "features").iterdir())
+    assert len(cached) == 20 and sum(name.endswith("-flip.npy") for name in cached) == 10  # two views of each image
+    assert first["reports"][-1][1] == 3 + recipe.FINE_TUNE_EPOCHS  # progress counts the fine-tuning epochs too
+    model = keras.models.load_model(tmp_path / "out" / "model.keras", compile=False, safe_mode=True)
+    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 2)
+
+    again = _params(backbone=str(_backbone()), feature_cache=str(tmp_path / "out" / "features"), augment="flip")
+    metrics = recipe.train(str(data), str(tmp_path / "again"), again)
+    assert metrics["images_featurised"] == 0  # every view came from the cache
+
+
+def test_the_scratch_recipe_trains_a_small_cnn_at_image_size(tmp_path):
+    import keras
+
+    data = _dataset(tmp_path / "data")
+    metrics = recipe.train(str(data), str(tmp_path / "out"), _params(recipe="scratch"))
+    assert {"accuracy", "held_out_accuracy", "epochs_run"} <= set(metrics)
+    model = keras.models.load_model(tmp_path / "out" / "model.keras", compile=False)
+    assert model.input_shape == (None, 32, 32, 3)
+
+
+def test_the_transfer_recipe_without_a_backbone_says_to_train_from_scratch(tmp_path):
+    with pytest.raises(RuntimeError, match="recipe=scratch"):
+        recipe.train(str(_dataset(tmp_path / "data")), str(tmp_path / "out"), _params())

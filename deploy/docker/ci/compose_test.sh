@@ -99,7 +99,8 @@ timed "down + up until healthy" bash -c "$(declare -f wait_healthy); ${COMPOSE[*
 
 {
   echo "| image | size |"; echo "| --- | --- |"
-  docker images --format '{{.Repository}}:{{.Tag}}|{{.Size}}' | grep -E ":$MLSTUDIO_TAG\||python:" | sort | sed 's/^/| /; s/|/ | /; s/$/ |/'
+  docker images --format '{{.Repository}}:{{.Tag}}|{{.Size}}' | grep -E ":$MLSTUDIO_TAG\||python:" | sort \
+    | awk -F'|' '{print "| " $1 " | " $2 " |"}'
   echo; echo "| step | seconds |"; echo "| --- | --- |"
   for t in "${times[@]}"; do echo "| ${t%%|*} | ${t##*|} |"; done
   echo "| whole run | $((SECONDS - began)) |"

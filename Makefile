@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 export PRETRAINED_DIR ?= $(CURDIR)/.cache/pretrained
 export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test bench sample-models lock clean
+.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test compose-test bench sample-models lock clean
 
 setup: bubblewrap $(STAMP) $(PROTO_STAMP) pretrained
 
@@ -63,6 +63,13 @@ unit-test: setup
 
 integration-test: setup
 	$(PY) -m pytest -m integration
+
+# The compose deployment for real (root; installs Docker and runs a daemon of its own): builds
+# every image from the package registries, runs the stack with the CI stand-ins, drives the
+# product through the gateway, checks restarts and down + up, removes all it made. Not part of
+# `make test`. See deploy/docker/ci/compose_test.sh.
+compose-test: setup
+	PY=$(CURDIR)/$(PY) bash deploy/docker/ci/compose_test.sh
 
 # Measures the performance goals side by side; writes bench/results/latest.{json,md,png}.
 bench: setup

@@ -17,6 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_DIR = REPO / "services"
 COMPOSE_FILE = REPO / "docker-compose.yml"
+COMPOSE_CI_FILE = REPO / "deploy" / "docker" / "ci" / "docker-compose.ci.yml"
+# The one image recipe of every service and worker (build arguments SERVICE and MODULE).
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
 KUBERNETES_DIR = REPO / "deploy" / "kubernetes"
 LOCK_FILE = REPO / "requirements.lock"
@@ -44,7 +47,12 @@ class Process:
 
     @property
     def dockerfile(self) -> Path:
-        return SERVICES_DIR / self.service / "Dockerfile"
+        return DOCKERFILE
+
+    @property
+    def target(self) -> str:
+        """The build target of its image: the trainer adds bubblewrap, every other is `app`."""
+        return "trainer" if self.module == "model_service.trainer" else "app"
 
 
 def service_names() -> list[str]:

@@ -134,15 +134,24 @@ def test_compose_runs_every_process_of_the_system(compose):
     assert inventory.all_process_names() <= set(compose["services"])
 
 
+IMAGE_COMMAND = ["sh", "-c", 'exec python -m "$MLSTUDIO_MODULE"']
+
+
 @pytest.mark.parametrize("process", APP_PROCESSES, ids=APP_NAMES)
-def test_compose_builds_each_process_from_its_services_dockerfile(compose, process):
+def test_compose_builds_each_process_from_the_one_dockerfile(compose, process):
     service = compose["services"][process.name]
     build = service["build"]
     assert build["context"] == "."
     assert (inventory.REPO / build["dockerfile"]).resolve() == process.dockerfile
-    dockerfile = dockerfiles.parse(process.dockerfile)
+    assert build["target"] == process.target
+    assert build["args"] == {"SERVICE": process.service, "MODULE": process.module}
     assert service.get("command") is None, "the image's own CMD names the process"
-    assert dockerfile.command(build.get("target")) == ["python", "-m", process.module]
+    assert dockerfiles.parse(process.dockerfile).command(process.target) == IMAGE_COMMAND
+
+
+def test_compose_file_works_with_docker_compose_1_29(compose):
+    # docker-compose 1.29 (Debian's) refuses the top-level `name:` of Compose v2.
+    assert "name" not in compose
 
 
 def test_compose_uses_official_pinned_images_for_the_infrastructure(compose):
@@ -203,8 +212,9 @@ def test_compose_points_the_services_at_minio_mongodb_and_each_other(compose):
         assert "replicaSet=rs0" in environment["MONGO_URI"]
         for service in SERVICE_NAMES:
             assert environment[f"{service.upper()}_GRPC_ADDR"] == f"{service}:50051"
-    media = {name for name in SERVICE_NAMES if "MEDIA_SIGNING_KEY" in compose["services"][name]["environment"]}
-    assert {"image", "video", "model"} <= media
+    media = {name for name in APP_NAMES if "MEDIA_SIGNING_KEY" in compose["services"][name]["environment"]}
+    # The trainer builds the model service's core, which refuses to start without the key.
+    assert {"image", "video", "model", "model-trainer"} <= media
 
 
 @pytest.mark.parametrize("process", APP_PROCESSES, ids=APP_NAMES)
@@ -249,38 +259,71 @@ def test_compose_gateway_rendering_routes_to_the_compose_services(compose):
 PINNED_PYTHON = re.compile(r"python:3\.11\.\d+-slim-bookworm")
 
 
-@pytest.mark.parametrize("service", SERVICE_NAMES)
-def test_each_service_image_is_multi_stage_pinned_and_non_root(service):
-    dockerfile = dockerfiles.parse(inventory.SERVICES_DIR / service / "Dockerfile")
+@pytest.mark.parametrize("process", APP_PROCESSES, ids=APP_NAMES)
+def test_each_image_is_multi_stage_pinned_and_non_root(process):
+    dockerfile = dockerfiles.parse(process.dockerfile)
     assert PINNED_PYTHON.fullmatch(dockerfile.args["PYTHON_IMAGE"])
     assert len(dockerfile.stages) >= 3
-    targets = [p for p in APP_PROCESSES if p.service == service]
-    for process in targets:
-        target = _target(process)
-        assert dockerfile.base_image(target) == dockerfile.args["PYTHON_IMAGE"]
-        user = dockerfile.effective(target, "USER")
-        assert user is not None and user.split(":")[0] not in ("0", "root"), process.name
-        assert "CMD" in (dockerfile.effective(target, "HEALTHCHECK") or ""), process.name
-        assert dockerfile.command(target) == ["python", "-m", process.module]
-        copied = [args for stage in dockerfile.chain(target) for name, args in stage.instructions if name == "COPY"]
-        assert not any("--from" not in c for c in copied), "the runtime stage copies only from the builder"
+    target = process.target
+    assert dockerfile.base_image(target) == dockerfile.args["PYTHON_IMAGE"]
+    user = dockerfile.effective(target, "USER")
+    assert user is not None and user.split(":")[0] not in ("0", "root"), process.name
+    assert "CMD" in (dockerfile.effective(target, "HEALTHCHECK") or ""), process.name
+    assert dockerfile.command(target) == IMAGE_COMMAND
+    copied = [args for stage in dockerfile.chain(target) for name, args in stage.instructions if name == "COPY"]
+    assert all("--from" in c or c.split()[0].startswith("deploy/docker/") for c in copied), \
+        "the runtime stage copies only from the builder, and its health check script"
 
 
-def _target(process: inventory.Process) -> str | None:
-    if not process.is_worker:
-        return "service"
-    return process.module.rsplit(".", 1)[1]  # video_service.worker -> worker
+def test_the_image_health_check_tells_services_from_workers():
+    script = (inventory.REPO / "deploy" / "docker" / "healthcheck.py").read_text()
+    assert "/healthz" in script and "ping" in script
+    for process in APP_PROCESSES:
+        # healthcheck.py: a service's module is `<service>_service`, a worker's is anything else.
+        assert process.module.endswith("_service") == (not process.is_worker), process.name
 
 
-@pytest.mark.parametrize("service", SERVICE_NAMES)
-def test_each_service_image_installs_only_its_own_packages_pinned_by_the_lock(service):
-    dockerfile = dockerfiles.parse(inventory.SERVICES_DIR / service / "Dockerfile")
+def test_each_image_installs_only_its_own_packages_pinned_by_the_lock():
+    dockerfile = dockerfiles.parse(inventory.DOCKERFILE)
     instructions = dockerfile.all_instructions()
-    copied_services = {m for _, args in instructions for m in re.findall(r"services/([a-z]+)/", args)}
-    assert copied_services == {"common", service}
+    copied_services = {m for _, args in instructions for m in re.findall(r"services/([a-z]+|\$\{SERVICE\})/", args)}
+    assert copied_services == {"common", "${SERVICE}"}
     installs = [args for name, args in instructions if name == "RUN" and "pip install" in args]
     assert installs and all("--no-deps" in args or "--constraint requirements.lock" in args for args in installs)
     assert not any("-r requirements.lock" in args or "--requirement requirements.lock" in args for args in installs)
+
+
+def test_only_the_trainer_image_has_bubblewrap_and_its_container_may_use_it(compose):
+    dockerfile = dockerfiles.parse(inventory.DOCKERFILE)
+    with_bwrap = {stage.name for stage in dockerfile.stages if "bubblewrap" in (stage.last("RUN") or "")}
+    assert with_bwrap == {"trainer"}
+    options = compose["services"]["model-trainer"]["security_opt"]
+    assert "no-new-privileges:true" in options
+    # docker-compose 1.29 refuses systempaths=: it is in the Compose v2 add-on file only.
+    assert not any(o.startswith("systempaths=") for o in options)
+    sandbox = yaml.safe_load((inventory.REPO / "deploy" / "docker" / "compose.sandbox.yml").read_text())
+    assert set(sandbox["services"]) == {"model-trainer"}
+    assert set(sandbox["services"]["model-trainer"]["security_opt"]) == set(options) | {"systempaths=unconfined"}
+    seccomp = [o.split("=", 1)[1] for o in options if o.startswith("seccomp=")]
+    assert len(seccomp) == 1
+    profile = json.loads((inventory.REPO / seccomp[0]).read_text())
+    denied = {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert not denied & {"unshare", "clone", "mount", "pivot_root", "setns", "umount2"}, "bwrap needs these"
+    assert {"kexec_load", "init_module", "bpf", "keyctl", "ptrace", "userfaultfd"} <= denied
+    for name, service in compose["services"].items():
+        if name != "model-trainer":
+            assert not any(o.startswith(("seccomp=", "systempaths=")) for o in service.get("security_opt", [])), name
+
+
+def test_the_ci_override_says_what_it_is_and_swaps_only_unobtainable_images(compose):
+    text = inventory.COMPOSE_CI_FILE.read_text()
+    assert text.startswith("# CI ONLY")
+    override = yaml.safe_load(text)
+    assert set(override["services"]) <= set(compose["services"])
+    swapped = {name for name, service in override["services"].items() if "image" in service}
+    assert swapped == {"tf-serving", "model-repository-init", "mongodb", "mongodb-init", "minio", "minio-init"}
+    assert set(override["services"]["gateway"]) == {"build"}
 
 
 def test_tensorflow_is_installed_only_where_models_run():

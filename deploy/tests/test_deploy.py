@@ -293,10 +293,12 @@ def test_each_image_installs_only_its_own_packages_pinned_by_the_lock():
     assert not any("-r requirements.lock" in args or "--requirement requirements.lock" in args for args in installs)
 
 
-def test_only_the_trainer_image_has_bubblewrap_and_its_container_may_use_it(compose):
+def test_bubblewrap_is_in_the_shared_runtime_and_only_the_trainer_container_may_make_namespaces(compose):
     dockerfile = dockerfiles.parse(inventory.DOCKERFILE)
-    with_bwrap = {stage.name for stage in dockerfile.stages if "bubblewrap" in (stage.last("RUN") or "")}
-    assert with_bwrap == {"trainer"}
+    with_bwrap = {stage.name for stage in dockerfile.stages
+                  if any(name == "RUN" and "bubblewrap" in args for name, args in stage.instructions)}
+    assert with_bwrap == {"runtime"}  # model conversions and trainings both run in it
+    assert all("runtime" in {s.name for s in dockerfile.chain(target)} for target in ("app", "trainer"))
     options = compose["services"]["model-trainer"]["security_opt"]
     assert "no-new-privileges:true" in options
     # docker-compose 1.29 refuses systempaths=: it is in the Compose v2 add-on file only.

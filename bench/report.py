@@ -1,5 +1,5 @@
 """Writes a benchmark run's results: `latest.json` (every figure), `latest.md` (a table for
-people and the README) and `latest.png` (a chart of where the time goes).
+people and docs/performance.md) and `latest.png` (a chart of where the time goes).
 
 Works from the result dict alone, so a scenario that failed (it has an `error` instead of
 figures) still gets its row, saying so. `python -m bench.report <results.json> [<dir>]` writes

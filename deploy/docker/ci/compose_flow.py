@@ -34,7 +34,7 @@ SANDBOX_UNMASKED = os.environ.get("MLSTUDIO_SANDBOX_UNMASKED") == "1"
 REFUSED = "the training script was not run"
 RED, BLUE = (210, 40, 40), (40, 40, 210)
 
-# The script contract of the README: train(data_dir, output_dir, params) saves a Keras model.
+# The script contract of docs/training.md: train(data_dir, output_dir, params) saves a Keras model.
 SCRIPT = textwrap.dedent('''
     import keras
 

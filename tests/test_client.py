@@ -90,12 +90,12 @@ def test_the_walk_through_with_the_cli(stack, mlstudio, tmp_path):
 
     script = tmp_path / "train.py"
     script.write_text(KERAS_SCRIPT)
-    trained = mlstudio("models", "train", "-p", project["id"], "--title", "colours", "--script", script, "--epochs", "3",
+    trained = mlstudio("models", "train", "-p", project["id"], "--title", "colours", "--script", script, "--epochs", "5",
                        "--param", "image_size=32", "--param", "pause_s=1", "--follow")
     model = json.loads(trained.stdout)
     assert model["status"] == "Trained", trained.output
     epochs = progress_of(trained.stderr, "model")
-    assert epochs[0] == ("Pending", 0, 3) and epochs[-1] == ("Trained", 3, 3), trained.stderr
+    assert epochs[0] == ("Pending", 0, 5) and epochs[-1] == ("Trained", 5, 5), trained.stderr
     assert any(status == "Training" for status, _, _ in epochs), trained.stderr  # each epoch pauses 1 s: seen while it trains
     assert [done for _, done, _ in epochs] == sorted(done for _, done, _ in epochs), trained.stderr
     assert "classes: ['blue', 'red']" in mlstudio("models", "logs", model["id"]).stdout  # what the script printed

@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 export PRETRAINED_DIR ?= $(CURDIR)/.cache/pretrained
 export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test compose-test bench sample-models lock clean
+.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test compose-test bench sample-models docs lock clean
 
 setup: bubblewrap $(STAMP) $(PROTO_STAMP) pretrained
 
@@ -78,6 +78,10 @@ bench: setup
 # Writes the deterministic sample models (light/dark classifier, detector) used in the README.
 sample-models: setup
 	$(PY) -m model_service.sample_models $(or $(DIR),sample-models)
+
+# Rewrites the settings tables of docs/configuration.md from the settings declarations.
+docs: $(STAMP)
+	$(PY) -m deploy.configuration_doc
 
 # Re-resolves requirements.in into requirements.lock in a scratch environment.
 lock:

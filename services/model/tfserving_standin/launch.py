@@ -20,9 +20,12 @@ TFSERVING_REQUIRE_SANDBOX=true, not at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
+
+from mlstudio.common.settings import ConfigError, env, load
 
 from . import sandbox, server_command
 
@@ -30,8 +33,28 @@ EMPTY_CONFIG = "model_config_list {\n}\n"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+@dataclasses.dataclass(frozen=True)
+class LaunchSettings:
+    """What the launcher reads (the local stack's registry sets all but TFSERVING_REQUIRE_SANDBOX)."""
+
+    socket: Path = env("TFSERVING_SOCKET", Path("tfserving.sock"), help="the unix socket TF Serving serves gRPC on; its directory is the only one TF Serving may write")
+    model_base: Path = env("TFSERVING_MODEL_BASE", Path("tfserving-models"), help="the model repository (read-only to TF Serving)")
+    config_file: Path = env("TFSERVING_CONFIG_FILE", Path(""), help="the model config file, read-only to TF Serving (default <model base>/models.config)")
+    port: int = env("TFSERVING_PORT", 8500, help="TF Serving's TCP port, inside its sandbox's own network namespace only")
+    require_sandbox: bool = env("TFSERVING_REQUIRE_SANDBOX", False, help="true: refuse to start TF Serving where bwrap cannot confine it (default: start it unconfined, with a loud warning)")
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket.absolute()
+
+    @property
+    def model_base_path(self) -> Path:
+        return self.model_base.resolve()
+
+    @property
+    def config_path(self) -> Path:
+        configured = self.config_file if str(self.config_file) not in ("", ".") else self.model_base_path / "models.config"
+        return configured.resolve()
 
 
 def confined(command: list[str], socket_path: Path, model_base: Path, config_file: Path, *, bwrap: str = "bwrap") -> list[str]:
@@ -63,10 +86,11 @@ def prepare(socket_path: Path, model_base: Path, config_file: Path) -> None:
 
 
 def main() -> None:
-    socket_path = Path(os.environ.get("TFSERVING_SOCKET", "tfserving.sock")).absolute()
-    model_base = Path(os.environ.get("TFSERVING_MODEL_BASE", "tfserving-models")).resolve()
-    config_file = Path(os.environ.get("TFSERVING_CONFIG_FILE", str(model_base / "models.config"))).resolve()
-    port = int(os.environ.get("TFSERVING_PORT", "8500"))
+    try:
+        settings = load(LaunchSettings)
+    except ConfigError as exc:
+        raise SystemExit(f"TF Serving not started: {exc}") from None
+    socket_path, model_base, config_file, port = settings.socket_path, settings.model_base_path, settings.config_path, settings.port
     prepare(socket_path, model_base, config_file)
     bwrap = sandbox.find_bwrap()
     why_not = sandbox.usable(bwrap)
@@ -74,7 +98,7 @@ def main() -> None:
         command = confined_command(socket_path, model_base, config_file, port, bwrap=bwrap)
         print(f"starting TF Serving confined by bwrap on unix:{socket_path}: {' '.join(command)}", file=sys.stderr, flush=True)
         os.execv(command[0], command)
-    if _flag("TFSERVING_REQUIRE_SANDBOX"):
+    if settings.require_sandbox:
         raise SystemExit(f"TF Serving not started: it must run confined (TFSERVING_REQUIRE_SANDBOX=true) and {why_not}")
     banner = "!" * 78
     print(f"{banner}\nWARNING: TF Serving runs UNCONFINED: {why_not}.\nModel graphs then run with this user's files and "

@@ -76,7 +76,7 @@ bench: setup
 	$(PY) -m bench
 
 # Writes the deterministic sample models (light/dark classifier, detector) used in the README.
-sample-models: setup
+sample-models: $(STAMP)
 	$(PY) -m model_service.sample_models $(or $(DIR),sample-models)
 
 # Rewrites the settings tables of docs/configuration.md from the settings declarations.

@@ -15,6 +15,8 @@ class DomainError(Exception):
     http_status = 500
     grpc_code = grpc.StatusCode.INTERNAL
     code = "internal"
+    # What the API docs show for this error (mlstudio.common.openapi).
+    example = "internal error"
 
     def __init__(self, message: str, *, code: str | None = None):
         super().__init__(message)
@@ -32,6 +34,7 @@ class InvalidArgument(DomainError):
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     code = "invalid_argument"
+    example = "title is required"
 
 
 class Unauthenticated(DomainError):
@@ -40,6 +43,7 @@ class Unauthenticated(DomainError):
     http_status = 401
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     code = "unauthenticated"
+    example = "Jwt is missing"
 
 
 class PermissionDenied(DomainError):
@@ -48,6 +52,7 @@ class PermissionDenied(DomainError):
     http_status = 403
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     code = "permission_denied"
+    example = "user_id 2 is not the caller"
 
 
 class NotFound(DomainError):
@@ -56,6 +61,7 @@ class NotFound(DomainError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND
     code = "not_found"
+    example = "project 9 not found"
 
 
 class NotAcceptable(DomainError):
@@ -65,6 +71,7 @@ class NotAcceptable(DomainError):
     http_status = 406
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     code = "not_acceptable"
+    example = "the old and the new tag are the same"
 
 
 class AlreadyExists(DomainError):
@@ -73,6 +80,7 @@ class AlreadyExists(DomainError):
     http_status = 409
     grpc_code = grpc.StatusCode.ALREADY_EXISTS
     code = "already_exists"
+    example = "username 'ann' is taken"
 
 
 class PayloadTooLarge(DomainError):
@@ -81,6 +89,7 @@ class PayloadTooLarge(DomainError):
     http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = "too_large"
+    example = "the request body is too large"
 
 
 class UnsupportedMediaType(DomainError):
@@ -89,6 +98,7 @@ class UnsupportedMediaType(DomainError):
     http_status = 415
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     code = "unsupported_media_type"
+    example = "notes.txt is not a JPEG, PNG, WebP or BMP image"
 
 
 class Unprocessable(DomainError):
@@ -97,6 +107,7 @@ class Unprocessable(DomainError):
     http_status = 422
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     code = "unprocessable"
+    example = "photo.jpg cannot be decoded"
 
 
 class NotImplementedYet(DomainError):
@@ -105,6 +116,7 @@ class NotImplementedYet(DomainError):
     http_status = 501
     grpc_code = grpc.StatusCode.UNIMPLEMENTED
     code = "not_implemented"
+    example = "this deployment does not offer it"
 
 
 class Unavailable(DomainError):
@@ -113,6 +125,7 @@ class Unavailable(DomainError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE
     code = "unavailable"
+    example = "the model service is unavailable"
 
 
 class DeadlineExceeded(DomainError):
@@ -122,6 +135,18 @@ class DeadlineExceeded(DomainError):
     http_status = 504
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     code = "deadline_exceeded"
+    example = "the request took longer than its deadline; nothing was stored"
+
+
+def http_table() -> dict[int, type[DomainError]]:
+    """The error class of each HTTP status the API answers with (the API docs declare them)."""
+    table = {DomainError.http_status: DomainError}
+    pending = list(DomainError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        table.setdefault(cls.http_status, cls)
+        pending.extend(cls.__subclasses__())
+    return dict(sorted(table.items()))
 
 
 _BY_GRPC_CODE = {

@@ -5,8 +5,9 @@ answers JSON `{"message", "code"}` for domain errors, HTTP errors and crashes; t
 from the gateway; `<int:...>` path parts that only match ids (`ids.IdConverter`: 1 to 2^63 - 1,
 else 404); a JSON 400 for paths with control characters (the gateway refuses them first, but a
 service may be reached directly); `/healthz` (alive) and `/readyz` (dependencies reachable,
-else 503); and the OpenAPI docs under `/docs/<service>/`, which the gateway routes without a
-token; and request counts and latencies by route template (`metrics`).
+else 503); the OpenAPI docs under `/docs/<service>/`, which the gateway routes without a
+token, completed by `openapi` (security scheme, integer ids, error responses); and request
+counts and latencies by route template (`metrics`).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import re
 from collections.abc import Callable, Mapping
 
 from flask import Flask, jsonify, request
-from flask_restx import Api
+from flask_restx import Api, apidoc
 from werkzeug.exceptions import HTTPException
 
-from . import auth, errors, ids, logs, metrics
+from . import auth, errors, ids, logs, metrics, openapi
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,22 @@ def error_response(exc: Exception):
     return {"message": "internal error", "code": "internal"}, 500
 
 
+class DocumentedApi(Api):
+    """flask-restx's Api whose OpenAPI document is completed by `openapi.complete`: the Bearer
+    scheme, integer ids and the error responses of the shared error table."""
+
+    _completed: dict | None = None
+
+    @property
+    def __schema__(self):
+        schema = super().__schema__
+        if "paths" not in schema:  # flask-restx's own "Unable to render schema"
+            return schema
+        if self._completed is None:
+            self._completed = openapi.complete(schema)
+        return self._completed
+
+
 class ServiceFlask(Flask):
     """Flask whose crash logging is left to `error_response` (flask-restx would otherwise log a
     traceback for every expected 5xx, such as 503 when a dependency is down)."""
@@ -65,14 +82,26 @@ def make_app(service: str, *, title: str, description: str, readiness: Mapping[s
     # Before any route is added: rules bind their converters when they are added.
     app.url_map.converters["int"] = ids.IdConverter
     metrics.instrument_flask(app)
-    api = Api(
+    # The docs page's assets under the service's own /docs/<service>/ path, which the gateway
+    # routes to this service, so a service that is down takes only its own page with it; the
+    # shared /swaggerui/ path stays for links to it.
+    app.register_blueprint(apidoc.apidoc, url_prefix=f"/docs/{service}")
+    app.register_blueprint(apidoc.apidoc, name="restx_doc_shared")
+    app.extensions.setdefault("restx", {})["apidoc_registered"] = True
+    api = DocumentedApi(
         app,
         title=title,
         description=description,
         version="1.0",
         doc=f"/docs/{service}/",
         default_swagger_filename=f"docs/{service}/swagger.json",
+        authorizations=openapi.AUTHORIZATIONS,
+        security=openapi.SCHEME,
     )
+
+    @api.documentation
+    def _docs_page():
+        return openapi.docs_page(apidoc.ui_for(api))
 
     @app.before_request
     def _request_id():

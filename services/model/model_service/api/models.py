@@ -35,7 +35,8 @@ LIST_PARAMS = {
     "user_id": "the caller's user id (must match the token)",
     "project_id": "the project whose models (plus public ones of its type) to list",
 }
-UPLOAD_PARAMS = {**LIST_PARAMS, "method": "upload (a trained model) or create (train one from the project's tagged images)"}
+UPLOAD_PARAMS = {**LIST_PARAMS, "method": {"description": "upload (a trained model) or create (train one from the project's tagged images)",
+                                            "in": "query", "type": "string", "enum": ["upload", "create"], "required": True}}
 UPLOAD_FORM = reqparse.RequestParser()
 UPLOAD_FORM.add_argument("title", location="form", required=True)
 UPLOAD_FORM.add_argument("description", location="form")

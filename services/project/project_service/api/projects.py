@@ -13,21 +13,21 @@ def register_routes(api, core, settings):
     """Adds the `/projects` namespace, bound to `core`, to `api`."""
     ns = Namespace("projects", path="/projects", description="A user's projects")
     project_model = ns.model("Project", {
-        "id": fields.Integer,
-        "title": fields.String,
-        "location": fields.String(description="storage prefix (kept for compatibility)"),
-        "description": fields.String,
+        "id": fields.Integer(example=1),
+        "title": fields.String(example="Light and dark"),
+        "location": fields.String(description="storage prefix (kept for compatibility)", example="projects/1/"),
+        "description": fields.String(example="my first project"),
         "type": fields.String(enum=["Classification", "Detection"]),
-        "user": fields.Integer(description="owner's user id"),
-        "create_time": fields.String(description="ISO 8601 UTC"),
+        "user": fields.Integer(description="owner's user id", example=1),
+        "create_time": fields.String(description="ISO 8601 UTC", example="2026-12-01T19:46:17.618Z"),
     })
     updated_model = ns.clone("UpdatedProject", project_model, {
         "message": fields.String(description='"success" (the original UI tests for it)'),
     })
     new_project = ns.model("NewProject", {
-        "title": fields.String(required=True),
-        "description": fields.String,
-        "type": fields.String(required=True, enum=["Classification", "Detection"]),
+        "title": fields.String(required=True, example="Light and dark"),
+        "description": fields.String(example="my first project"),
+        "type": fields.String(required=True, enum=["Classification", "Detection"], example="Classification"),
     })
 
     def who(project_id: int | None = None) -> int:

@@ -79,9 +79,11 @@ bench: setup
 sample-models: $(STAMP)
 	$(PY) -m model_service.sample_models $(or $(DIR),sample-models)
 
-# Rewrites the settings tables of docs/configuration.md from the settings declarations.
-docs: $(STAMP)
+# Rewrites what is generated from the code: the settings tables of docs/configuration.md (from
+# the settings declarations) and gateway/openapi.json (the services' OpenAPI documents combined).
+docs: $(STAMP) $(PROTO_STAMP)
 	$(PY) -m deploy.configuration_doc
+	$(PY) -m deploy.openapi_doc
 
 # Re-resolves requirements.in into requirements.lock in a scratch environment.
 lock:

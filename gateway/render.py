@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -52,6 +53,10 @@ DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:8000")
 LOCAL_HTTP_PORTS: Mapping[str, int] = {"user": 8101, "project": 8102, "image": 8103, "model": 8104, "video": 8105}
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
+# The whole public API in one OpenAPI document, served by the gateway itself at OPENAPI_PATH
+# (written from the services' own documents by `make docs`: deploy/openapi_doc.py).
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
+OPENAPI_PATH = "/docs/openapi.json"
 STATS_PORT = 9464  # every process's metrics port in compose and Kubernetes (METRICS_PORT)
 
 
@@ -178,8 +183,13 @@ def render(config: GatewayConfig) -> str:
          "limit_regex": greater_than_regex(route.limit)}
         for route in upload_routes(config)
     ]
+    openapi_body = json.dumps(json.loads(OPENAPI_DOCUMENT.read_text()), separators=(",", ":"), ensure_ascii=False)
     return environment.get_template(TEMPLATE.name).render(
         config=config,
+        openapi_body=openapi_body,
+        openapi_path=OPENAPI_PATH,
+        # Envoy refuses direct responses over 4 KiB unless the route table allows more.
+        direct_response_limit=max(4096, len(openapi_body.encode()) + 4096),
         services=services,
         uploads=uploads,
         media_services=[s for s in services if s["name"] in MEDIA_FILE_SERVICES],

@@ -88,3 +88,17 @@ def test_each_docs_page_loads_its_assets_through_its_own_service(stack, api, ser
     for asset in assets:
         assert session.get(asset).status_code == 200, asset
     assert "requestInterceptor" in page.text
+
+
+def test_the_gateway_serves_the_whole_api_in_one_document(stack, api, specs):
+    """GET /docs/openapi.json (no token): every service's paths and models, the Bearer scheme."""
+    response = api(stack).get("/docs/openapi.json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert "mlstudio-openapi.json" in response.headers["content-disposition"]
+    document = response.json()
+    assert document["securityDefinitions"]["Bearer"]["name"] == "Authorization"
+    for service, spec in specs.items():
+        assert set(spec["paths"]) <= set(document["paths"]), service
+        for path in spec["paths"]:
+            assert set(document["paths"][path]) == set(spec["paths"][path]), (service, path)
+        assert set(spec["definitions"]) <= set(document["definitions"]), service

@@ -85,7 +85,8 @@ def _error_response(status: int, declared: dict | None) -> dict:
     cls = errors.http_table().get(status, errors.DomainError)
     response = dict(declared or {})
     if not response.get("description"):
-        response["description"] = (cls.__doc__ or cls.code).strip().split("\n")[0]
+        # The class's docstring up to its mapping ("No or bad credentials: HTTP 401, gRPC ...").
+        response["description"] = re.split(r":\s*HTTP \d", " ".join((cls.__doc__ or cls.code).split()))[0]
     response.setdefault("schema", {"$ref": f"#/definitions/{ERROR_DEFINITION}"})
     response.setdefault("examples", {"application/json": {"message": cls.example, "code": cls.code}})
     return response

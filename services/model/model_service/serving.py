@@ -33,7 +33,8 @@ class Serving:
         self.client = client
         # Concurrent predictions of one model share Predict calls (batching.py); a window of 0
         # sends each as it comes.
-        self.batcher = PredictBatcher(client.predict, window_s=batch_window_s, max_rows=max_batch)
+        self.batcher = PredictBatcher(lambda *args, **kwargs: self.client.predict(*args, **kwargs),
+                                      window_s=batch_window_s, max_rows=max_batch)
         self.served_versions = served_versions
         self.load_timeout_s = load_timeout_s
         self.dirty = True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector", "few_shot")
 # Lists at scale and the idle stack (issue 18).
-SCENARIOS = ("footprint", *SCENARIOS, "list_images")  # footprint first: the stack as it starts
+SCENARIOS = ("footprint", *SCENARIOS, "list_images", "predict_concurrent")  # footprint first: the stack as it starts
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -82,6 +82,11 @@ FIGURES["list_images"] = (
     ("images", "images", ""),
 )
 FIGURES["footprint"] = (("idle_rss_mb", "whole stack idle", "MB"),)
+FIGURES["predict_concurrent"] = (
+    ("in_process_images_per_s", "in-process Keras (batch 64)", "images/s"),
+    ("studio_images_per_s", "studio, 16 clients x 8 images", "images/s"),
+    ("images", "images", ""),
+)
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
 
 
@@ -364,6 +369,17 @@ def _list_images(axis, scenario: dict) -> None:
     )
 
 
+def _predict_concurrent(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            ("Keras in process, batch 64", [(scenario["in_process_s"], BASELINE, "")]),
+            (f"studio, {scenario['clients']} clients x {scenario['images_per_request']}", [(scenario["studio_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
 def _footprint(axis, scenario: dict) -> None:
     by_process = sorted(scenario.get("rss_mb", {}).items(), key=lambda item: -item[1])
     _bars(axis, [(name, [(mb, STUDIO, "")]) for name, mb in by_process] or [("stack", [(scenario["idle_rss_mb"], STUDIO, "")])], "MB")
@@ -380,6 +396,7 @@ PANELS = {
     "few_shot": _few_shot,
     "list_images": _list_images,
     "footprint": _footprint,
+    "predict_concurrent": _predict_concurrent,
 }
 
 

@@ -129,8 +129,11 @@ class ProjectCore:
         self._owned(project_id, user_id)
         self.repository.mark_deleting(project_id)
         if self.cascades is not None:
-            # Hidden first: should the queue be unreachable now, the periodic retry still sweeps.
-            self.cascades.enqueue(delete_job_id(project_id), DELETE_KIND, {"project_id": project_id})
+            try:
+                self.cascades.enqueue(delete_job_id(project_id), DELETE_KIND, {"project_id": project_id})
+            except errors.DomainError as exc:
+                # Hidden already: the periodic retry sweeps a project that has no job.
+                log.warning("project %s: data deletion not queued, the retry will sweep: %s", project_id, exc.message)
             return
         try:
             self._sweep(project_id, final=False)

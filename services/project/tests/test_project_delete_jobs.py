@@ -138,3 +138,20 @@ def test_the_retry_leaves_a_queued_cascade_to_its_job_and_sweeps_after_a_failed_
     queue.fail(job, "the image service was away too long")
     assert core.retry_pending_deletions() == 1  # the mark is still there: swept anyway
     assert [owner.calls for owner in owners] == [[pid], [pid]]
+
+
+def test_a_delete_whose_cascade_could_not_be_queued_is_swept_by_the_retry(queue):
+    class Unreachable:
+        def enqueue(self, *args, **kwargs):
+            raise errors.Unavailable("the database is unavailable")
+
+        def get(self, job_id):
+            return None
+
+    owners = [Owner("image")]
+    core = ProjectCore(FakeRepository(), owners, cascades=Unreachable())
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    core.delete(pid, 1)  # answers: the project is hidden
+    with pytest.raises(errors.NotFound):
+        core.get(pid, 1)
+    assert core.retry_pending_deletions() == 1 and owners[0].calls == [pid]

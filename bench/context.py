@@ -28,6 +28,7 @@ class Settings:
     upload_bytes: int = 500 * MiB
     upload_interval: int = 1000  # the uploaded video is split too (afterwards); keep that short
     export_sizes: tuple[int, int] = (1_000, 10_000)  # images of the two exported projects
+    list_images: int = 50_000  # images of the listed project
 
     @classmethod
     def quick(cls) -> Settings:
@@ -38,6 +39,7 @@ class Settings:
             gateway_requests=200,
             upload_bytes=50 * MiB,
             export_sizes=(200, 2_000),
+            list_images=5_000,
         )
 
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector", "few_shot")
+# Lists at scale and the idle stack (issue 18).
+SCENARIOS = ("footprint", *SCENARIOS, "list_images", "predict_concurrent")  # footprint first: the stack as it starts
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -71,6 +73,20 @@ FIGURES = {
         ("videos_scratch_accuracy", "scratch accuracy", ""),
     ),
 }
+FIGURES["list_images"] = (
+    ("mongo_read_s", "MongoDB read", "s"),
+    ("studio_s", "studio list", "s"),
+    ("deep_offset_page_ms", "deep page by offset", "ms"),
+    ("deep_after_id_page_ms", "by after_id", "ms"),
+    ("tag_summary_ms", "tag summary", "ms"),
+    ("images", "images", ""),
+)
+FIGURES["footprint"] = (("idle_rss_mb", "whole stack idle", "MB"),)
+FIGURES["predict_concurrent"] = (
+    ("in_process_images_per_s", "in-process Keras (batch 64)", "images/s"),
+    ("studio_images_per_s", "studio, 16 clients x 8 images", "images/s"),
+    ("images", "images", ""),
+)
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
 
 
@@ -342,6 +358,33 @@ def _few_shot(axis, scenario: dict) -> None:
     )
 
 
+def _list_images(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            ("MongoDB read (pymongo)", [(scenario["mongo_read_s"], BASELINE, "")]),
+            (f"studio GET /images/all ({scenario['images']:,})", [(scenario["studio_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
+def _predict_concurrent(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [
+            ("Keras in process, batch 64", [(scenario["in_process_s"], BASELINE, "")]),
+            (f"studio, {scenario['clients']} clients x {scenario['images_per_request']}", [(scenario["studio_s"], STUDIO, "")]),
+        ],
+        "s",
+    )
+
+
+def _footprint(axis, scenario: dict) -> None:
+    by_process = sorted(scenario.get("rss_mb", {}).items(), key=lambda item: -item[1])
+    _bars(axis, [(name, [(mb, STUDIO, "")]) for name, mb in by_process] or [("stack", [(scenario["idle_rss_mb"], STUDIO, "")])], "MB")
+
+
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
@@ -351,6 +394,9 @@ PANELS = {
     "export": _export,
     "detector": _detector,
     "few_shot": _few_shot,
+    "list_images": _list_images,
+    "footprint": _footprint,
+    "predict_concurrent": _predict_concurrent,
 }
 
 

@@ -145,3 +145,34 @@ def test_goals_percentiles_and_paired_ratios():
     assert percentile(latencies, 0.99) == 99.0
     # the second pair ran while the machine was busy: both its runs are slow, its ratio is not
     assert paired_ratio([6.0, 30.0, 6.3], [0.5, 2.4, 0.6]) == 12.0
+
+
+def test_the_list_footprint_and_concurrent_prediction_scenarios_are_reported(tmp_path):
+    results = synthetic_results()
+    results["scenarios"] = {
+        "list_images": {
+            "images": 50000, "studio_s": 3.4, "mongo_read_s": 1.0, "deep_offset_page_ms": 300.0,
+            "deep_after_id_page_ms": 15.0, "tag_summary_ms": 130.0, "studio_cpu_s": {"image": 1.2, "mongodb": 0.1},
+            "goals": [goal("studio_s <= 5 * mongo_read_s", 3.4, 5, at_least=False)], "runs": {},
+        },
+        "predict_concurrent": {
+            "images": 256, "clients": 16, "images_per_request": 8, "studio_images_per_s": 700.0,
+            "in_process_images_per_s": 760.0, "studio_s": 0.366, "in_process_s": 0.337,
+            "goals": [goal("studio_images_per_s / in_process_images_per_s >= 0.9", 0.92, 0.9, at_least=True)], "runs": {},
+        },
+        "footprint": {
+            "idle_rss_mb": 1627.0, "rss_mb": {"tfserving": 854.0, "model": 93.0}, "tensorflow_loaded": ["tfserving"],
+            "goals": [goal("idle_rss_mb <= 1500", 1627.0, 1500, at_least=False)], "runs": {},
+        },
+    }
+    for scenario in results["scenarios"].values():
+        scenario["goal_met"] = all_met(scenario["goals"])
+
+    paths = report.write_all(results, tmp_path)
+
+    markdown = paths["md"].read_text()
+    assert "| list_images | MongoDB read 1 s, studio list 3.4 s, deep page by offset 300 ms" in markdown
+    assert "`studio_s <= 5 * mongo_read_s` | 3.4 | yes |" in markdown
+    assert "| footprint | whole stack idle 1,627 MB | `idle_rss_mb <= 1500` | 1.63e+03 | **no** |" in markdown
+    assert "| predict_concurrent | in-process Keras (batch 64) 760 images/s, studio, 16 clients x 8 images 700 images/s" in markdown
+    assert paths["png"].stat().st_size > 10_000

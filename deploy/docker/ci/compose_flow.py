@@ -242,9 +242,12 @@ def delete(url: str, state_file: Path) -> None:
     state = json.loads(state_file.read_text())
     client, user_id = login(url, state["username"], state["password"], register=False)
     client.call("DELETE", f"/projects/{state['project_id']}")
-    for model_id in state["models"]:
-        client.call("GET", f"/models/{model_id}", expect=(404,))
-    client.call("GET", f"/videos/{state['video_id']}", expect=(404,))
+    # The delete answers once the project is hidden; its models and videos go in the background.
+    deadline = time.monotonic() + 120
+    for path in [*(f"/models/{model_id}" for model_id in state["models"]), f"/videos/{state['video_id']}"]:
+        while client.session.get(client.url + path).status_code != 404:
+            check(time.monotonic() < deadline, f"{path} was still there two minutes after its project's delete")
+            time.sleep(0.5)
     client.call("GET", "/images/all", params={"user_id": user_id, "project_id": state["project_id"]}, expect=(404,))
     step("the project's deletion removed its models, video and images")
 

@@ -35,10 +35,13 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Page:
-    """Optional `limit`/`offset` of a listing; no limit means the whole list."""
+    """Optional `limit`/`offset` of a listing; no limit means the whole list. `after_id` starts
+    a list in id order after that image (keyset pagination: pass the last id of the previous
+    page; unlike `offset`, its cost does not grow with the depth)."""
 
     limit: int | None = None
     offset: int = 0
+    after_id: int | None = None
 
 
 @dataclass
@@ -112,7 +115,12 @@ class ImageCore:
     # ---- reading ---------------------------------------------------------------------------
 
     def present(self, doc: dict) -> dict:
-        return public_image(doc, self.signer.url(media_path(doc["_id"]), now=self.clock()))
+        return self.present_all([doc])[0]
+
+    def present_all(self, docs: list[dict]) -> list[dict]:
+        """The API's Images of `docs`, their URLs signed with one expiry."""
+        urls = self.signer.batch(now=self.clock())
+        return [public_image(doc, urls.url(media_path(doc["_id"]))) for doc in docs]
 
     def _project(self, project_id: int, user_id: int):
         """The caller's project (NotFound when missing or someone else's)."""
@@ -151,8 +159,13 @@ class ImageCore:
         """A project's images, or one tag's, or one video's."""
         tag = normalize_tag(tag) if tag is not None else None
         self._project(project_id, user_id)
-        docs = self.repository.list(project_id=project_id, tag=tag, video_id=video_id, limit=page.limit, offset=page.offset)
-        return [self.present(doc) for doc in docs]
+        return self.present_all(self._page(page, project_id=project_id, tag=tag, video_id=video_id))
+
+    def _page(self, page: Page, **selector) -> list[dict]:
+        if page.after_id is not None and selector.get("video_id") is not None:
+            raise errors.InvalidArgument("after_id pages lists in id order; a video's images are in frame order: "
+                                         "use limit and offset", code="invalid_page")
+        return self.repository.list(**selector, limit=page.limit, offset=page.offset, after_id=page.after_id)
 
     def get(self, user_id: int, image_id: int, project_id: int | None = None) -> dict:
         return self.present(self._owned(image_id, user_id, project_id))
@@ -160,8 +173,9 @@ class ImageCore:
     def tag_summary(self, user_id: int, project_id: int) -> list[dict]:
         """`[{name, count, avatarImage}]`, one per tag, by name; the avatar is the tag's oldest image."""
         self._project(project_id, user_id)
-        return [{"name": row["tag"], "count": row["count"], "avatarImage": self.present(row["first"])}
-                for row in self.repository.tag_summary(project_id)]
+        rows = self.repository.tag_summary(project_id)
+        avatars = self.present_all([row["first"] for row in rows])
+        return [{"name": row["tag"], "count": row["count"], "avatarImage": avatar} for row, avatar in zip(rows, avatars)]
 
     def by_video(self, user_id: int, video_id: int, page: Page = Page()) -> dict:
         """`{type, date, images}`: the video's frames and its project's type. The video service,
@@ -176,8 +190,7 @@ class ImageCore:
             if any(doc["user"] != user_id for doc in frames):
                 raise errors.NotFound(f"video {video_id} not found")
             project = self._project(frames[0]["project"], user_id)
-        docs = self.repository.list(project_id=project.id, video_id=video_id, limit=page.limit, offset=page.offset)
-        images = [self.present(doc) for doc in docs]
+        images = self.present_all(self._page(page, project_id=project.id, video_id=video_id))
         return {"type": project.type, "date": images, "images": images}
 
     def media(self, image_id: int, expires: str | None, signature: str | None) -> MediaFile:
@@ -217,7 +230,7 @@ class ImageCore:
                 hashes.append((doc["_id"], PerceptualHash.decode(encoded)))
         found = near_duplicates.groups(hashes)
         docs = {doc["_id"]: doc for doc in self.repository.get_many([i for group in found for i in group])}
-        listed = ([self.present(docs[i]) for i in group if i in docs] for group in found)
+        listed = (self.present_all([docs[i] for i in group if i in docs]) for group in found)
         return [{"images": images} for images in listed if len(images) > 1]
 
     def _backfill_phash(self, doc: dict) -> str | None:
@@ -238,7 +251,7 @@ class ImageCore:
         project = self._project(project_id, user_id)
         checked = check_all(files, self.limits)
         docs, _ = self._create_uploads(project, checked, lambda new: [{"tag": tag} for _ in new])
-        return [self.present(doc) for doc in docs]
+        return self.present_all(docs)
 
     def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], threshold: float = 0.0,
                 deadline: Deadline = NONE) -> list[dict]:
@@ -261,7 +274,7 @@ class ImageCore:
         log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
         facts = functools.partial(self._predictions, project.type, model_id, user_id, threshold=threshold, deadline=deadline)
         docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
-        return [self.present(doc) for doc in docs]
+        return self.present_all(docs)
 
     def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], *,
                      threshold: float = 0.0, deadline: Deadline = NONE) -> list[dict]:
@@ -310,7 +323,7 @@ class ImageCore:
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
         uploads = iter(doc for doc in created if not doc.get("video"))
         docs = [next(uploads) if key is None else by_key.get(key) for key in wanted]
-        return [self.present(doc) for doc in docs if doc is not None]
+        return self.present_all([doc for doc in docs if doc is not None])
 
     def _existing_frames(self, frames: list[NewFrame]) -> dict[tuple[int, int], dict]:
         by_video: dict[int, list[int]] = {}

@@ -125,10 +125,15 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find(query)))
 
     def list(self, *, project_id: int, tag: str | None = None, video_id: int | None = None,
-             limit: int | None = None, offset: int = 0) -> list[dict]:
+             limit: int | None = None, offset: int = 0, after_id: int | None = None) -> list[dict]:
         """A project's images (optionally one tag's or one video's), oldest first; a video's in
-        frame order."""
+        frame order. `after_id` (id order only) starts after that id: a keyset page, read from
+        the index where it starts, where `offset` walks past every skipped entry."""
         query = {**_selector(project_id=project_id, tag=tag, video_id=video_id), **VISIBLE}
+        if after_id is not None:
+            if video_id is not None:
+                raise ValueError("after_id pages lists in id order; a video's frames are in frame order")
+            query["_id"] = {"$gt": after_id}
         order = [("frame_index", 1), ("_id", 1)] if video_id is not None else [("_id", 1)]
 
         def find():
@@ -157,15 +162,32 @@ class ImageRepository:
             last = batch[-1]["_id"]
 
     def tag_summary(self, project_id: int) -> list[dict]:
-        """`{tag, count, first}` per tag, `first` being the tag's oldest image, by tag name."""
-        pipeline = [
-            {"$match": {"project": project_id, **VISIBLE}},
-            {"$sort": {"tag": 1, "_id": 1}},
-            {"$group": {"_id": "$tag", "count": {"$sum": 1}, "first": {"$first": "$$ROOT"}}},
-            {"$sort": {"_id": 1}},
-        ]
-        return self._run(lambda: [{"tag": row["_id"], "count": row["count"], "first": row["first"]}
-                                  for row in self.images.aggregate(pipeline)])
+        """`{tag, count, first}` per tag, `first` being the tag's oldest visible image, by tag name.
+
+        The counts come from the (project, tag, _id) index alone (a covered aggregation: no
+        document is read), less the images being deleted (found through their own small index);
+        then only each tag's first image is read, with one query."""
+        counted = [{"$match": {"project": project_id}}, {"$sort": {"tag": 1, "_id": 1}},
+                   {"$group": {"_id": "$tag", "count": {"$sum": 1}, "first": {"$first": "$_id"}}}]
+        hidden = [{"$match": {"project": project_id, "deleting": True}}, {"$group": {"_id": "$tag", "count": {"$sum": 1}}}]
+
+        def read():
+            totals = list(self.images.aggregate(counted, hint="project_tag_images"))
+            being_deleted = {row["_id"]: row["count"] for row in self.images.aggregate(hidden)}
+            tags = {row["_id"]: row for row in totals if row["count"] > being_deleted.get(row["_id"], 0)}
+            firsts = {doc["_id"]: doc for doc in self.images.find({"_id": {"$in": [row["first"] for row in tags.values()]}, **VISIBLE})}
+            rows = []
+            for tag in sorted(tags):
+                first = firsts.get(tags[tag]["first"])
+                if first is None or first["tag"] != tag:
+                    # The tag's oldest image is being deleted (or moved meanwhile): its oldest
+                    # visible one, through the index.
+                    first = self.images.find_one({"project": project_id, "tag": tag, **VISIBLE}, sort=[("_id", 1)])
+                if first is not None:
+                    rows.append({"tag": tag, "count": tags[tag]["count"] - being_deleted.get(tag, 0), "first": first})
+            return rows
+
+        return self._run(read)
 
     def set_tag(self, image_id: int, tag: str) -> dict | None:
         return self._run(lambda: self.images.find_one_and_update(

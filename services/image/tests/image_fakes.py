@@ -104,9 +104,10 @@ class FakeRepository:
     def find_frames(self, video_id, frame_indexes):
         return [d for d in self._visible() if d.get("video") == video_id and d["frame_index"] in frame_indexes]
 
-    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0):
+    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0, after_id=None):
         docs = [d for d in self._visible() if d["project"] == project_id
-                and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)]
+                and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)
+                and (after_id is None or d["_id"] > after_id)]
         if video_id is not None:
             docs.sort(key=lambda d: (d["frame_index"], d["_id"]))
         docs = docs[offset:]

@@ -162,3 +162,67 @@ def test_tampered_media_urls_are_refused(client):
     response = client.get(tampered)
     assert response.status_code == 403 and response.get_json()["code"] == "signature_invalid"
     assert client.get(f"/images/{image['id']}/file").status_code == 403
+
+
+def documented(shape):
+    """The routes' documented models (`declare_models`), by name."""
+    from flask_restx import Namespace
+    from image_service.api.images import declare_models
+
+    image_model, tag_model, video_images_model = declare_models(Namespace("documented"))
+    return {"Image": image_model, "Tag": tag_model, "VideoImages": video_images_model}[shape]
+
+
+def test_answers_are_what_marshalling_with_the_documented_models_gives(client, world):
+    """The routes answer the core's dicts as they are (no per-field marshalling): each must be
+    exactly what flask-restx would make of it with the model the OpenAPI docs show, for every
+    kind of image (upload, Detection with boxes, video frame)."""
+    from flask_restx import marshal
+
+    upload(client, "cat", [("a.png", image_bytes())])
+    world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
+    client.post("/images/predict?project_id=11", data={"files": [(io.BytesIO(image_bytes()), "d.png")], "model_id": "8"},
+                headers=identity(1), content_type="multipart/form-data")
+    world.core.create_frames(1, 10, [NewFrame(image_bytes("JPEG"), tag="dog", video_id=5, frame_index=3, timestamp_ms=100, score=0.5)])
+    images = get(client, "/images/all?project_id=10").get_json() + get(client, "/images/all?project_id=11").get_json()
+    assert len(images) == 3 and any(image["detections"] for image in images) and any(image["video"] for image in images)
+    for image in images:
+        assert image == marshal(image, documented("Image")) and list(image) == list(documented("Image"))
+        assert get(client, f"/images/{image['id']}").get_json() == image
+    tags = get(client, "/images/type?project_id=10").get_json()
+    assert tags == marshal(tags, documented("Tag")) and [row["name"] for row in tags] == ["cat", "dog"]
+    frames = get(client, "/images/byVideo/5").get_json()
+    assert frames == marshal(frames, documented("VideoImages"))
+
+
+def test_the_openapi_docs_describe_every_field_of_the_lists(client):
+    spec = client.get("/docs/images/swagger.json").get_json()
+    assert set(spec["definitions"]["Image"]["properties"]) == set(documented("Image"))
+    assert set(spec["definitions"]["Tag"]["properties"]) == {"name", "count", "avatarImage"}
+    listed = spec["paths"]["/images/all"]["get"]
+    assert listed["responses"]["200"]["schema"] == {"type": "array", "items": {"$ref": "#/definitions/Image"}}
+    assert "after_id" in {param["name"] for param in listed["parameters"]}
+    assert spec["paths"]["/images/{tag}"]["post"]["responses"]["201"]["schema"]["items"] == {"$ref": "#/definitions/Image"}
+
+
+def test_keyset_pages_follow_after_id(client):
+    created = upload(client, "cat", [(f"{n}.png", image_bytes()) for n in range(5)]).get_json()
+    ids = [image["id"] for image in created]
+    pages, after = [], 0
+    for _ in range(4):  # three pages and an empty one
+        page = get(client, f"/images/all?project_id=10&limit=2&after_id={after}").get_json()
+        pages.append([image["id"] for image in page])
+        after = page[-1]["id"] if page else after
+    assert pages == [ids[0:2], ids[2:4], ids[4:5], []]
+    assert [i["id"] for i in get(client, f"/images/CAT?project_id=10&after_id={ids[2]}").get_json()] == ids[3:]
+    assert [i["id"] for i in get(client, f"/images/all?project_id=10&after_id={ids[0]}&offset=1&limit=1").get_json()] == [ids[2]]
+    bad = get(client, "/images/all?project_id=10&after_id=x")
+    assert bad.status_code == 400 and "after_id" in bad.get_json()["message"]
+
+
+def test_a_videos_images_refuse_after_id_for_they_are_in_frame_order(client, world):
+    world.core.create_frames(1, 10, [NewFrame(image_bytes("JPEG"), tag="dog", video_id=5, frame_index=3)])
+    refused = get(client, "/images/byVideo/5?after_id=1")
+    assert refused.status_code == 400
+    assert refused.get_json() == {"message": "after_id pages lists in id order; a video's images are in frame order: "
+                                             "use limit and offset", "code": "invalid_page"}

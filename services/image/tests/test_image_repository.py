@@ -157,3 +157,51 @@ def test_the_training_stream_reads_in_batches(core, repository):
     upload(core, "cat", 5)
     ids = [doc["_id"] for doc in repository.iterate(10, batch_size=2)]
     assert ids == sorted(ids) and len(ids) == 5
+
+
+def profiled(repository, operation) -> list[dict]:
+    """What `operation` asked MongoDB, from the database profiler: one entry per command, with
+    how many documents and index keys it read."""
+    db = repository.db
+    db.command("profile", 0)
+    db.system.profile.drop()
+    db.command("profile", 2)
+    try:
+        operation()
+    finally:
+        db.command("profile", 0)
+    return [entry for entry in db.system.profile.find({"ns": f"{db.name}.images"})]
+
+
+def seed(repository, count: int, project=10, tags=("cat", "dog")) -> list[int]:
+    """`count` image documents written straight to the collection (these tests are about reading)."""
+    now = mongo.utc_now()
+    ids = repository.reserve_ids(count)
+    repository.images.insert_many([
+        {"_id": image_id, "project": project, "user": 1, "tag": tags[n % len(tags)], "title": f"{n}.jpg", "description": "",
+         "key": f"images/{project}/{image_id}.jpg", "content_type": "image/jpeg", "size": 1, "sha256": f"s{image_id}",
+         "width": 1, "height": 1, "video": None, "frame_index": None, "timestamp_ms": None, "score": None,
+         "detections": None, "is_train": True, "create_time": now} for n, image_id in enumerate(ids)])
+    return ids
+
+
+def test_tag_counts_come_from_the_index_and_only_each_tags_first_image_is_read(core, repository):
+    ids = seed(repository, 300)
+    # Being deleted: hidden from the counts; dog's oldest image among them, so its avatar is the next.
+    repository.mark_deleting(image_id=ids[1])
+    repository.mark_deleting(image_id=ids[4])
+    summary = []
+    entries = profiled(repository, lambda: summary.extend(core.tag_summary(1, 10)))
+    assert [(row["name"], row["count"], row["avatarImage"]["id"]) for row in summary] == [("cat", 149, ids[0]), ("dog", 149, ids[3])]
+    read = sum(entry.get("docsExamined", 0) for entry in entries)
+    # The two tags' first images, the two being deleted and dog's next one: never the 300.
+    assert read <= 6, [(entry.get("command"), entry.get("docsExamined")) for entry in entries]
+
+
+def test_a_keyset_page_reads_only_its_own_entries(core, repository):
+    ids = seed(repository, 300)
+    page = []
+    entries = profiled(repository, lambda: page.extend(core.list_images(1, 10, page=Page(limit=10, after_id=ids[250]))))
+    assert [image["id"] for image in page] == ids[251:261]
+    assert sum(entry.get("keysExamined", 0) for entry in entries) <= 11
+    assert [image["id"] for image in core.list_images(1, 10, tag="dog", page=Page(after_id=ids[290]))] == ids[291::2]

@@ -43,7 +43,8 @@ def build_core(settings: ModelSettings, db) -> ModelCore:
     client = TFServingClient(settings.tfserving_addr, predict_deadline_s=settings.tfserving_predict_deadline_s,
                              control_deadline_s=settings.tfserving_control_deadline_s, reload_deadline_s=settings.model_load_timeout_s,
                              connect_wait_s=settings.tfserving_connect_wait_s)
-    serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s)
+    serving = Serving(tfserving_repository, client, lambda: served_versions(repository), load_timeout_s=settings.model_load_timeout_s,
+                      batch_window_s=settings.predict_batch_window_ms / 1000, max_batch=settings.predict_max_batch)
     # A zipped SavedModel may unpack to no more than an upload may weigh.
     confinement = ExportConfinement(require_isolation=settings.export_require_isolation, user=settings.export_user or None,
                                     memory_bytes=settings.export_memory_mb << 20)

@@ -176,7 +176,9 @@ def _refuse_op(op: str, where: str = "") -> UnsafeModel:
 
 def check_saved_model(directory: Path, max_bytes: int = 2 << 30) -> None:
     """Raises UnsafeModel unless the SavedModel in `directory` only computes (see the docstring)."""
-    from tensorflow.core.protobuf import saved_model_pb2
+    from .tf_protos import load
+
+    (saved_model_pb2,) = load("tensorflow.core.protobuf.saved_model_pb2")
 
     for other in _OTHER_FORMS:
         if (directory / other).exists():

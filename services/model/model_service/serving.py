@@ -19,6 +19,7 @@ import numpy as np
 from mlstudio.common import errors
 from mlstudio.common.deadlines import NONE, Deadline
 
+from .batching import PredictBatcher
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, TFServingRepository
 
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 
 
 class Serving:
-    def __init__(self, repository: TFServingRepository, client, served_versions: Callable[[], list[ServedVersion]], *, load_timeout_s: float = 120.0):
+    def __init__(self, repository: TFServingRepository, client, served_versions: Callable[[], list[ServedVersion]], *, load_timeout_s: float = 120.0,
+                 batch_window_s: float = 0.0, max_batch: int = 64):
         self.repository = repository
         self.client = client
+        # Concurrent predictions of one model share Predict calls (batching.py); a window of 0
+        # sends each as it comes.
+        self.batcher = PredictBatcher(lambda *args, **kwargs: self.client.predict(*args, **kwargs),
+                                      window_s=batch_window_s, max_rows=max_batch)
         self.served_versions = served_versions
         self.load_timeout_s = load_timeout_s
         self.dirty = True
@@ -87,7 +93,7 @@ class Serving:
     def predict(self, name: str, version: int, inputs: dict[str, np.ndarray], output_keys: list[str],
                 deadline: Deadline = NONE) -> dict[str, np.ndarray]:
         try:
-            return self.client.predict(name, version, inputs, output_keys, deadline=deadline)
+            return self.batcher.predict(name, version, inputs, output_keys, deadline=deadline)
         except errors.Unavailable as exc:
             if exc.code == "model_not_loaded":
                 self.dirty = True  # TF Serving lost the model (restarted?): re-apply the config

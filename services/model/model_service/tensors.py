@@ -2,13 +2,17 @@
 
 Arrays travel in `tensor_content` (raw little-endian bytes), the compact form TF Serving itself
 answers with; reading also accepts the typed `*_val` fields other servers may fill.
-Importing this module imports TensorFlow's protobuf package (the whole of `tensorflow`), so only
-the model service and the stand-in import it.
+The messages come from TensorFlow's protobuf modules, loaded without the rest of TensorFlow
+(`tf_protos`).
 """
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from .tf_protos import load
+
+tensor_pb2, tensor_shape_pb2, types_pb2 = load(
+    "tensorflow.core.framework.tensor_pb2", "tensorflow.core.framework.tensor_shape_pb2", "tensorflow.core.framework.types_pb2")
 
 _BY_NUMPY = {
     np.dtype(np.float32): types_pb2.DT_FLOAT,

@@ -16,20 +16,19 @@ import time
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 from tensorflow_serving.config import model_server_config_pb2
 
 from mlstudio.common import errors
 from mlstudio.common.deadlines import NONE, Deadline
 
 from . import tensors
+from .tf_protos import load
+
+# TF Serving's API messages import TensorFlow's; loaded without the rest of TensorFlow.
+(get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+ prediction_service_pb2_grpc) = load(*(f"tensorflow_serving.apis.{name}" for name in (
+     "get_model_metadata_pb2", "get_model_status_pb2", "model_management_pb2", "model_service_pb2_grpc", "predict_pb2",
+     "prediction_service_pb2_grpc")))
 
 log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"

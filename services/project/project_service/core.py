@@ -1,10 +1,18 @@
 """Project rules: ownership, validation, and the delete cascade; no HTTP or gRPC here.
 
-Deleting a project first hides it (marks it `deleting`), then asks every service that holds
-project data to delete it. If one of them fails, the mark stays and `retry_pending_deletions`
-(run periodically) finishes the job later: a delete is never forgotten half-way. An upload that
-checked the project just before it was hidden may still write afterwards, so the data is swept
-once more `final_sweep_after_s` later, and only then is the project's record removed.
+Deleting a project first hides it (marks it `deleting`) and queues its cascade, and answers:
+a job (`DELETE_KIND`, in the service's job queue) then asks every service that holds project
+data to delete it, in the background, since that takes as long as the project is large (seconds
+for 50,000 images, past the gateway's timeout for ten times that). The job is a document in
+MongoDB: a process that dies while it runs leaves it to another worker once its lease expires,
+and a service that is down makes it wait and try again. Should the job end without a sweep (it
+failed), the mark stays and `retry_pending_deletions` (run periodically) sweeps: a delete is
+never forgotten half-way. An upload that checked the project just before it was hidden may still
+write afterwards, so the data is swept once more `final_sweep_after_s` later, and only then is
+the project's record removed.
+
+Without a queue (`cascades=None`: tools and tests that run no worker), the cascade runs within
+the delete, as it did before it had one.
 """
 from __future__ import annotations
 
@@ -12,11 +20,12 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from mlstudio.common import errors, mongo
+from mlstudio.common import errors, jobs, mongo
 
 log = logging.getLogger(__name__)
 
 PROJECT_TYPES = ("Classification", "Detection")
+DELETE_KIND = "project-delete"
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
 
@@ -63,11 +72,17 @@ def _text(name: str, value, limit: int, *, required: bool) -> str:
     return value
 
 
+def delete_job_id(project_id: int) -> str:
+    return f"project-delete-{project_id}"
+
+
 class ProjectCore:
-    def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0):
+    def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0,
+                 cascades: jobs.JobQueue | None = None):
         self.repository = repository
         self.data_owners = list(data_owners)
         self.final_sweep_after_s = final_sweep_after_s
+        self.cascades = cascades
 
     def create(self, user_id: int, fields: dict) -> dict:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
@@ -110,12 +125,31 @@ class ProjectCore:
         return public_project(updated)
 
     def delete(self, project_id: int, user_id: int) -> None:
+        """Hides the project and queues the deletion of its data (see the module docstring)."""
         self._owned(project_id, user_id)
         self.repository.mark_deleting(project_id)
+        if self.cascades is not None:
+            try:
+                self.cascades.enqueue(delete_job_id(project_id), DELETE_KIND, {"project_id": project_id})
+            except errors.DomainError as exc:
+                # Hidden already: the periodic retry sweeps a project that has no job.
+                log.warning("project %s: data deletion not queued, the retry will sweep: %s", project_id, exc.message)
+            return
         try:
             self._sweep(project_id, final=False)
         except errors.DomainError as exc:
             log.warning("project %s: data deletion unfinished, will retry: %s", project_id, exc.message)
+
+    def cascade(self, project_id: int) -> None:
+        """The first sweep of a deleted project's data (the delete job's work; idempotent)."""
+        self._sweep(project_id, final=False)
+
+    def _queued(self, project_id: int) -> bool:
+        """Whether the project's delete job is still to run (queued, waiting or running)."""
+        if self.cascades is None:
+            return False
+        job = self.cascades.get(delete_job_id(project_id))
+        return job is not None and not job.finished
 
     def _sweep(self, project_id: int, *, final: bool) -> None:
         for owner in self.data_owners:
@@ -131,9 +165,26 @@ class ProjectCore:
         long enough ago; returns how many sweeps completed."""
         done = 0
         for project_id, swept in self.repository.pending_deletions(self.final_sweep_after_s):
+            if not swept and self._queued(project_id):
+                continue  # its job sweeps (or waits for a service to come back)
             try:
                 self._sweep(project_id, final=swept)
                 done += 1
             except errors.DomainError as exc:
                 log.warning("project %s: data deletion still unfinished: %s", project_id, exc.message)
         return done
+
+
+class DeleteJob:
+    """The `DELETE_KIND` job: the first sweep of a deleted project's data. A data owner that is
+    down raises `errors.Unavailable`, which makes the job wait and try again (jobs module)."""
+
+    def __init__(self, core: ProjectCore):
+        self.core = core
+
+    def run(self, job: jobs.Job, context: jobs.JobContext) -> dict:
+        self.core.cascade(int(job.payload["project_id"]))
+        return {}
+
+    def cleanup(self, job: jobs.Job) -> None:
+        """Nothing to undo: deleting again is what a retry does."""

@@ -8,20 +8,24 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 from mlstudio.common import detections as detection_forms, errors, ids, media_files
 from mlstudio.common.deadlines import Deadline
-from mlstudio.common.http_app import body_fields, caller
+from mlstudio.common.http_app import body_fields, caller, json_response
 
 from ..core import Page
 from ..uploads import UploadedFile
 
 scope_params = {"user_id": "the caller's user id (must match the token)", "project_id": "the project (required)"}
-page_params = {"limit": "at most this many images (default: all)", "offset": "skip this many first"}
+page_params = {"limit": "at most this many images (default: all)", "offset": "skip this many first",
+               "after_id": "only images after this id (the last id of the previous page): pages whose cost does "
+                           "not grow with the depth; lists in id order only"}
 model_param = {"in": "formData", "description": "the model (own or public, of the project's type)"}
 upload_params = {"files": {"in": "formData", "type": "file", "description": "one or more images (JPEG, PNG, WebP, BMP)"}}
 
 
 def declare_models(ns: Namespace):
     """The response shapes (Image, Tag, VideoImages), declared on `ns`: one namespace per app,
-    so two apps (tests build several) never share routes."""
+    so two apps (tests build several) never share routes. They document the routes; the routes
+    answer `core.public_image`'s dicts as they are (`json_response`), which the tests check
+    against these models (a field added to one must be added to the other)."""
     detection_model = ns.model("Detection", {
         "label": fields.String,
         "score": fields.Float,
@@ -69,7 +73,8 @@ def owner_param(resource: str) -> dict:
 
 def page() -> Page:
     return Page(limit=ids.parse_int64("limit", request.args.get("limit"), required=False),
-                offset=ids.parse_int64("offset", request.args.get("offset"), minimum=0, required=False) or 0)
+                offset=ids.parse_int64("offset", request.args.get("offset"), minimum=0, required=False) or 0,
+                after_id=ids.parse_int64("after_id", request.args.get("after_id"), minimum=0, required=False))
 
 
 def project_id() -> int:
@@ -106,10 +111,10 @@ def register_routes(api, core, settings):
     @ns.doc(params=scope_params)
     class AllImages(Resource):
         @ns.doc(params=page_params)
-        @ns.marshal_list_with(image_model)
+        @ns.response(200, "Success", [image_model])
         def get(self):
             """List all the project's images."""
-            return core.list_images(who(), project_id(), page=page())
+            return json_response(core.list_images(who(), project_id(), page=page()))
 
         def delete(self):
             """Delete all the project's images and their files."""
@@ -119,48 +124,48 @@ def register_routes(api, core, settings):
     @ns.route("/type")
     @ns.doc(params=scope_params)
     class Tags(Resource):
-        @ns.marshal_list_with(tag_model)
+        @ns.response(200, "Success", [tag_model])
         def get(self):
             """Each tag with its image count and an avatar image."""
-            return core.tag_summary(who(), project_id())
+            return json_response(core.tag_summary(who(), project_id()))
 
     @ns.route("/predict")
     @ns.doc(params={**scope_params, **upload_params, "model_id": model_param,
                     "threshold": {"in": "formData", "description": detection_forms.THRESHOLD_HELP}})
     class Predict(Resource):
-        @ns.marshal_list_with(image_model, code=201)
+        @ns.response(201, "Created", [image_model])
         def post(self):
             """Store images under the tags a model predicts, with scores (or detections)."""
             user, project = who(), project_id()
             model_id = ids.parse_id("model_id", request.form.get("model_id") or request.args.get("model_id"), where="parameter")
             threshold = detection_forms.threshold(request.form.get("threshold", request.args.get("threshold")))
             deadline = Deadline.of_wsgi(request.environ, settings.predict_deadline_s)
-            return core.predict(user, project, model_id, uploaded_files(), threshold, deadline=deadline), 201
+            return json_response(core.predict(user, project, model_id, uploaded_files(), threshold, deadline=deadline), 201)
 
     @ns.route("/byVideo", doc={"params": {"video_id": "the video"}})
     @ns.route("/byVideo/<int:video_id>")
     @ns.doc(params=owner_param("video"))
     class VideoImages(Resource):
-        @ns.doc(params=page_params)
-        @ns.marshal_with(video_images_model)
+        @ns.doc(params={**page_params, "after_id": "not for a video's images, which are in frame order"})
+        @ns.response(200, "Success", video_images_model)
         def get(self, video_id=None):
             """The images made from a video, and the type of its project."""
             video_id = video_id or ids.parse_id("video_id", request.args.get("video_id"))
-            return core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page())
+            return json_response(core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page()))
 
     @ns.route("/<int:image_id>")
     @ns.doc(params={"project_id": "optional; when given, the image must belong to it", **owner_param("image")})
     class OneImage(Resource):
-        @ns.marshal_with(image_model)
+        @ns.response(200, "Success", image_model)
         def get(self, image_id):
             """Get one image."""
-            return core.get(who(lambda: core.image_owner(image_id)), image_id, optional_project_id())
+            return json_response(core.get(who(lambda: core.image_owner(image_id)), image_id, optional_project_id()))
 
         @ns.doc(params={"type": "the new tag"})
-        @ns.marshal_with(image_model)
+        @ns.response(200, "Success", image_model)
         def put(self, image_id):
             """Move one image to another tag."""
-            return core.retag(who(lambda: core.image_owner(image_id)), image_id, new_tag(), optional_project_id())
+            return json_response(core.retag(who(lambda: core.image_owner(image_id)), image_id, new_tag(), optional_project_id()))
 
         def delete(self, image_id):
             """Delete one image and its file."""
@@ -179,22 +184,22 @@ def register_routes(api, core, settings):
     @ns.doc(params={**scope_params, "tag": "the tag (case-insensitive)"})
     class TagImages(Resource):
         @ns.doc(params=page_params)
-        @ns.marshal_list_with(image_model)
+        @ns.response(200, "Success", [image_model])
         def get(self, tag):
             """List the images of one tag."""
-            return core.list_images(who(), project_id(), tag=tag, page=page())
+            return json_response(core.list_images(who(), project_id(), tag=tag, page=page()))
 
         @ns.doc(params=upload_params)
-        @ns.marshal_list_with(image_model, code=201)
+        @ns.response(201, "Created", [image_model])
         def post(self, tag):
             """Upload images into a tag; all are checked before any is stored."""
-            return core.upload(who(), project_id(), tag, uploaded_files()), 201
+            return json_response(core.upload(who(), project_id(), tag, uploaded_files()), 201)
 
         @ns.doc(params={"type": "the new tag (merged into when it exists)", **page_params})
-        @ns.marshal_list_with(image_model)
+        @ns.response(200, "Success", [image_model])
         def put(self, tag):
             """Rename a tag, or merge it into another; answers the images now under the new tag."""
-            return core.rename_tag(who(), project_id(), tag, new_tag(), page=page())
+            return json_response(core.rename_tag(who(), project_id(), tag, new_tag(), page=page()))
 
         def delete(self, tag):
             """Delete the images of one tag and their files."""

@@ -4,7 +4,10 @@ Writes are ordered so nothing is half-written: an upload checks every file, allo
 writes the bytes under immutable keys (`images/<project>/<image id>.<ext>`), then inserts all
 metadata with one `insert_many`; if anything fails, what was written is removed. Uploaded bytes
 are stored once per project: a file whose SHA-256 the project already holds is answered as the
-stored image (a unique index settles races between concurrent uploads). A delete first
+stored image (a unique index settles races between concurrent uploads). Labels are checked
+(`is_train`, the API's `isTrain`) when a person gave them and, when a model did, only if its score
+reaches the project's review threshold (`mlstudio.common.review`); a person's retag, confirmation
+or corrected boxes change the labels and the checked state in one update. A delete first
 hides the documents (`deleting`), then removes their bytes, then the documents; if it stops
 half-way, the hidden documents tell a retry (or the periodic sweep) what is left to do.
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mlstudio.common import detections as detection_forms
-from mlstudio.common import errors, mongo
+from mlstudio.common import errors, mongo, review
 from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.image_hash import PerceptualHash
 from mlstudio.common.media_files import MediaFile
@@ -41,6 +44,38 @@ class Page:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which of the listed images a listing shows, in what order (besides its `Page`): with
+    `review` only those waiting for review (`is_train` false); with `by_score` lowest score
+    first (images without a score first), else in id (a video's: frame) order."""
+
+    review: bool = False
+    by_score: bool = False
+
+
+SORTS = ("id", "score")
+
+
+def sort_by_score(sort: str | None) -> bool:
+    """Whether a listing's `sort` asks for lowest score first: `score`; `id` (or nothing) is
+    id order. InvalidArgument for anything else."""
+    text = (sort or "id").strip().lower()
+    if text not in SORTS:
+        raise errors.InvalidArgument(f"sort must be one of {', '.join(SORTS)}, got {sort!r}", code="invalid_sort")
+    return text == "score"
+
+
+@dataclass(frozen=True)
+class LabelChanges:
+    """A person's change to one image: a new tag, new boxes (`[{label, box}]` as sent, checked
+    by `detections.person_boxes`), and the checked state (`None`: checked, since a person looked)."""
+
+    tag: str | None = None
+    detections: list | None = None
+    checked: bool | None = None
+
+
 @dataclass
 class NewFrame:
     """An image another service creates (a video frame, usually), with what its model said."""
@@ -53,6 +88,8 @@ class NewFrame:
     timestamp_ms: int = 0
     score: float | None = None
     detections: list[dict] = field(default_factory=list)
+    # None: the label is the model's, checked by the project's review threshold.
+    is_train: bool | None = None
 
 
 def public_image(doc: dict, url: str) -> dict:
@@ -147,11 +184,12 @@ class ImageCore:
         return frames[0]["user"]
 
     def list_images(self, user_id: int, project_id: int, *, tag: str | None = None, video_id: int | None = None,
-                    page: Page = Page()) -> list[dict]:
-        """A project's images, or one tag's, or one video's."""
+                    page: Page = Page(), selection: Selection = Selection()) -> list[dict]:
+        """A project's images, or one tag's, or one video's (see `Selection`)."""
         tag = normalize_tag(tag) if tag is not None else None
         self._project(project_id, user_id)
-        docs = self.repository.list(project_id=project_id, tag=tag, video_id=video_id, limit=page.limit, offset=page.offset)
+        docs = self.repository.list(project_id=project_id, tag=tag, video_id=video_id, limit=page.limit, offset=page.offset,
+                                    review=selection.review, by_score=selection.by_score)
         return [self.present(doc) for doc in docs]
 
     def get(self, user_id: int, image_id: int, project_id: int | None = None) -> dict:
@@ -163,7 +201,7 @@ class ImageCore:
         return [{"name": row["tag"], "count": row["count"], "avatarImage": self.present(row["first"])}
                 for row in self.repository.tag_summary(project_id)]
 
-    def by_video(self, user_id: int, video_id: int, page: Page = Page()) -> dict:
+    def by_video(self, user_id: int, video_id: int, page: Page = Page(), selection: Selection = Selection()) -> dict:
         """`{type, date, images}`: the video's frames and its project's type. The video service,
         when deployed, says whose video it is; otherwise its frames do."""
         if self.videos is not None:
@@ -176,7 +214,8 @@ class ImageCore:
             if any(doc["user"] != user_id for doc in frames):
                 raise errors.NotFound(f"video {video_id} not found")
             project = self._project(frames[0]["project"], user_id)
-        docs = self.repository.list(project_id=project.id, video_id=video_id, limit=page.limit, offset=page.offset)
+        docs = self.repository.list(project_id=project.id, video_id=video_id, limit=page.limit, offset=page.offset,
+                                    review=selection.review, by_score=selection.by_score)
         images = [self.present(doc) for doc in docs]
         return {"type": project.type, "date": images, "images": images}
 
@@ -193,11 +232,11 @@ class ImageCore:
     def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self.store.read_range(media.key, start, length)
 
-    def dataset(self, user_id: int, project_id: int) -> Iterator[tuple[dict, bytes]]:
-        """Every image of the project with its bytes, for training. An image whose bytes are
-        gone (deleted meanwhile) is skipped."""
+    def dataset(self, user_id: int, project_id: int, *, include_unchecked: bool = False) -> Iterator[tuple[dict, bytes]]:
+        """The project's checked images (with `include_unchecked`, every image) with their bytes,
+        for training. An image whose bytes are gone (deleted meanwhile) is skipped."""
         self._project(project_id, user_id)
-        for doc in self.repository.iterate(project_id):
+        for doc in self.repository.iterate(project_id, checked_only=not include_unchecked):
             try:
                 content = self.store.get_bytes(doc["key"])
             except errors.NotFound:
@@ -259,12 +298,13 @@ class ImageCore:
                 code="model_type_mismatch")
         checked = check_all(files, self.limits)
         log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
-        facts = functools.partial(self._predictions, project.type, model_id, user_id, threshold=threshold, deadline=deadline)
+        facts = functools.partial(self._predictions, project, model_id, user_id, threshold=threshold, deadline=deadline)
         docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
         return [self.present(doc) for doc in docs]
 
-    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], *,
+    def _predictions(self, project, model_id: int, user_id: int, checked: list[CheckedImage], *,
                      threshold: float = 0.0, deadline: Deadline = NONE) -> list[dict]:
+        project_type, review_threshold = project.type, review.project_threshold(project)
         facts = []
         for batch in self._batches(checked):
             deadline.check("asking the model service")
@@ -275,8 +315,9 @@ class ImageCore:
                 results = self.models.classify(model_id, user_id, contents, deadline=deadline)
             if len(results) != len(batch):
                 raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
-            facts.extend(_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
-                         for result in results)
+            found = [_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
+                     for result in results]
+            facts.extend({**fact, "is_train": review.model_label_checked(fact["score"], review_threshold)} for fact in found)
         return facts
 
     def _batches(self, checked: list[CheckedImage]) -> Iterator[list[CheckedImage]]:
@@ -304,7 +345,8 @@ class ImageCore:
                 todo.append((position, frame))
                 if key is not None:
                     seen.add(key)
-        facts = [_frame_facts(project.type, frame, position, self.detection_filing) for position, frame in todo]
+        review_threshold = review.project_threshold(project)
+        facts = [_frame_facts(project.type, frame, position, self.detection_filing, review_threshold) for position, frame in todo]
         checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
         created, _ = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
@@ -414,12 +456,40 @@ class ImageCore:
     # ---- changing tags ---------------------------------------------------------------------
 
     def retag(self, user_id: int, image_id: int, new_tag: str, project_id: int | None = None) -> dict:
-        tag = normalize_tag(new_tag)
-        self._owned(image_id, user_id, project_id)
-        doc = self.repository.set_tag(image_id, tag)
-        if doc is None:
+        """Moves one image to another tag; a person chose it, so it is checked."""
+        return self.change_labels(user_id, image_id, LabelChanges(tag=new_tag), project_id)
+
+    def change_labels(self, user_id: int, image_id: int, changes: LabelChanges, project_id: int | None = None) -> dict:
+        """A person's tag, boxes or checked state for one image, written in one update; a new
+        tag or new boxes check the image unless `changes.checked` says otherwise. New boxes
+        replace the old ones (without scores: a person drew them, so the image's own score
+        goes too); a bad box (named in the message) changes nothing. The tag stays unless a
+        new one is given."""
+        if changes.tag is None and changes.detections is None and changes.checked is None:
+            raise errors.InvalidArgument("nothing to change: give type (a new tag), detections or checked", code="no_changes")
+        update: dict = {"is_train": True if changes.checked is None else changes.checked}
+        if changes.tag is not None:
+            update["tag"] = normalize_tag(changes.tag)
+        doc = self._owned(image_id, user_id, project_id)
+        if changes.detections is not None:
+            project = self._project(doc["project"], user_id)
+            if project.type != DETECTION:
+                raise errors.InvalidArgument(f"image {image_id} is in a {project.type} project, which has no boxes",
+                                             code="not_a_detection_project")
+            width, height = self._size(doc)
+            update["detections"] = detections_mod.person_boxes(changes.detections, width, height)
+            update["score"] = None
+        changed = self.repository.change_labels(image_id, update)
+        if changed is None:
             raise errors.NotFound(f"image {image_id} not found")
-        return self.present(doc)
+        return self.present(changed)
+
+    def _size(self, doc: dict) -> tuple[int, int]:
+        """An image's pixels; read from its bytes for images stored before sizes were kept."""
+        if doc.get("width") and doc.get("height"):
+            return doc["width"], doc["height"]
+        image = check_bytes(self.store.get_bytes(doc["key"]), doc.get("title") or "image", self.limits)
+        return image.width, image.height
 
     def rename_tag(self, user_id: int, project_id: int, old_tag: str, new_tag: str, page: Page = Page()) -> list[dict]:
         """Moves every image of `old_tag` to `new_tag` (merging when it exists) with one metadata
@@ -496,9 +566,10 @@ def _frame_title(frame: NewFrame) -> str:
     return f"video {frame.video_id} frame {frame.frame_index}" if frame.video_id else "image"
 
 
-def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str) -> dict:
-    """Tag, score and detections of a frame; a Detection frame without a tag is filed as
-    `filing` says (see `detections.filed_under`)."""
+def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str, review_threshold: float) -> dict:
+    """Tag, score, detections and checked state of a frame; a Detection frame without a tag is
+    filed as `filing` says (see `detections.filed_under`). Unless its sender says whether it is
+    checked, its label is the model's, checked when its score reaches `review_threshold`."""
     facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
              "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
              "score": None if frame.score is None else detection_forms.as_score(frame.score)}
@@ -512,6 +583,8 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str)
             facts["score"] = best_score
     else:
         raise errors.InvalidArgument(f"image {position} has no tag", code="invalid_tag")
+    facts["is_train"] = (review.model_label_checked(facts["score"], review_threshold) if frame.is_train is None
+                         else frame.is_train)
     return facts
 
 

@@ -2,7 +2,9 @@
 
 One document per image: `_id` (the public integer id), `project`, `user`, `tag`, `key` (the
 object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
-`description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
+`description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`
+(false: waiting for review; documents written before it was kept have none and count as checked,
+since uploads by a person were the common case and it keeps their training sets as they were),
 `phash` (perceptual hash, `mlstudio.common.image_hash`; older images get it when first needed),
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
 Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
@@ -58,6 +60,10 @@ class ImageRepository:
             # flag as it hides the image, so the same bytes can be uploaded again meanwhile.
             pymongo.IndexModel([("project", 1), ("sha256", 1)], name="project_distinct_bytes", unique=True,
                                partialFilterExpression={"distinct_bytes": True}),
+            # The review list: a project's images waiting for review, lowest score first.
+            pymongo.IndexModel([("project", 1), ("is_train", 1), ("score", 1), ("_id", 1)], name="project_review"),
+            # A project's (or a tag's, filtered) images by score, lowest first (`sort=score`).
+            pymongo.IndexModel([("project", 1), ("score", 1), ("_id", 1)], name="project_scores"),
             # Deletes left unfinished, for the sweep.
             pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
         ])
@@ -125,11 +131,16 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find(query)))
 
     def list(self, *, project_id: int, tag: str | None = None, video_id: int | None = None,
-             limit: int | None = None, offset: int = 0) -> list[dict]:
-        """A project's images (optionally one tag's or one video's), oldest first; a video's in
-        frame order."""
+             limit: int | None = None, offset: int = 0, review: bool = False, by_score: bool = False) -> list[dict]:
+        """A project's images (optionally one tag's or one video's; with `review`, only those
+        waiting for review), oldest first, a video's in frame order; with `by_score`, lowest
+        score first (no score first)."""
         query = {**_selector(project_id=project_id, tag=tag, video_id=video_id), **VISIBLE}
+        if review:
+            query["is_train"] = False
         order = [("frame_index", 1), ("_id", 1)] if video_id is not None else [("_id", 1)]
+        if by_score:
+            order = [("score", 1), ("_id", 1)]
 
         def find():
             cursor = self.images.find(query).sort(order).skip(offset)
@@ -167,9 +178,11 @@ class ImageRepository:
         return self._run(lambda: [{"tag": row["_id"], "count": row["count"], "first": row["first"]}
                                   for row in self.images.aggregate(pipeline)])
 
-    def set_tag(self, image_id: int, tag: str) -> dict | None:
+    def change_labels(self, image_id: int, changes: dict) -> dict | None:
+        """Sets an image's tag, detections, score or checked state in one update; the image
+        after it, or None when it is gone."""
         return self._run(lambda: self.images.find_one_and_update(
-            {"_id": image_id, **VISIBLE}, {"$set": {"tag": tag}}, return_document=pymongo.ReturnDocument.AFTER))
+            {"_id": image_id, **VISIBLE}, {"$set": changes}, return_document=pymongo.ReturnDocument.AFTER))
 
     def rename_tag(self, project_id: int, old: str, new: str) -> int:
         """Moves every image of tag `old` to `new` with one update; returns how many moved."""

@@ -104,11 +104,14 @@ class FakeRepository:
     def find_frames(self, video_id, frame_indexes):
         return [d for d in self._visible() if d.get("video") == video_id and d["frame_index"] in frame_indexes]
 
-    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0):
+    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0, review=False, by_score=False):
         docs = [d for d in self._visible() if d["project"] == project_id
-                and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)]
+                and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)
+                and (not review or d.get("is_train") is False)]
         if video_id is not None:
             docs.sort(key=lambda d: (d["frame_index"], d["_id"]))
+        if by_score:  # MongoDB's order: null (no score) before numbers
+            docs.sort(key=lambda d: (d.get("score") is not None, d.get("score") or 0, d["_id"]))
         docs = docs[offset:]
         return docs[:limit] if limit else docs
 
@@ -133,11 +136,11 @@ class FakeRepository:
             row["count"] += 1
         return [rows[tag] for tag in sorted(rows)]
 
-    def set_tag(self, image_id, tag):
+    def change_labels(self, image_id, changes):
         doc = self.get(image_id)
         if doc is None:
             return None
-        self.docs[image_id]["tag"] = tag
+        self.docs[image_id].update(copy.deepcopy(changes))
         return self.get(image_id)
 
     def rename_tag(self, project_id, old, new):
@@ -204,16 +207,19 @@ class MemoryStore(ObjectStore):
 
 
 class FakeProjects:
-    """The project service: `projects[id] = (owner, type)`."""
+    """The project service: `projects[id] = (owner, type)`; `review_thresholds[id]` where a test
+    sets one (else the project service's default)."""
 
     def __init__(self, projects=None):
         self.projects = projects or {}
+        self.review_thresholds: dict[int, float] = {}
 
     def get_project(self, project_id, user_id):
         owner_type = self.projects.get(project_id)
         if owner_type is None or owner_type[0] != user_id:
             raise errors.NotFound(f"project {project_id} not found")
-        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1])
+        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1],
+                               review_threshold=self.review_thresholds.get(project_id))
 
 
 class FakeModels:
@@ -280,6 +286,7 @@ class World:
     store: MemoryStore
     models: FakeModels
     signer: MediaSigner
+    projects: FakeProjects | None = None
 
 
 def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024, detection_filing="detected") -> World:
@@ -292,4 +299,4 @@ def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 
     core = ImageCore(repository, store, projects, signer, UploadLimits(max_bytes=4096, max_files=5, max_pixels=10_000),
                      models=models if with_models else None, videos=videos if with_videos else None,
                      predict_batch_bytes=predict_batch_bytes, detection_filing=detection_filing, clock=lambda: NOW)
-    return World(core, repository, store, models, signer)
+    return World(core, repository, store, models, signer, projects)

@@ -569,7 +569,8 @@ def _frame_title(frame: NewFrame) -> str:
 def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str, review_threshold: float) -> dict:
     """Tag, score, detections and checked state of a frame; a Detection frame without a tag is
     filed as `filing` says (see `detections.filed_under`). Unless its sender says whether it is
-    checked, its label is the model's, checked when its score reaches `review_threshold`."""
+    checked: a tag without a score is a person's (checked, as the proto's `score` says); else the
+    label is the model's, checked when its score reaches `review_threshold`."""
     facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
              "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
              "score": None if frame.score is None else detection_forms.as_score(frame.score)}
@@ -583,8 +584,12 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str,
             facts["score"] = best_score
     else:
         raise errors.InvalidArgument(f"image {position} has no tag", code="invalid_tag")
-    facts["is_train"] = (review.model_label_checked(facts["score"], review_threshold) if frame.is_train is None
-                         else frame.is_train)
+    if frame.is_train is not None:
+        facts["is_train"] = frame.is_train
+    elif frame.tag.strip() and frame.score is None:
+        facts["is_train"] = True
+    else:
+        facts["is_train"] = review.model_label_checked(facts["score"], review_threshold)
     return facts
 
 

@@ -53,9 +53,10 @@ def test_a_detection_frame_is_checked_by_its_best_box_and_one_with_nothing_found
     assert [(i["isTrain"], i["score"]) for i in (sure, unsure, empty)] == [(True, 0.9), (False, 0.6), (False, None)]
 
 
-def test_a_sender_may_say_a_frame_is_checked(world):
-    (pinned,) = world.core.create_frames(1, 10, [frame(0, 0.1, is_train=True)])
-    assert pinned["isTrain"] is True
+def test_a_sender_may_say_a_frame_is_checked_and_a_tag_without_a_score_is_a_persons(world):
+    pinned, unpinned, persons = world.core.create_frames(1, 10, [frame(0, 0.1, is_train=True), frame(1, 0.99, is_train=False),
+                                                                 frame(2)])
+    assert [i["isTrain"] for i in (pinned, unpinned, persons)] == [True, False, True]
 
 
 def test_predictions_below_the_threshold_wait_for_review(world):

@@ -1,7 +1,7 @@
 """Checked labels (the original's `isTrain`) and a project's review threshold, for every service.
 
-A label a person gave (an upload into a tag, a retag, a confirmation, corrected boxes) is
-checked. A label a model gave (a video frame, a prediction) is checked only when the model's
+A label a person gave (an upload into a tag, a retag, a confirmation, corrected boxes, a frame
+sent with a tag and no score) is checked. A label a model gave (a video frame, a prediction) is checked only when the model's
 score reaches the project's review threshold; below it, or without a score (a Detection image
 where nothing was found), it waits for a person's review. The project service keeps the
 threshold (`review_threshold`, default `DEFAULT_REVIEW_THRESHOLD`); the image service applies

@@ -236,3 +236,11 @@ def test_a_box_correction_over_http_answers_the_corrected_image(client, world):
     assert answer.status_code == 200
     body = answer.get_json()
     assert (body["captions"], body["boxes"], body["detections"][0]["score"], body["isTrain"]) == (",bus 1.000", ",[1 2 3 4]", None, True)
+
+
+def test_the_openapi_docs_describe_the_review_parameters_and_the_put_body(client):
+    spec = client.get("/docs/images/swagger.json").get_json()
+    for path in ("/images/all", "/images/{tag}", "/images/byVideo/{video_id}"):
+        assert {"review", "sort"} <= {p["name"] for p in spec["paths"][path]["get"]["parameters"]}
+    assert set(spec["definitions"]["LabelChanges"]["properties"]) == {"type", "detections", "checked"}
+    assert "review" in spec["definitions"]["Image"]["properties"]["isTrain"]["description"]

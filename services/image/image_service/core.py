@@ -88,7 +88,8 @@ class NewFrame:
     timestamp_ms: int = 0
     score: float | None = None
     detections: list[dict] = field(default_factory=list)
-    # None: the label is the model's, checked by the project's review threshold.
+    # None: a tag without a score is a person's (checked); else the label is the model's, checked
+    # when its score reaches the project's review threshold (see `_frame_facts`).
     is_train: bool | None = None
 
 

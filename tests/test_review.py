@@ -2,8 +2,11 @@
 model leaves its uncertain frames in a review list, lowest score first; confirming or retagging
 takes them off it and into the training set; a Detection frame's corrected boxes show in
 `GET /images/<id>`, the byVideo listing and the video's page, structured and as the original's
-strings; a box outside the image is refused and changes nothing."""
+strings; a box outside the image is refused and changes nothing; re-labelling changes only the
+labels waiting for review, with progress."""
 from __future__ import annotations
+
+import time
 
 import cv2
 import numpy as np
@@ -123,3 +126,42 @@ def test_correcting_a_detection_frames_boxes_shows_everywhere_and_a_box_outside_
     assert outside.status_code == 400 and outside.json()["code"] == "invalid_box"
     assert "detection 2" in outside.json()["message"] and "outside the 64x48 image" in outside.json()["message"]
     assert shown(owner.session.get(f"/images/{dark['id']}").json()) == expected
+
+
+def images_without_urls(owner) -> dict[int, dict]:
+    """The project's images by id, without their signed URLs (whose expiry moves on)."""
+    return {i["id"]: {k: v for k, v in i.items() if k != "url"} for i in owner.session.get("/images/all", params=owner.params()).json()}
+
+
+def test_relabelling_changes_only_unchecked_images_with_progress(stack, account, tmp_path):
+    owner = Owner(account)
+    answer = owner.upload(graded_video(tmp_path / "graded.mp4"), interval=INTERVAL, wait="true").json()
+    uncertain = sorted((f for f in answer["images"] if not f["isTrain"]), key=lambda f: f["score"])
+    assert len(uncertain) == 3
+    confirmed = owner.session.put(f"/images/{uncertain[0]['id']}", json={"type": "light"}).json()
+    # A laxer project: the same model's labels of the two left now pass the threshold.
+    owner.session.put(f"/projects/{owner.project_id}", json={"review_threshold": 0.6})
+    before = images_without_urls(owner)
+
+    started = owner.session.post(f"/projects/{owner.project_id}/relabels", json={"model_id": owner.model_id})
+    assert started.status_code == 202, started.text
+    run = started.json()
+    assert (run["scope"], run["status"]) == ("review", "queued")
+    deadline = time.monotonic() + 120
+    while run["status"] not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.3)
+        run = owner.session.get(f"/projects/{owner.project_id}/relabels/{run['id']}").json()
+    assert (run["status"], run["progress"], run["changed"]) == ("done", {"done": 2, "total": 2}, 2)
+
+    after = images_without_urls(owner)
+    relabelled = {f["id"] for f in uncertain[1:]}
+    assert all(after[i]["isTrain"] for i in relabelled)  # 0.67 and 0.75 reach 0.6
+    assert {i: image for i, image in after.items() if i not in relabelled} == {
+        i: image for i, image in before.items() if i not in relabelled}  # every other image as it was
+    assert after[confirmed["id"]]["type"] == "light"
+    assert review_list(owner) == []
+    listed = owner.session.get(f"/projects/{owner.project_id}/relabels").json()
+    assert [r["id"] for r in listed] == [run["id"]]
+    refused = owner.session.post(f"/projects/{owner.project_id}/relabels", json={"model_id": owner.model_id, "scope": "some"})
+    assert refused.status_code == 400 and "scope must be one of review, all" in refused.json()["message"]

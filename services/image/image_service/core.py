@@ -289,19 +289,27 @@ class ImageCore:
         Nothing is stored once the caller stopped waiting (`deadline` passed or its client hung
         up): nobody would see the answer, and a client that retries would file the images twice."""
         project = self._project(project_id, user_id)
+        self.check_model(model_id, user_id, project)
+        checked = check_all(files, self.limits)
+        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
+        facts = functools.partial(self._predictions, project, model_id, user_id, threshold=threshold, deadline=deadline)
+        docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
+        return [self.present(doc) for doc in docs]
+
+    def check_model(self, model_id: int, user_id: int, project) -> None:
+        """The model may label the project's images: readable by the caller, of the project's type."""
         if self.models is None:
             raise errors.NotImplementedYet("prediction needs the model service, which this deployment does not run",
                                            code="no_model_service")
         model = self.models.get_model(model_id, user_id)
         if model.type != project.type:
             raise errors.InvalidArgument(
-                f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
+                f"model {model_id} is a {model.type} model but project {project.id} is a {project.type} project",
                 code="model_type_mismatch")
-        checked = check_all(files, self.limits)
-        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
-        facts = functools.partial(self._predictions, project, model_id, user_id, threshold=threshold, deadline=deadline)
-        docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
-        return [self.present(doc) for doc in docs]
+
+    def model_facts(self, project_type: str, result) -> dict:
+        """Tag, score (and boxes) of one of the model service's answers, filed as predictions are."""
+        return _detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
 
     def _predictions(self, project, model_id: int, user_id: int, checked: list[CheckedImage], *,
                      threshold: float = 0.0, deadline: Deadline = NONE) -> list[dict]:
@@ -316,9 +324,9 @@ class ImageCore:
                 results = self.models.classify(model_id, user_id, contents, deadline=deadline)
             if len(results) != len(batch):
                 raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
-            found = [_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
-                     for result in results]
-            facts.extend({**fact, "is_train": review.model_label_checked(fact["score"], review_threshold)} for fact in found)
+            for result in results:
+                fact = self.model_facts(project_type, result)
+                facts.append({**fact, "model_label": True, "is_train": review.model_label_checked(fact["score"], review_threshold)})
         return facts
 
     def _batches(self, checked: list[CheckedImage]) -> Iterator[list[CheckedImage]]:
@@ -469,6 +477,8 @@ class ImageCore:
         if changes.tag is None and changes.detections is None and changes.checked is None:
             raise errors.InvalidArgument("nothing to change: give type (a new tag), detections or checked", code="no_changes")
         update: dict = {"is_train": True if changes.checked is None else changes.checked}
+        if update["is_train"] or changes.tag is not None or changes.detections is not None:
+            update["model_label"] = False  # a person's now: re-labelling leaves it alone
         if changes.tag is not None:
             update["tag"] = normalize_tag(changes.tag)
         doc = self._owned(image_id, user_id, project_id)
@@ -591,6 +601,7 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str,
         facts["is_train"] = True
     else:
         facts["is_train"] = review.model_label_checked(facts["score"], review_threshold)
+        facts["model_label"] = True
     return facts
 
 
@@ -630,6 +641,8 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, d
         "is_train": facts.get("is_train", True),
         "create_time": now,
     }
+    if facts.get("model_label"):
+        doc["model_label"] = True  # the label is a model's (re-labelling may replace it)
     if distinct_bytes:
         doc["distinct_bytes"] = True
     return doc

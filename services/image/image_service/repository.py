@@ -5,6 +5,8 @@ object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `heig
 `description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`
 (false: waiting for review; documents written before it was kept have none and count as checked,
 since uploads by a person were the common case and it keeps their training sets as they were),
+`model_label` (true while the label is a model's, so re-labelling may replace it; a person's
+change sets it false),
 `phash` (perceptual hash, `mlstudio.common.image_hash`; older images get it when first needed),
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
 Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
@@ -153,12 +155,14 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find({"video": video_id, **VISIBLE}).sort([("frame_index", 1), ("_id", 1)])))
 
     def iterate(self, project_id: int, batch_size: int = 200, *, tag: str | None = None, checked_only: bool = False,
-                fields: list[str] | None = None) -> Iterator[dict]:
-        """Every image of a project (of one tag, only checked ones), in id order, read in batches
-        (the training stream, exports); `fields` limits what is read of each."""
+                video_id: int | None = None, where: dict | None = None, fields: list[str] | None = None) -> Iterator[dict]:
+        """Every image of a project (of one tag, of one video, only checked ones, those matching
+        `where`), in id order, read in batches (the training stream, exports, re-labelling);
+        `fields` limits what is read of each."""
         last = 0
         selector = {"project": project_id, **({"tag": tag} if tag is not None else {}),
-                    **({"is_train": {"$ne": False}} if checked_only else {}), **VISIBLE}
+                    **({"video": video_id} if video_id is not None else {}),
+                    **({"is_train": {"$ne": False}} if checked_only else {}), **(where or {}), **VISIBLE}
         while True:
             query = {**selector, "_id": {"$gt": last}}
             batch = self._run(lambda query=query: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
@@ -183,6 +187,12 @@ class ImageRepository:
         after it, or None when it is gone."""
         return self._run(lambda: self.images.find_one_and_update(
             {"_id": image_id, **VISIBLE}, {"$set": changes}, return_document=pymongo.ReturnDocument.AFTER))
+
+    def relabel(self, image_id: int, changes: dict, condition: dict) -> bool:
+        """A model's new labels for an image, written only while it still matches `condition`
+        (a person who checked it meanwhile wins); whether it was written."""
+        result = self._run(lambda: self.images.update_one({"_id": image_id, **condition, **VISIBLE}, {"$set": changes}))
+        return result.matched_count == 1
 
     def rename_tag(self, project_id: int, old: str, new: str) -> int:
         """Moves every image of tag `old` to `new` with one update; returns how many moved."""
@@ -252,3 +262,9 @@ class ExportRepository(DatasetJobRecords):
 
 class ImportRepository(DatasetJobRecords):
     name = "imports"
+
+
+class RelabelRepository(DatasetJobRecords):
+    """Re-labelling runs (`relabels.py`): model, scope, tag, video, threshold, job."""
+
+    name = "relabels"

@@ -118,10 +118,18 @@ class FakeRepository:
     def list_by_video(self, video_id):
         return sorted((d for d in self._visible() if d.get("video") == video_id), key=lambda d: (d["frame_index"], d["_id"]))
 
-    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, fields=None):
+    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, video_id=None, where=None, fields=None):
         for doc in self.list(project_id=project_id, tag=tag):
-            if not checked_only or doc.get("is_train", True) is not False:
+            if ((not checked_only or doc.get("is_train", True) is not False) and (video_id is None or doc.get("video") == video_id)
+                    and all(doc.get(name) == value for name, value in (where or {}).items())):
                 yield doc
+
+    def relabel(self, image_id, changes, condition):
+        doc = self.get(image_id)
+        if doc is None or any(doc.get(name) != value for name, value in condition.items()):
+            return False
+        self.docs[image_id].update(copy.deepcopy(changes))
+        return True
 
     def get_many(self, image_ids):
         return [doc for doc in self._visible() if doc["_id"] in image_ids]

@@ -244,3 +244,11 @@ def test_the_openapi_docs_describe_the_review_parameters_and_the_put_body(client
         assert {"review", "sort"} <= {p["name"] for p in spec["paths"][path]["get"]["parameters"]}
     assert set(spec["definitions"]["LabelChanges"]["properties"]) == {"type", "detections", "checked"}
     assert "review" in spec["definitions"]["Image"]["properties"]["isTrain"]["description"]
+
+
+def test_the_openapi_docs_list_the_relabelling_routes(world):
+    app = create_app(ImageSettings(mongo_uri="mongodb://unused"), world.core, relabels=object())
+    paths = app.test_client().get("/docs/images/swagger.json").get_json()["paths"]
+    assert {"/projects/{project_id}/relabels", "/projects/{project_id}/relabels/{relabel_id}",
+            "/projects/{project_id}/relabels/{relabel_id}/cancel"} <= set(paths)
+    assert set(paths["/projects/{project_id}/relabels"]) >= {"get", "post"}

@@ -42,7 +42,7 @@ MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|projects/[0-9]+/exports/[0
 # Dataset exports, imports and near-duplicates of a project are the image service's (it owns the
 # images and the zips), though their paths sit under the project service's prefix: these regex
 # routes come first.
-EXPORTS_REGEX = r"^/projects/[0-9]+/((exports|imports)(/[0-9]+)?|duplicates)$"
+EXPORTS_REGEX = r"^/projects/[0-9]+/((exports|imports|relabels)(/[0-9]+)?|relabels/[0-9]+/cancel|duplicates)$"
 EXPORT_FILE_REGEX = r"^/projects/[0-9]+/exports/[0-9]+/file$"
 IMPORT_UPLOAD_REGEX = r"^/projects/[0-9]+/imports$"
 JWKS_PATH = "/users/.well-known/jwks.json"

@@ -25,7 +25,7 @@ def test_project_lifecycle(stack, api, register):
     created = session.post("/projects/all", params={"user_id": user_id}, json={"title": "Bottles", "description": "first", "type": "Classification"})
     assert created.status_code == 201, created.text
     project = created.json()
-    assert set(project) == {"id", "title", "location", "description", "type", "user", "create_time"}
+    assert set(project) == {"id", "title", "location", "description", "type", "user", "create_time", "review_threshold"}
     assert project["user"] == user_id and project["type"] == "Classification" and project["create_time"].endswith("Z")
 
     as_form = session.post("/projects/all", params={"user_id": user_id}, data={"title": "Cars", "type": "Detection"})

@@ -177,10 +177,11 @@ def test_a_projects_exports_go_to_the_image_service_before_the_project_prefix(co
     assert by_name["image-exports"]["route"]["cluster"] == "image"
     assert by_name["image-export-file"]["route"]["timeout"] == "0s"
     exports = re.compile(by_name["image-exports"]["match"]["safe_regex"]["regex"])
-    for path in ["/projects/3/exports", "/projects/3/exports/12", "/projects/3/imports", "/projects/3/imports/4", "/projects/3/duplicates"]:
+    for path in ["/projects/3/exports", "/projects/3/exports/12", "/projects/3/imports", "/projects/3/imports/4", "/projects/3/duplicates",
+                 "/projects/3/relabels", "/projects/3/relabels/5", "/projects/3/relabels/5/cancel"]:
         assert exports.search(path), path
     for path in ["/projects/3", "/projects/all", "/projects/3/exportsx", "/projects/3/exports/12/x", "/projects/3/imports/4/file",
-                 "/projects/3/duplicates/1"]:
+                 "/projects/3/duplicates/1", "/projects/3/relabels/5/x", "/projects/3/relabels/cancel"]:
         assert not exports.search(path), path
     # a dataset zip is an upload: the image upload limit and timeout, not the JSON limit
     upload, too_large = by_name["image-import-upload"], by_name["image-import-upload-too-large"]

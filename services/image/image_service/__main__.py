@@ -24,7 +24,8 @@ from .core import ImageCore
 from .detections import FILINGS
 from .exports import KIND as EXPORT, ExportCore, ExportJob
 from .imports import KIND as IMPORT, ImportCore, ImportJob
-from .repository import ExportRepository, ImageRepository, ImportRepository
+from .relabels import KIND as RELABEL, RelabelCore, RelabelJob
+from .repository import ExportRepository, ImageRepository, ImportRepository, RelabelRepository
 from .settings import ImageSettings
 from .uploads import UploadLimits
 
@@ -54,27 +55,30 @@ def build_core(settings: ImageSettings, repository, store) -> ImageCore:
 
 
 def build_datasets(settings: ImageSettings, db, core: ImageCore, repository: ImageRepository, store):
-    """The export and import cores, and the worker threads that run their jobs from one queue."""
-    export_repository, import_repository = ExportRepository(db), ImportRepository(db)
-    export_repository.ensure_indexes()
-    import_repository.ensure_indexes()
+    """The export, import and re-labelling cores, and the worker threads that run their jobs from
+    one queue."""
+    export_repository, import_repository, relabel_repository = ExportRepository(db), ImportRepository(db), RelabelRepository(db)
+    for records in (export_repository, import_repository, relabel_repository):
+        records.ensure_indexes()
     queue = jobs.JobQueue(db.dataset_jobs, lease_s=settings.job_lease_s)
     queue.ensure_indexes()
     limits = ArchiveLimits(settings.max_import_entries, settings.max_import_expanded_bytes)
     exports = ExportCore(core, export_repository, queue, store, core.signer, ttl_s=settings.export_ttl_s)
     imports = ImportCore(core, import_repository, queue, store, limits, max_annotation_bytes=settings.max_annotation_bytes,
                          ttl_s=settings.export_ttl_s)
-    core.on_project_delete += [exports.cancel_project, imports.cancel_project]
+    relabels = RelabelCore(core, relabel_repository, queue, ttl_s=settings.export_ttl_s)
+    core.on_project_delete += [exports.cancel_project, imports.cancel_project, relabels.cancel_project]
     handlers = {
         EXPORT: ExportJob(repository, export_repository, store, ttl_s=settings.export_ttl_s),
         IMPORT: ImportJob(core, import_repository, store, limits, max_annotation_bytes=settings.max_annotation_bytes),
+        RELABEL: RelabelJob(core, repository, relabel_repository),
     }
     workers = [
         threading.Thread(target=jobs.Worker(queue, handlers, owner=f"image-{socket.gethostname()}-{os.getpid()}-{n}").run_forever,
                          daemon=True, name=f"dataset-worker-{n}")
         for n in range(settings.export_workers)
     ]
-    return exports, imports, workers
+    return exports, imports, relabels, workers
 
 
 def main() -> None:
@@ -86,12 +90,13 @@ def main() -> None:
     repository.ensure_indexes()
     store = open_store(settings.object_storage_url)
     core = build_core(settings, repository, store)
-    exports, imports, dataset_workers = build_datasets(settings, db, core, repository, store)
+    exports, imports, relabels, dataset_workers = build_datasets(settings, db, core, repository, store)
     server, port, _health = build_grpc(settings, core)
     sweep = runner.periodic("delete-sweep", settings.delete_retry_s, core.finish_pending_deletes)
-    expiry = runner.periodic("dataset-expiry", settings.export_sweep_s, lambda: (exports.sweep_expired(), imports.sweep_expired()))
+    expiry = runner.periodic("dataset-expiry", settings.export_sweep_s, lambda: (exports.sweep_expired(), imports.sweep_expired(),
+                                                                                   relabels.sweep_expired()))
     app = create_app(settings, core, readiness={"mongodb": lambda: mongo.ping(db), "storage": store.ping},
-                     exports=exports, imports=imports)
+                     exports=exports, imports=imports, relabels=relabels)
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
                  max_body_bytes=settings.max_upload_bytes, background=[sweep, expiry, *dataset_workers])
 

@@ -4,7 +4,10 @@ Writes are ordered so nothing is half-written: an upload checks every file, allo
 writes the bytes under immutable keys (`images/<project>/<image id>.<ext>`), then inserts all
 metadata with one `insert_many`; if anything fails, what was written is removed. Uploaded bytes
 are stored once per project: a file whose SHA-256 the project already holds is answered as the
-stored image (a unique index settles races between concurrent uploads). A delete first
+stored image (a unique index settles races between concurrent uploads). Labels are checked
+(`is_train`, the API's `isTrain`) when a person gave them and, when a model did, only if its score
+reaches the project's review threshold (`mlstudio.common.review`); a person's retag, confirmation
+or corrected boxes change the labels and the checked state in one update. A delete first
 hides the documents (`deleting`), then removes their bytes, then the documents; if it stops
 half-way, the hidden documents tell a retry (or the periodic sweep) what is left to do.
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mlstudio.common import detections as detection_forms
-from mlstudio.common import errors, mongo
+from mlstudio.common import errors, mongo, review
 from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.image_hash import PerceptualHash
 from mlstudio.common.media_files import MediaFile
@@ -44,6 +47,38 @@ class Page:
     after_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which of the listed images a listing shows, in what order (besides its `Page`): with
+    `review` only those waiting for review (`is_train` false); with `by_score` lowest score
+    first (images without a score first), else in id (a video's: frame) order."""
+
+    review: bool = False
+    by_score: bool = False
+
+
+SORTS = ("id", "score")
+
+
+def sort_by_score(sort: str | None) -> bool:
+    """Whether a listing's `sort` asks for lowest score first: `score`; `id` (or nothing) is
+    id order. InvalidArgument for anything else."""
+    text = (sort or "id").strip().lower()
+    if text not in SORTS:
+        raise errors.InvalidArgument(f"sort must be one of {', '.join(SORTS)}, got {sort!r}", code="invalid_sort")
+    return text == "score"
+
+
+@dataclass(frozen=True)
+class LabelChanges:
+    """A person's change to one image: a new tag, new boxes (`[{label, box}]` as sent, checked
+    by `detections.person_boxes`), and the checked state (`None`: checked, since a person looked)."""
+
+    tag: str | None = None
+    detections: list | None = None
+    checked: bool | None = None
+
+
 @dataclass
 class NewFrame:
     """An image another service creates (a video frame, usually), with what its model said."""
@@ -56,6 +91,9 @@ class NewFrame:
     timestamp_ms: int = 0
     score: float | None = None
     detections: list[dict] = field(default_factory=list)
+    # None: a tag without a score is a person's (checked); else the label is the model's, checked
+    # when its score reaches the project's review threshold (see `_frame_facts`).
+    is_train: bool | None = None
 
 
 def public_image(doc: dict, url: str) -> dict:
@@ -155,17 +193,18 @@ class ImageCore:
         return frames[0]["user"]
 
     def list_images(self, user_id: int, project_id: int, *, tag: str | None = None, video_id: int | None = None,
-                    page: Page = Page()) -> list[dict]:
-        """A project's images, or one tag's, or one video's."""
+                    page: Page = Page(), selection: Selection = Selection()) -> list[dict]:
+        """A project's images, or one tag's, or one video's (see `Selection`)."""
         tag = normalize_tag(tag) if tag is not None else None
         self._project(project_id, user_id)
-        return self.present_all(self._page(page, project_id=project_id, tag=tag, video_id=video_id))
+        return self.present_all(self._page(page, selection, project_id=project_id, tag=tag, video_id=video_id))
 
-    def _page(self, page: Page, **selector) -> list[dict]:
-        if page.after_id is not None and selector.get("video_id") is not None:
-            raise errors.InvalidArgument("after_id pages lists in id order; a video's images are in frame order: "
-                                         "use limit and offset", code="invalid_page")
-        return self.repository.list(**selector, limit=page.limit, offset=page.offset, after_id=page.after_id)
+    def _page(self, page: Page, selection: Selection, **selector) -> list[dict]:
+        if page.after_id is not None and (selector.get("video_id") is not None or selection.by_score):
+            raise errors.InvalidArgument("after_id pages lists in id order; a video's images are in frame order and "
+                                         "sort=score in score order: use limit and offset", code="invalid_page")
+        return self.repository.list(**selector, limit=page.limit, offset=page.offset, after_id=page.after_id,
+                                    review=selection.review, by_score=selection.by_score)
 
     def get(self, user_id: int, image_id: int, project_id: int | None = None) -> dict:
         return self.present(self._owned(image_id, user_id, project_id))
@@ -177,7 +216,7 @@ class ImageCore:
         avatars = self.present_all([row["first"] for row in rows])
         return [{"name": row["tag"], "count": row["count"], "avatarImage": avatar} for row, avatar in zip(rows, avatars)]
 
-    def by_video(self, user_id: int, video_id: int, page: Page = Page()) -> dict:
+    def by_video(self, user_id: int, video_id: int, page: Page = Page(), selection: Selection = Selection()) -> dict:
         """`{type, date, images}`: the video's frames and its project's type. The video service,
         when deployed, says whose video it is; otherwise its frames do."""
         if self.videos is not None:
@@ -190,7 +229,7 @@ class ImageCore:
             if any(doc["user"] != user_id for doc in frames):
                 raise errors.NotFound(f"video {video_id} not found")
             project = self._project(frames[0]["project"], user_id)
-        images = self.present_all(self._page(page, project_id=project.id, video_id=video_id))
+        images = self.present_all(self._page(page, selection, project_id=project.id, video_id=video_id))
         return {"type": project.type, "date": images, "images": images}
 
     def media(self, image_id: int, expires: str | None, signature: str | None) -> MediaFile:
@@ -206,11 +245,11 @@ class ImageCore:
     def read_media(self, media: MediaFile, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self.store.read_range(media.key, start, length)
 
-    def dataset(self, user_id: int, project_id: int) -> Iterator[tuple[dict, bytes]]:
-        """Every image of the project with its bytes, for training. An image whose bytes are
-        gone (deleted meanwhile) is skipped."""
+    def dataset(self, user_id: int, project_id: int, *, include_unchecked: bool = False) -> Iterator[tuple[dict, bytes]]:
+        """The project's checked images (with `include_unchecked`, every image) with their bytes,
+        for training. An image whose bytes are gone (deleted meanwhile) is skipped."""
         self._project(project_id, user_id)
-        for doc in self.repository.iterate(project_id):
+        for doc in self.repository.iterate(project_id, checked_only=not include_unchecked):
             try:
                 content = self.store.get_bytes(doc["key"])
             except errors.NotFound:
@@ -262,22 +301,31 @@ class ImageCore:
         Nothing is stored once the caller stopped waiting (`deadline` passed or its client hung
         up): nobody would see the answer, and a client that retries would file the images twice."""
         project = self._project(project_id, user_id)
+        self.check_model(model_id, user_id, project)
+        checked = check_all(files, self.limits)
+        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
+        facts = functools.partial(self._predictions, project, model_id, user_id, threshold=threshold, deadline=deadline)
+        docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
+        return self.present_all(docs)
+
+    def check_model(self, model_id: int, user_id: int, project) -> None:
+        """The model may label the project's images: readable by the caller, of the project's type."""
         if self.models is None:
             raise errors.NotImplementedYet("prediction needs the model service, which this deployment does not run",
                                            code="no_model_service")
         model = self.models.get_model(model_id, user_id)
         if model.type != project.type:
             raise errors.InvalidArgument(
-                f"model {model_id} is a {model.type} model but project {project_id} is a {project.type} project",
+                f"model {model_id} is a {model.type} model but project {project.id} is a {project.type} project",
                 code="model_type_mismatch")
-        checked = check_all(files, self.limits)
-        log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
-        facts = functools.partial(self._predictions, project.type, model_id, user_id, threshold=threshold, deadline=deadline)
-        docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
-        return self.present_all(docs)
 
-    def _predictions(self, project_type: str, model_id: int, user_id: int, checked: list[CheckedImage], *,
+    def model_facts(self, project_type: str, result) -> dict:
+        """Tag, score (and boxes) of one of the model service's answers, filed as predictions are."""
+        return _detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
+
+    def _predictions(self, project, model_id: int, user_id: int, checked: list[CheckedImage], *,
                      threshold: float = 0.0, deadline: Deadline = NONE) -> list[dict]:
+        project_type, review_threshold = project.type, review.project_threshold(project)
         facts = []
         for batch in self._batches(checked):
             deadline.check("asking the model service")
@@ -288,8 +336,9 @@ class ImageCore:
                 results = self.models.classify(model_id, user_id, contents, deadline=deadline)
             if len(results) != len(batch):
                 raise errors.Unavailable(f"the model service answered {len(results)} results for {len(batch)} images")
-            facts.extend(_detected(result, self.detection_filing) if project_type == DETECTION else _classified(result)
-                         for result in results)
+            for result in results:
+                fact = self.model_facts(project_type, result)
+                facts.append({**fact, "model_label": True, "is_train": review.model_label_checked(fact["score"], review_threshold)})
         return facts
 
     def _batches(self, checked: list[CheckedImage]) -> Iterator[list[CheckedImage]]:
@@ -317,7 +366,8 @@ class ImageCore:
                 todo.append((position, frame))
                 if key is not None:
                     seen.add(key)
-        facts = [_frame_facts(project.type, frame, position, self.detection_filing) for position, frame in todo]
+        review_threshold = review.project_threshold(project)
+        facts = [_frame_facts(project.type, frame, position, self.detection_filing, review_threshold) for position, frame in todo]
         checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
         created, _ = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
@@ -427,12 +477,42 @@ class ImageCore:
     # ---- changing tags ---------------------------------------------------------------------
 
     def retag(self, user_id: int, image_id: int, new_tag: str, project_id: int | None = None) -> dict:
-        tag = normalize_tag(new_tag)
-        self._owned(image_id, user_id, project_id)
-        doc = self.repository.set_tag(image_id, tag)
-        if doc is None:
+        """Moves one image to another tag; a person chose it, so it is checked."""
+        return self.change_labels(user_id, image_id, LabelChanges(tag=new_tag), project_id)
+
+    def change_labels(self, user_id: int, image_id: int, changes: LabelChanges, project_id: int | None = None) -> dict:
+        """A person's tag, boxes or checked state for one image, written in one update; a new
+        tag or new boxes check the image unless `changes.checked` says otherwise. New boxes
+        replace the old ones (without scores: a person drew them, so the image's own score
+        goes too); a bad box (named in the message) changes nothing. The tag stays unless a
+        new one is given."""
+        if changes.tag is None and changes.detections is None and changes.checked is None:
+            raise errors.InvalidArgument("nothing to change: give type (a new tag), detections or checked", code="no_changes")
+        update: dict = {"is_train": True if changes.checked is None else changes.checked}
+        if update["is_train"] or changes.tag is not None or changes.detections is not None:
+            update["model_label"] = False  # a person's now: re-labelling leaves it alone
+        if changes.tag is not None:
+            update["tag"] = normalize_tag(changes.tag)
+        doc = self._owned(image_id, user_id, project_id)
+        if changes.detections is not None:
+            project = self._project(doc["project"], user_id)
+            if project.type != DETECTION:
+                raise errors.InvalidArgument(f"image {image_id} is in a {project.type} project, which has no boxes",
+                                             code="not_a_detection_project")
+            width, height = self._size(doc)
+            update["detections"] = detections_mod.person_boxes(changes.detections, width, height)
+            update["score"] = None
+        changed = self.repository.change_labels(image_id, update)
+        if changed is None:
             raise errors.NotFound(f"image {image_id} not found")
-        return self.present(doc)
+        return self.present(changed)
+
+    def _size(self, doc: dict) -> tuple[int, int]:
+        """An image's pixels; read from its bytes for images stored before sizes were kept."""
+        if doc.get("width") and doc.get("height"):
+            return doc["width"], doc["height"]
+        image = check_bytes(self.store.get_bytes(doc["key"]), doc.get("title") or "image", self.limits)
+        return image.width, image.height
 
     def rename_tag(self, user_id: int, project_id: int, old_tag: str, new_tag: str, page: Page = Page()) -> list[dict]:
         """Moves every image of `old_tag` to `new_tag` (merging when it exists) with one metadata
@@ -509,9 +589,11 @@ def _frame_title(frame: NewFrame) -> str:
     return f"video {frame.video_id} frame {frame.frame_index}" if frame.video_id else "image"
 
 
-def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str) -> dict:
-    """Tag, score and detections of a frame; a Detection frame without a tag is filed as
-    `filing` says (see `detections.filed_under`)."""
+def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str, review_threshold: float) -> dict:
+    """Tag, score, detections and checked state of a frame; a Detection frame without a tag is
+    filed as `filing` says (see `detections.filed_under`). Unless its sender says whether it is
+    checked: a tag without a score is a person's (checked, as the proto's `score` says); else the
+    label is the model's, checked when its score reaches `review_threshold`."""
     facts = {"video": frame.video_id or None, "frame_index": frame.frame_index if frame.video_id else None,
              "timestamp_ms": frame.timestamp_ms if frame.video_id else None,
              "score": None if frame.score is None else detection_forms.as_score(frame.score)}
@@ -525,6 +607,13 @@ def _frame_facts(project_type: str, frame: NewFrame, position: int, filing: str)
             facts["score"] = best_score
     else:
         raise errors.InvalidArgument(f"image {position} has no tag", code="invalid_tag")
+    if frame.is_train is not None:
+        facts["is_train"] = frame.is_train
+    elif frame.tag.strip() and frame.score is None:
+        facts["is_train"] = True
+    else:
+        facts["is_train"] = review.model_label_checked(facts["score"], review_threshold)
+        facts["model_label"] = True
     return facts
 
 
@@ -564,6 +653,8 @@ def _new_doc(image_id: int, project, image: CheckedImage, facts: dict, now, *, d
         "is_train": facts.get("is_train", True),
         "create_time": now,
     }
+    if facts.get("model_label"):
+        doc["model_label"] = True  # the label is a model's (re-labelling may replace it)
     if distinct_bytes:
         doc["distinct_bytes"] = True
     return doc

@@ -2,7 +2,7 @@
 from mlstudio.common import detections as detection_forms
 from mlstudio.image.v1 import image_pb2, image_pb2_grpc
 
-from .core import NewFrame, Page
+from .core import NewFrame, Page, Selection, sort_by_score
 
 
 def to_proto(image: dict) -> image_pb2.Image:
@@ -14,7 +14,7 @@ def to_proto(image: dict) -> image_pb2.Image:
         url=image["url"], location=image["location"], create_time=image["create_time"],
         width=image["width"] or 0, height=image["height"] or 0,
         detections=[image_pb2.Detection(label=d["label"], score=d["score"], x1=x1, y1=y1, x2=x2, y2=y2)
-                    for d in image["detections"] or () for x1, y1, x2, y2 in [d["box"]]],
+                    for d in image["detections"] or () for x1, y1, x2, y2 in [d["box"]]],  # score None: left absent
     )
     if image["score"] is not None:
         message.score = image["score"]
@@ -26,7 +26,12 @@ def to_frame(new: image_pb2.NewImage) -> NewFrame:
         content=new.content, tag=new.tag, title=new.title, video_id=new.video_id, frame_index=new.frame_index,
         timestamp_ms=new.timestamp_ms, score=new.score if new.HasField("score") else None,
         detections=detection_forms.from_boxes(new.detections),
+        is_train=new.is_train if new.HasField("is_train") else None,
     )
+
+
+def selection(review: bool, sort: str) -> Selection:
+    return Selection(review=review, by_score=sort_by_score(sort))
 
 
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
@@ -40,11 +45,12 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     def ListImages(self, request, context):
         images = self.core.list_images(
             request.user_id, request.project_id, tag=request.tag or None, video_id=request.video_id or None,
-            page=Page(limit=request.limit or None, offset=max(0, request.offset)))
+            page=Page(limit=request.limit or None, offset=max(0, request.offset)),
+            selection=selection(request.review, request.sort))
         return image_pb2.ListImagesResponse(images=[to_proto(image) for image in images])
 
     def StreamDataset(self, request, context):
-        for doc, content in self.core.dataset(request.user_id, request.project_id):
+        for doc, content in self.core.dataset(request.user_id, request.project_id, include_unchecked=request.include_unchecked):
             yield image_pb2.DatasetItem(image_id=doc["_id"], tag=doc["tag"], content=content, content_type=doc["content_type"])
 
     def DeleteImagesByVideo(self, request, context):

@@ -2,7 +2,11 @@
 
 One document per image: `_id` (the public integer id), `project`, `user`, `tag`, `key` (the
 object-store key of its bytes), `content_type`, `size`, `sha256`, `width`, `height`, `title`,
-`description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`,
+`description`, `video`/`frame_index`/`timestamp_ms` (frames), `score`, `detections`, `is_train`
+(false: waiting for review; documents written before it was kept have none and count as checked,
+since uploads by a person were the common case and it keeps their training sets as they were),
+`model_label` (true while the label is a model's, so re-labelling may replace it; a person's
+change sets it false),
 `phash` (perceptual hash, `mlstudio.common.image_hash`; older images get it when first needed),
 `create_time`, and `deleting` while a delete is under way (such documents are hidden).
 Uploaded images also carry `distinct_bytes: true`, which puts them in the unique index on
@@ -58,6 +62,10 @@ class ImageRepository:
             # flag as it hides the image, so the same bytes can be uploaded again meanwhile.
             pymongo.IndexModel([("project", 1), ("sha256", 1)], name="project_distinct_bytes", unique=True,
                                partialFilterExpression={"distinct_bytes": True}),
+            # The review list: a project's images waiting for review, lowest score first.
+            pymongo.IndexModel([("project", 1), ("is_train", 1), ("score", 1), ("_id", 1)], name="project_review"),
+            # A project's (or a tag's, filtered) images by score, lowest first (`sort=score`).
+            pymongo.IndexModel([("project", 1), ("score", 1), ("_id", 1)], name="project_scores"),
             # Deletes left unfinished, for the sweep.
             pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
         ])
@@ -125,16 +133,22 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find(query)))
 
     def list(self, *, project_id: int, tag: str | None = None, video_id: int | None = None,
-             limit: int | None = None, offset: int = 0, after_id: int | None = None) -> list[dict]:
-        """A project's images (optionally one tag's or one video's), oldest first; a video's in
-        frame order. `after_id` (id order only) starts after that id: a keyset page, read from
-        the index where it starts, where `offset` walks past every skipped entry."""
+             limit: int | None = None, offset: int = 0, after_id: int | None = None,
+             review: bool = False, by_score: bool = False) -> list[dict]:
+        """A project's images (optionally one tag's or one video's; with `review`, only those
+        waiting for review), oldest first, a video's in frame order; with `by_score`, lowest
+        score first (no score first). `after_id` (id order only) starts after that id: a keyset
+        page, read from the index where it starts, where `offset` walks past every skipped entry."""
         query = {**_selector(project_id=project_id, tag=tag, video_id=video_id), **VISIBLE}
+        if review:
+            query["is_train"] = False
         if after_id is not None:
-            if video_id is not None:
-                raise ValueError("after_id pages lists in id order; a video's frames are in frame order")
+            if video_id is not None or by_score:
+                raise ValueError("after_id pages lists in id order; a video's frames are in frame order and sort=score in score order")
             query["_id"] = {"$gt": after_id}
         order = [("frame_index", 1), ("_id", 1)] if video_id is not None else [("_id", 1)]
+        if by_score:
+            order = [("score", 1), ("_id", 1)]
 
         def find():
             cursor = self.images.find(query).sort(order).skip(offset)
@@ -147,12 +161,14 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find({"video": video_id, **VISIBLE}).sort([("frame_index", 1), ("_id", 1)])))
 
     def iterate(self, project_id: int, batch_size: int = 200, *, tag: str | None = None, checked_only: bool = False,
-                fields: list[str] | None = None) -> Iterator[dict]:
-        """Every image of a project (of one tag, only checked ones), in id order, read in batches
-        (the training stream, exports); `fields` limits what is read of each."""
+                video_id: int | None = None, where: dict | None = None, fields: list[str] | None = None) -> Iterator[dict]:
+        """Every image of a project (of one tag, of one video, only checked ones, those matching
+        `where`), in id order, read in batches (the training stream, exports, re-labelling);
+        `fields` limits what is read of each."""
         last = 0
         selector = {"project": project_id, **({"tag": tag} if tag is not None else {}),
-                    **({"is_train": {"$ne": False}} if checked_only else {}), **VISIBLE}
+                    **({"video": video_id} if video_id is not None else {}),
+                    **({"is_train": {"$ne": False}} if checked_only else {}), **(where or {}), **VISIBLE}
         while True:
             query = {**selector, "_id": {"$gt": last}}
             batch = self._run(lambda query=query: list(self.images.find(query, fields).sort("_id", 1).limit(batch_size)))
@@ -189,9 +205,17 @@ class ImageRepository:
 
         return self._run(read)
 
-    def set_tag(self, image_id: int, tag: str) -> dict | None:
+    def change_labels(self, image_id: int, changes: dict) -> dict | None:
+        """Sets an image's tag, detections, score or checked state in one update; the image
+        after it, or None when it is gone."""
         return self._run(lambda: self.images.find_one_and_update(
-            {"_id": image_id, **VISIBLE}, {"$set": {"tag": tag}}, return_document=pymongo.ReturnDocument.AFTER))
+            {"_id": image_id, **VISIBLE}, {"$set": changes}, return_document=pymongo.ReturnDocument.AFTER))
+
+    def relabel(self, image_id: int, changes: dict, condition: dict) -> bool:
+        """A model's new labels for an image, written only while it still matches `condition`
+        (a person who checked it meanwhile wins); whether it was written."""
+        result = self._run(lambda: self.images.update_one({"_id": image_id, **condition, **VISIBLE}, {"$set": changes}))
+        return result.matched_count == 1
 
     def rename_tag(self, project_id: int, old: str, new: str) -> int:
         """Moves every image of tag `old` to `new` with one update; returns how many moved."""
@@ -261,3 +285,9 @@ class ExportRepository(DatasetJobRecords):
 
 class ImportRepository(DatasetJobRecords):
     name = "imports"
+
+
+class RelabelRepository(DatasetJobRecords):
+    """Re-labelling runs (`relabels.py`): model, scope, tag, video, threshold, job."""
+
+    name = "relabels"

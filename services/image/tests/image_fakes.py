@@ -104,22 +104,33 @@ class FakeRepository:
     def find_frames(self, video_id, frame_indexes):
         return [d for d in self._visible() if d.get("video") == video_id and d["frame_index"] in frame_indexes]
 
-    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0, after_id=None):
+    def list(self, *, project_id, tag=None, video_id=None, limit=None, offset=0, after_id=None, review=False, by_score=False):
         docs = [d for d in self._visible() if d["project"] == project_id
                 and (tag is None or d["tag"] == tag) and (video_id is None or d.get("video") == video_id)
-                and (after_id is None or d["_id"] > after_id)]
+                and (after_id is None or d["_id"] > after_id)
+                and (not review or d.get("is_train") is False)]
         if video_id is not None:
             docs.sort(key=lambda d: (d["frame_index"], d["_id"]))
+        if by_score:  # MongoDB's order: null (no score) before numbers
+            docs.sort(key=lambda d: (d.get("score") is not None, d.get("score") or 0, d["_id"]))
         docs = docs[offset:]
         return docs[:limit] if limit else docs
 
     def list_by_video(self, video_id):
         return sorted((d for d in self._visible() if d.get("video") == video_id), key=lambda d: (d["frame_index"], d["_id"]))
 
-    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, fields=None):
+    def iterate(self, project_id, batch_size=200, *, tag=None, checked_only=False, video_id=None, where=None, fields=None):
         for doc in self.list(project_id=project_id, tag=tag):
-            if not checked_only or doc.get("is_train", True) is not False:
+            if ((not checked_only or doc.get("is_train", True) is not False) and (video_id is None or doc.get("video") == video_id)
+                    and all(doc.get(name) == value for name, value in (where or {}).items())):
                 yield doc
+
+    def relabel(self, image_id, changes, condition):
+        doc = self.get(image_id)
+        if doc is None or any(doc.get(name) != value for name, value in condition.items()):
+            return False
+        self.docs[image_id].update(copy.deepcopy(changes))
+        return True
 
     def get_many(self, image_ids):
         return [doc for doc in self._visible() if doc["_id"] in image_ids]
@@ -134,11 +145,11 @@ class FakeRepository:
             row["count"] += 1
         return [rows[tag] for tag in sorted(rows)]
 
-    def set_tag(self, image_id, tag):
+    def change_labels(self, image_id, changes):
         doc = self.get(image_id)
         if doc is None:
             return None
-        self.docs[image_id]["tag"] = tag
+        self.docs[image_id].update(copy.deepcopy(changes))
         return self.get(image_id)
 
     def rename_tag(self, project_id, old, new):
@@ -205,16 +216,19 @@ class MemoryStore(ObjectStore):
 
 
 class FakeProjects:
-    """The project service: `projects[id] = (owner, type)`."""
+    """The project service: `projects[id] = (owner, type)`; `review_thresholds[id]` where a test
+    sets one (else the project service's default)."""
 
     def __init__(self, projects=None):
         self.projects = projects or {}
+        self.review_thresholds: dict[int, float] = {}
 
     def get_project(self, project_id, user_id):
         owner_type = self.projects.get(project_id)
         if owner_type is None or owner_type[0] != user_id:
             raise errors.NotFound(f"project {project_id} not found")
-        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1])
+        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1],
+                               review_threshold=self.review_thresholds.get(project_id))
 
 
 class FakeModels:
@@ -281,6 +295,7 @@ class World:
     store: MemoryStore
     models: FakeModels
     signer: MediaSigner
+    projects: FakeProjects | None = None
 
 
 def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 1024 * 1024, detection_filing="detected") -> World:
@@ -293,4 +308,4 @@ def build_world(*, with_models=True, with_videos=True, predict_batch_bytes=16 * 
     core = ImageCore(repository, store, projects, signer, UploadLimits(max_bytes=4096, max_files=5, max_pixels=10_000),
                      models=models if with_models else None, videos=videos if with_videos else None,
                      predict_batch_bytes=predict_batch_bytes, detection_filing=detection_filing, clock=lambda: NOW)
-    return World(core, repository, store, models, signer)
+    return World(core, repository, store, models, signer, projects)

@@ -106,8 +106,10 @@ def detected(studio) -> list[dict]:
         [{"label": "car", "score": 0.6, "box": [10, 10, 12, 12]}],
     ]
     colors = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)]  # JPEG makes close colours the same bytes
+    # Checked (as a person's boxes would be): one box scores under the review threshold, which
+    # would put its image in the `unchecked` split.
     frames = [NewFrame(image_bytes("JPEG", size=(32, 24), color=color), tag="street" if not found else "", detections=found,
-                       title=f"{n}.jpg") for n, (found, color) in enumerate(zip(boxes, colors))]
+                       title=f"{n}.jpg", is_train=True) for n, (found, color) in enumerate(zip(boxes, colors))]
     return studio.core.create_frames(1, DETECTION, frames)
 
 

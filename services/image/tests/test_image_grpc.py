@@ -3,6 +3,7 @@ the shared typed client, as the video, model and project services call it."""
 import pytest
 from image_fakes import image_bytes
 from image_service.app import build_grpc
+from image_service.core import LabelChanges
 from image_service.settings import ImageSettings
 from mlstudio.common import errors
 from mlstudio.common.clients import ImageClient
@@ -49,12 +50,29 @@ def test_list_images_filters_and_pages(client, world):
 
 
 def test_stream_dataset_yields_tags_and_bytes(client, world):
-    created = client.create_images(10, 1, [frame(0), frame(1, tag="dog")])
+    created = client.create_images(10, 1, [frame(0, is_train=True), frame(1, tag="dog", score=0.99)])
     items = list(client.stream_dataset(10, 1))
     assert [(item.image_id, item.tag, item.content_type) for item in items] == [(created[0].id, "cat", "image/jpeg"), (created[1].id, "dog", "image/jpeg")]
     assert items[0].content == world.store.objects[f"images/10/{created[0].id}.jpg"]
     with pytest.raises(errors.NotFound):
         list(client.stream_dataset(10, 2))
+
+
+def test_frames_below_the_review_threshold_wait_for_review_and_stay_out_of_training(client):
+    checked, uncertain, unsure, pinned = client.create_images(10, 1, [
+        frame(0, score=0.8), frame(1, score=0.3), frame(2, tag="dog", score=0.6), frame(3, score=0.1, is_train=True)])
+    assert [i.is_train for i in (checked, uncertain, unsure, pinned)] == [True, False, False, True]
+    assert [i.id for i in client.list_images(10, 1, review=True, sort="score")] == [uncertain.id, unsure.id]
+    assert [i.image_id for i in client.stream_dataset(10, 1)] == [checked.id, pinned.id]
+    assert len(list(client.stream_dataset(10, 1, include_unchecked=True))) == 4
+
+
+def test_a_persons_box_travels_without_a_score(client, world):
+    (image,) = client.create_images(11, 1, [frame(0, tag="", detections=[image_pb2.Detection(label="car", score=0.4, x2=5, y2=5)])])
+    world.core.change_labels(1, image.id, LabelChanges(detections=[{"label": "Bus", "box": [1, 1, 4, 5]}]))
+    (listed,) = client.list_images(11, 1)
+    assert [(d.label, d.HasField("score"), d.x2) for d in listed.detections] == [("bus", False, 4.0)]
+    assert listed.is_train and not listed.HasField("score")
 
 
 def test_deletes_are_idempotent_and_remove_bytes(client, world):

@@ -205,3 +205,23 @@ def test_a_keyset_page_reads_only_its_own_entries(core, repository):
     assert [image["id"] for image in page] == ids[251:261]
     assert sum(entry.get("keysExamined", 0) for entry in entries) <= 11
     assert [image["id"] for image in core.list_images(1, 10, tag="dog", page=Page(after_id=ids[290]))] == ids[291::2]
+def test_the_review_list_runs_on_its_index_lowest_score_first(core, repository):
+    frames = core.create_frames(1, 10, [NewFrame(image_bytes("JPEG"), tag="cat", video_id=5, frame_index=i, score=score)
+                                        for i, score in enumerate([0.7, 0.95, 0.2, 0.5])])
+    old = upload(core, "cat", 1)[0]
+    repository.images.update_one({"_id": old["id"]}, {"$unset": {"is_train": ""}})  # stored before the field existed
+    ids = [f["id"] for f in frames]
+    assert [d["_id"] for d in repository.list(project_id=10, review=True, by_score=True)] == [ids[2], ids[3], ids[0]]
+    assert [d["_id"] for d in repository.list(project_id=10, review=True, by_score=True, limit=1, offset=1)] == [ids[3]]
+    query = {"project": 10, "is_train": False, "deleting": {"$ne": True}}
+    plan = repository.images.find(query).sort([("score", 1), ("_id", 1)]).explain()["queryPlanner"]["winningPlan"]
+    assert "project_review" in str(plan) and "'SORT'" not in str(plan)  # the index gives the order: no in-memory sort
+    assert repository.images.index_information()["project_scores"]["key"] == [("project", 1), ("score", 1), ("_id", 1)]
+
+
+def test_a_label_change_is_one_update_and_a_gone_image_changes_nothing(core, repository):
+    (image,) = core.create_frames(1, 10, [NewFrame(image_bytes("JPEG"), tag="cat", video_id=5, frame_index=0, score=0.1)])
+    changed = repository.change_labels(image["id"], {"tag": "dog", "is_train": True})
+    assert (changed["tag"], changed["is_train"], changed["score"]) == ("dog", True, 0.1)
+    core.delete_image(1, image["id"])
+    assert repository.change_labels(image["id"], {"is_train": False}) is None

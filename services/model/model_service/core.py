@@ -273,7 +273,7 @@ class ModelCore:
                                          "upload Detection models with method=upload", code="training_not_available")
         params = self.trainings.params(fields)
         script = self.trainings.read_script(files)
-        self.trainings.check_dataset(project_id, user_id)
+        self.trainings.check_dataset(project_id, user_id, params.include_unchecked)
         model_id = self.repository.allocate_id()
         doc = self.repository.insert({
             "_id": model_id, "title": new.title, "description": new.description, "type": new.type,

@@ -97,13 +97,18 @@ class Trainings:
             raise errors.InvalidArgument("the training script must be a Python file in UTF-8", code="bad_training_script") from None
         return content
 
-    def check_dataset(self, project_id: int, user_id: int) -> dict[str, int]:
-        """The project's tags and their image counts; 400 when they are not enough to train on."""
-        counts = Counter(image.tag for image in self.images.list_images(project_id, user_id) if image.tag)
+    def check_dataset(self, project_id: int, user_id: int, include_unchecked: bool = False) -> dict[str, int]:
+        """The project's tags and their counts of images a training would use (checked ones,
+        unless `include_unchecked`); 400 when they are not enough to train on."""
+        tagged = [image for image in self.images.list_images(project_id, user_id) if image.tag]
+        counts = Counter(image.tag for image in tagged if include_unchecked or image.is_train)
         try:
             dataset.check_counts(dict(counts), self.limits.min_images_per_tag)
         except dataset.DatasetRefused as exc:
-            raise errors.InvalidArgument(str(exc), code="not_enough_images") from None
+            waiting = len(tagged) - sum(counts.values())
+            hint = (f" (only checked images count: {waiting} wait for review; confirm them, or train with "
+                    "include_unchecked=true)") if waiting else ""
+            raise errors.InvalidArgument(f"{exc}{hint}", code="not_enough_images") from None
         return dict(counts)
 
     # ----- the job

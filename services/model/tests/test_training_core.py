@@ -61,9 +61,12 @@ class FakeJobQueue:
 class FakeImages:
     def __init__(self):
         self.tags = {10: ["red"] * 5 + ["blue"] * 5}
+        self.unchecked: dict[int, list[str]] = {}
 
     def list_images(self, project_id, user_id):
-        return [types.SimpleNamespace(tag=tag) for tag in self.tags.get(project_id, [])]
+        unchecked = self.unchecked.get(project_id, [])
+        return ([types.SimpleNamespace(tag=tag, is_train=True) for tag in self.tags.get(project_id, [])]
+                + [types.SimpleNamespace(tag=tag, is_train=False) for tag in unchecked])
 
 
 @pytest.fixture
@@ -110,6 +113,17 @@ def test_too_few_tags_or_images_answer_400_and_record_nothing(training, tags, me
         create(training)
     assert str(raised.value.message) == message and raised.value.code == "not_enough_images"
     assert training.repository.docs == {} and training.queue.jobs == {}
+
+
+def test_images_waiting_for_review_count_only_when_the_training_includes_them(training):
+    training.images.tags[10] = ["red"] * 5 + ["blue"] * 2
+    training.images.unchecked[10] = ["blue"] * 3
+    with pytest.raises(errors.InvalidArgument) as raised:
+        create(training)
+    assert raised.value.message == ("each tag needs at least 5 images to train on; too few in 'blue' (2) (only checked "
+                                    "images count: 3 wait for review; confirm them, or train with include_unchecked=true)")
+    model = create(training, include_unchecked="true")
+    assert training.queue.get(f"model-{model['id']}").payload["params"]["include_unchecked"] is True
 
 
 @pytest.mark.parametrize("fields, files, error", [

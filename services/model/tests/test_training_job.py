@@ -33,8 +33,8 @@ class FakeImages:
                       for i, tag in enumerate(tags) for n in range(per_tag)]
         self.calls = []
 
-    def stream_dataset(self, project_id, user_id):
-        self.calls.append((project_id, user_id))
+    def stream_dataset(self, project_id, user_id, *, include_unchecked=False):
+        self.calls.append((project_id, user_id, include_unchecked))
         return iter(self.items)
 
 
@@ -128,12 +128,18 @@ def world(tmp_path):
     return world
 
 
+def test_include_unchecked_asks_the_image_service_for_the_images_waiting_for_review_too(world):
+    job = make_job(epochs=1, include_unchecked=True)
+    world.handler().run(job, FakeContext(job))
+    assert world.images.calls == [(10, 1, True)]
+
+
 def test_a_training_reports_progress_keeps_its_model_and_registers_it(world, tmp_path):
     job = make_job(epochs=2, time_limit_s=9999)
     context = FakeContext(job)
     result = world.handler().run(job, context)
     assert result == {"metrics": {"accuracy": 1.0, "val_accuracy": 0.9}}
-    assert world.images.calls == [(10, 1)]
+    assert world.images.calls == [(10, 1, False)]  # checked images only, by default
     training, limits, seen = FakeSandbox.runs[0]
     assert training.trusted and seen["script"].startswith('"""The built-in training recipe')
     assert training.params["labels"] == ["blue", "red"] and training.params["epochs"] == 2

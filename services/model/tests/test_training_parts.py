@@ -28,6 +28,8 @@ def test_defaults_and_given_values():
     assert (parse().recipe, parse().fine_tune, parse().augment) == ("transfer", 0, "none")  # transfer learning by default
     chosen = parse(recipe=" Scratch", fine_tune="2", augment="flip")
     assert (chosen.recipe, chosen.fine_tune, chosen.augment, chosen.extra) == ("scratch", 2, "flip", {})
+    assert parse().include_unchecked is False and parse(include_unchecked="True").include_unchecked is True
+    assert params.TrainingParams.from_dict(parse(include_unchecked="yes").to_dict()).include_unchecked is True
 
 
 def test_the_held_out_split_is_stratified_seeded_and_never_takes_a_whole_tag():
@@ -55,6 +57,7 @@ def test_class_weights_balance_the_classes():
     ("recipe", "resnet", "field recipe must be one of transfer, scratch, got 'resnet'"),
     ("augment", "crop", "field augment must be one of none, flip"),
     ("fine_tune", "17", "field fine_tune must be between 0 and 16"),
+    ("include_unchecked", "maybe", "field include_unchecked must be true or false, got 'maybe'"),
 ])
 def test_bad_values_answer_400_naming_the_field(field, value, message):
     with pytest.raises(errors.InvalidArgument, match=message) as raised:

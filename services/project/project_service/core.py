@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from mlstudio.common import errors, jobs, mongo
+from mlstudio.common import errors, jobs, mongo, review
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def public_project(doc: dict) -> dict:
         "type": doc["type"],
         "user": doc["user"],
         "create_time": mongo.iso(doc["create_time"]),
+        # Projects made before the setting existed have the default.
+        "review_threshold": doc.get("review_threshold", review.DEFAULT_REVIEW_THRESHOLD),
     }
 
 
@@ -76,6 +78,15 @@ def delete_job_id(project_id: int) -> str:
     return f"project-delete-{project_id}"
 
 
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _review_threshold(value) -> float:
+    """A new project's review threshold: the default when not given."""
+    return review.threshold(value) if _given(value) else review.DEFAULT_REVIEW_THRESHOLD
+
+
 class ProjectCore:
     def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0,
                  cascades: jobs.JobQueue | None = None):
@@ -87,7 +98,9 @@ class ProjectCore:
     def create(self, user_id: int, fields: dict) -> dict:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
         description = _text("description", fields.get("description"), MAX_DESCRIPTION, required=False)
-        return public_project(self.repository.create(user_id, title, description, project_type(fields.get("type"))))
+        threshold = _review_threshold(fields.get("review_threshold"))
+        return public_project(self.repository.create(user_id, title, description, project_type(fields.get("type")),
+                                                     review_threshold=threshold))
 
     def list(self, user_id: int) -> list[dict]:
         return [public_project(doc) for doc in self.repository.list_for(user_id)]
@@ -115,10 +128,12 @@ class ProjectCore:
             changes["title"] = _text("title", fields["title"], MAX_TITLE, required=True)
         if fields.get("description") is not None:
             changes["description"] = _text("description", fields["description"], MAX_DESCRIPTION, required=False)
+        if _given(fields.get("review_threshold")):
+            changes["review_threshold"] = review.threshold(fields["review_threshold"])
         if fields.get("type") is not None and project_type(fields["type"]) != doc["type"]:
             raise errors.InvalidArgument("a project's type cannot change: its models and images depend on it")
         if not changes:
-            raise errors.InvalidArgument("nothing to update: give title or description")
+            raise errors.InvalidArgument("nothing to update: give title, description or review_threshold")
         updated = self.repository.update(project_id, changes)
         if updated is None:
             raise errors.NotFound(f"project {project_id} not found")

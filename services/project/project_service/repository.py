@@ -30,7 +30,7 @@ class ProjectRepository:
         except PyMongoError as exc:
             raise mongo.unavailable(exc) from exc
 
-    def create(self, user_id: int, title: str, description: str, type_: str) -> dict:
+    def create(self, user_id: int, title: str, description: str, type_: str, *, review_threshold: float) -> dict:
         project_id = self._run(lambda: mongo.next_id(self.db, "projects"))
         doc = {
             "_id": project_id,
@@ -39,6 +39,7 @@ class ProjectRepository:
             "type": type_,
             "user": user_id,
             "location": f"projects/{project_id}/",
+            "review_threshold": review_threshold,
             "create_time": mongo.utc_now(),
         }
         self._run(lambda: self.projects.insert_one(doc))

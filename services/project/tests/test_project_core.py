@@ -12,10 +12,11 @@ class FakeRepository:
         self.projects = {}
         self.now = 0.0  # seconds; tests move it
 
-    def create(self, user_id, title, description, type_):
+    def create(self, user_id, title, description, type_, *, review_threshold):
         pid = len(self.projects) + 1
         doc = {"_id": pid, "title": title, "description": description, "type": type_, "user": user_id,
-               "location": f"projects/{pid}/", "create_time": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+               "location": f"projects/{pid}/", "review_threshold": review_threshold,
+               "create_time": datetime(2026, 1, 1, tzinfo=timezone.utc)}
         self.projects[pid] = doc
         return doc
 
@@ -65,6 +66,28 @@ def test_create_normalises_type_and_lists_only_own_projects():
     assert created["title"] == "First" and created["type"] == "Detection" and created["user"] == 1
     assert created["create_time"] == "2026-01-01T00:00:00.000Z"
     assert [p["id"] for p in core.list(1)] == [created["id"]]
+
+
+def test_the_review_threshold_defaults_to_0_8_is_set_at_creation_and_changed_by_update():
+    core = ProjectCore(FakeRepository())
+    plain = core.create(1, {"title": "t", "type": "Detection"})
+    strict = core.create(1, {"title": "t", "type": "Detection", "review_threshold": "0.95"})
+    assert (plain["review_threshold"], strict["review_threshold"]) == (0.8, 0.95)
+    assert core.update(plain["id"], 1, {"review_threshold": 0.5})["review_threshold"] == 0.5
+    # A project stored before the setting existed reads as the default.
+    del core.repository.projects[strict["id"]]["review_threshold"]
+    assert core.get(strict["id"], 1)["review_threshold"] == 0.8
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "high", True, "nan", [0.5]])
+def test_a_review_threshold_outside_0_to_1_is_refused_and_changes_nothing(value):
+    core = ProjectCore(FakeRepository())
+    with pytest.raises(errors.InvalidArgument, match="review_threshold must be a number from 0 to 1"):
+        core.create(1, {"title": "t", "type": "Detection", "review_threshold": value})
+    pid = core.create(1, {"title": "t", "type": "Detection"})["id"]
+    with pytest.raises(errors.InvalidArgument, match="review_threshold"):
+        core.update(pid, 1, {"description": "new", "review_threshold": value})
+    assert core.get(pid, 1)["description"] == "" and core.get(pid, 1)["review_threshold"] == 0.8
 
 
 @pytest.mark.parametrize("fields", [{}, {"title": "", "type": "Detection"}, {"title": "t"}, {"title": "t", "type": "Segmentation"},

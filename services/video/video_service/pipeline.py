@@ -18,7 +18,9 @@ Frames go to the image service with what the model said, as it said it: a Classi
 with the predicted label as its tag, a Detection frame with every box and no tag. Which tag that
 makes (lower-cased, made valid; for Detection frames `detected`, or the most confident box's
 label where the image service is set so) is the image service's rule, applied by `CreateImages`
-as for its own predictions.
+as for its own predictions. So is whether a frame's label is checked (`isTrain`): the frames
+leave `NewImage.is_train` unset, which says the label is the model's, and the image service
+checks those scoring at least the project's review threshold; the others wait for review.
 """
 from __future__ import annotations
 

@@ -41,12 +41,18 @@ class ImageClient(Client):
         idempotent = all(image.video_id for image in images)
         return list(self._call(self.stub.CreateImages, request, idempotent=idempotent).images)
 
-    def list_images(self, project_id: int, user_id: int, *, tag: str = "", video_id: int = 0) -> list[image_pb2.Image]:
-        request = image_pb2.ListImagesRequest(project_id=project_id, user_id=user_id, tag=tag, video_id=video_id)
+    def list_images(self, project_id: int, user_id: int, *, tag: str = "", video_id: int = 0, review: bool = False,
+                    sort: str = "") -> list[image_pb2.Image]:
+        """A project's images (one tag's, one video's); `review`: only those waiting for review;
+        `sort="score"`: lowest score first."""
+        request = image_pb2.ListImagesRequest(project_id=project_id, user_id=user_id, tag=tag, video_id=video_id,
+                                              review=review, sort=sort)
         return list(self._call(self.stub.ListImages, request, idempotent=True).images)
 
-    def stream_dataset(self, project_id: int, user_id: int, deadline_s: float = 600.0) -> Iterator[image_pb2.DatasetItem]:
-        request = image_pb2.StreamDatasetRequest(project_id=project_id, user_id=user_id)
+    def stream_dataset(self, project_id: int, user_id: int, deadline_s: float = 600.0, *,
+                       include_unchecked: bool = False) -> Iterator[image_pb2.DatasetItem]:
+        """The project's checked images with their bytes (with `include_unchecked`, all of them)."""
+        request = image_pb2.StreamDatasetRequest(project_id=project_id, user_id=user_id, include_unchecked=include_unchecked)
         return self._stream(self.stub.StreamDataset, request, deadline_s=deadline_s)
 
     def delete_images_by_video(self, video_id: int, project_id: int) -> int:

@@ -4,6 +4,9 @@ The frontend draws boxes by parsing `captions` (",<label> <score>" per object, s
 decimals) and `boxes` (",[<x1> <y1> <x2> <y2>]" per object, integer pixels), so both strings are
 derived here from the structured list and nowhere else (the image service renders its Images
 with them, the video service the frames it lists).
+
+A box a person drew has no score (`score: null`); the caption shows it as certain, `1.000`, so
+the frontend's "<label> <score>" parsing keeps working.
 """
 from __future__ import annotations
 
@@ -43,16 +46,43 @@ def detection(label: str, score: float, x1: float, y1: float, x2: float, y2: flo
     return {"label": str(label), "score": as_score(score), "box": coordinates}
 
 
+def person_detection(label: str, x1: float, y1: float, x2: float, y2: float) -> dict:
+    """One box a person drew: as `detection`, without a score."""
+    return {**detection(label, 1.0, x1, y1, x2, y2), "score": None}
+
+
+def shown_score(found: dict) -> float:
+    """A detection's score, a person's box counting as certain."""
+    return 1.0 if found.get("score") is None else found["score"]
+
+
 def from_boxes(boxes: Iterable) -> list[dict]:
-    """Stored detections from protobuf messages with label, score, x1, y1, x2, y2."""
-    return [detection(b.label, b.score, b.x1, b.y1, b.x2, b.y2) for b in boxes]
+    """Stored detections from protobuf messages with label, score, x1, y1, x2, y2 (a message
+    whose optional score is absent is a person's box)."""
+    found = []
+    for b in boxes:
+        item = detection(b.label, b.score, b.x1, b.y1, b.x2, b.y2)
+        if not _has_score(b):
+            item["score"] = None
+        found.append(item)
+    return found
+
+
+def _has_score(message) -> bool:
+    has_field = getattr(message, "HasField", None)
+    if has_field is None:
+        return True
+    try:
+        return has_field("score")
+    except ValueError:  # a message whose score is always set (the model service's Box)
+        return True
 
 
 def captions(detections: list[dict] | None) -> str | None:
     """`",cat 0.923,dog 0.500"`; None for images without detections (Classification)."""
     if detections is None:
         return None
-    return "".join(f",{d['label']} {d['score']:.3f}" for d in detections)
+    return "".join(f",{d['label']} {shown_score(d):.3f}" for d in detections)
 
 
 def boxes(detections: list[dict] | None) -> str | None:

@@ -10,13 +10,17 @@ from mlstudio.common import detections as detection_forms, errors, ids, media_fi
 from mlstudio.common.deadlines import Deadline
 from mlstudio.common.http_app import body_fields, caller, json_response
 
-from ..core import Page
+from ..core import LabelChanges, Page, Selection, sort_by_score
 from ..uploads import UploadedFile
 
 scope_params = {"user_id": "the caller's user id (must match the token)", "project_id": "the project (required)"}
 page_params = {"limit": "at most this many images (default: all)", "offset": "skip this many first",
                "after_id": "only images after this id (the last id of the previous page): pages whose cost does "
-                           "not grow with the depth; lists in id order only"}
+                           "not grow with the depth; lists in id order only",
+               "review": "true: only the images waiting for review (isTrain false: a model's label below the "
+                         "project's review_threshold)",
+               "sort": "score: lowest score first (images without a score first); id (default): oldest first, "
+                       "a video's frames in order"}
 model_param = {"in": "formData", "description": "the model (own or public, of the project's type)"}
 upload_params = {"files": {"in": "formData", "type": "file", "description": "one or more images (JPEG, PNG, WebP, BMP)"}}
 
@@ -28,7 +32,7 @@ def declare_models(ns: Namespace):
     against these models (a field added to one must be added to the other)."""
     detection_model = ns.model("Detection", {
         "label": fields.String,
-        "score": fields.Float,
+        "score": fields.Float(description="the model's confidence; null for a box a person drew"),
         "box": fields.List(fields.Float, description="[x1, y1, x2, y2] in pixels"),
     })
     image_model = ns.model("Image", {
@@ -40,7 +44,9 @@ def declare_models(ns: Namespace):
         "type": fields.String(description="the tag"),
         "user": fields.Integer(description="owner's user id"),
         "project": fields.Integer,
-        "isTrain": fields.Boolean,
+        "isTrain": fields.Boolean(description="checked: a person gave or confirmed the label, or a model's score reached "
+                                              "the project's review_threshold; false while waiting for review. Training "
+                                              "uses checked images only (unless include_unchecked)"),
         "captions": fields.String(description="Detection: ',<label> <score>' per object; else null"),
         "boxes": fields.String(description="Detection: ',[<x1> <y1> <x2> <y2>]' per object; else null"),
         "video": fields.Integer(description="video the frame was cut from, or null"),
@@ -66,9 +72,54 @@ def declare_models(ns: Namespace):
     return image_model, tag_model, video_images_model
 
 
+def declare_label_changes(ns: Namespace):
+    """The body of `PUT /images/<id>` (a person's change to one image), declared on `ns`."""
+    person_box_model = ns.model("PersonBox", {
+        "label": fields.String(required=True, description="a valid tag (lower-cased like one)"),
+        "box": fields.List(fields.Float, required=True, description="[x1, y1, x2, y2] in pixels, x1 < x2, y1 < y2, "
+                                                                      "inside the image"),
+    })
+    label_changes_model = ns.model("LabelChanges", {
+        "type": fields.String(description="a new tag (also accepted as a query parameter, as in the original)"),
+        "detections": fields.List(fields.Nested(person_box_model), description="Detection projects: the image's boxes, "
+                                  "replacing all of them (a person's boxes have no score)"),
+        "checked": fields.Boolean(description="true confirms the current labels (leaves the review list); false sends "
+                                              "the image back to review. Default with type or detections: true"),
+    })
+    return label_changes_model
+
+
 def owner_param(resource: str) -> dict:
     return {"user_id": f"optional: the caller (must match the token); in legacy mode, without it the request acts "
                        f"for the {resource}'s owner"}
+
+
+def flag(name: str, raw) -> bool | None:
+    """A true/false parameter (JSON boolean or the words); None when absent or empty."""
+    if raw is None or isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if not text:
+        return None
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise errors.InvalidArgument(f"{name} must be true or false, got {raw!r}", code=f"invalid_{name}")
+
+
+def selection() -> Selection:
+    """A listing's `review` and `sort` query parameters."""
+    return Selection(review=bool(flag("review", request.args.get("review"))), by_score=sort_by_score(request.args.get("sort")))
+
+
+def label_changes() -> LabelChanges:
+    """What `PUT /images/<id>` asks: `type` (query string, as the original, or body),
+    `detections` (JSON body), `checked` (body or query string)."""
+    body = body_fields()
+    checked = body.get("checked", request.args.get("checked"))
+    return LabelChanges(tag=request.args.get("type") or body.get("type") or None, detections=body.get("detections"),
+                        checked=flag("checked", checked))
 
 
 def page() -> Page:
@@ -101,6 +152,7 @@ def uploaded_files() -> list[UploadedFile]:
 def register_routes(api, core, settings):
     ns = Namespace("images", path="/images", description="A project's images, in tag collections")
     image_model, tag_model, video_images_model = declare_models(ns)
+    label_changes_model = declare_label_changes(ns)
 
     def who(owner_of=None) -> int:
         """The caller; routes naming one image or video pass the look-up of its owner, for whom
@@ -114,7 +166,7 @@ def register_routes(api, core, settings):
         @ns.response(200, "Success", [image_model])
         def get(self):
             """List all the project's images."""
-            return json_response(core.list_images(who(), project_id(), page=page()))
+            return json_response(core.list_images(who(), project_id(), page=page(), selection=selection()))
 
         def delete(self):
             """Delete all the project's images and their files."""
@@ -151,7 +203,7 @@ def register_routes(api, core, settings):
         def get(self, video_id=None):
             """The images made from a video, and the type of its project."""
             video_id = video_id or ids.parse_id("video_id", request.args.get("video_id"))
-            return json_response(core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page()))
+            return json_response(core.by_video(who(lambda: core.video_owner(video_id)), video_id, page=page(), selection=selection()))
 
     @ns.route("/<int:image_id>")
     @ns.doc(params={"project_id": "optional; when given, the image must belong to it", **owner_param("image")})
@@ -161,11 +213,13 @@ def register_routes(api, core, settings):
             """Get one image."""
             return json_response(core.get(who(lambda: core.image_owner(image_id)), image_id, optional_project_id()))
 
-        @ns.doc(params={"type": "the new tag"})
+        @ns.doc(params={"type": "the new tag", "checked": "true or false (see the body's checked)"})
+        @ns.expect(label_changes_model)
         @ns.response(200, "Success", image_model)
         def put(self, image_id):
-            """Move one image to another tag."""
-            return json_response(core.retag(who(lambda: core.image_owner(image_id)), image_id, new_tag(), optional_project_id()))
+            """Change one image's labels: move it to another tag, replace its boxes, or confirm them (checked)."""
+            return json_response(core.change_labels(who(lambda: core.image_owner(image_id)), image_id, label_changes(),
+                                                    optional_project_id()))
 
         def delete(self, image_id):
             """Delete one image and its file."""
@@ -187,7 +241,7 @@ def register_routes(api, core, settings):
         @ns.response(200, "Success", [image_model])
         def get(self, tag):
             """List the images of one tag."""
-            return json_response(core.list_images(who(), project_id(), tag=tag, page=page()))
+            return json_response(core.list_images(who(), project_id(), tag=tag, page=page(), selection=selection()))
 
         @ns.doc(params=upload_params)
         @ns.response(201, "Created", [image_model])

@@ -93,7 +93,7 @@ class Registrar(Protocol):
 
 
 class Images(Protocol):
-    def stream_dataset(self, project_id: int, user_id: int): ...
+    def stream_dataset(self, project_id: int, user_id: int, *, include_unchecked: bool = False): ...
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,10 @@ class TrainModelHandler:
         model_id = int(payload["model_id"])
         workdir = job_dir / "work"
         workdir.mkdir()
-        data = self._materialise(payload, workdir / "data")
+        params = TrainingParams.from_dict(payload.get("params") or {})
+        data = self._materialise(payload, workdir / "data", params.include_unchecked)
         context.check()
         script, trusted = self._script(payload, workdir)
-        params = TrainingParams.from_dict(payload.get("params") or {})
         limits = self._limits(params)
         files = {tag: sorted(f"{tag}/{path.name}" for path in (data.data_dir / tag).iterdir()) for tag in data.labels}
         held_out = sorted(split.held_out(files, params.validation_split, params.seed))
@@ -247,8 +247,10 @@ class TrainModelHandler:
         log.info("training %s ended: %s", model_id, outcome.reason, extra={"isolation": list(outcome.isolation)})
         return outcome
 
-    def _materialise(self, payload: dict, data_dir: Path) -> datasets.Dataset:
-        items = self.images.stream_dataset(int(payload["project_id"]), int(payload["user_id"]))
+    def _materialise(self, payload: dict, data_dir: Path, include_unchecked: bool) -> datasets.Dataset:
+        """The project's checked images (all of them with `include_unchecked`) as class folders."""
+        items = self.images.stream_dataset(int(payload["project_id"]), int(payload["user_id"]),
+                                           include_unchecked=include_unchecked)
         try:
             data = datasets.materialise(items, data_dir, min_images_per_tag=self.config.min_images_per_tag,
                                         max_bytes=self.config.max_dataset_bytes)

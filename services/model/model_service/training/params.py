@@ -48,6 +48,11 @@ CHOICES = {
     "augment": ("none", "flip"),
 }
 
+# true/false parameters. `include_unchecked`: train on the images waiting for review too (a
+# model's labels below the project's review threshold); by default only checked ones.
+FLAGS = ("include_unchecked",)
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
 
 @dataclass(frozen=True)
 class TrainingParams:
@@ -63,6 +68,7 @@ class TrainingParams:
     recipe: str = "transfer"
     fine_tune: int = 0
     augment: str = "none"
+    include_unchecked: bool = False
     time_limit_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -101,7 +107,8 @@ def _bounded(name: str, value, bounds: Bounds):
 def _extra_fields(fields: Mapping) -> dict[str, str]:
     extra = {}
     for name, value in fields.items():
-        if name in MODEL_FIELDS or name in INT_BOUNDS or name in FLOAT_BOUNDS or name in CHOICES or name == "time_limit_s":
+        if (name in MODEL_FIELDS or name in INT_BOUNDS or name in FLOAT_BOUNDS or name in CHOICES or name in FLAGS
+                or name == "time_limit_s"):
             continue
         if len(name) > MAX_EXTRA_NAME or len(str(value)) > MAX_EXTRA_VALUE:
             raise errors.InvalidArgument(
@@ -130,6 +137,13 @@ def parse(fields: Mapping, *, default_time_limit_s: int, max_time_limit_s: int) 
                 raise errors.InvalidArgument(f"field {name} must be one of {', '.join(allowed)}, got {given[name]!r}",
                                              code="bad_training_parameter")
             values[name] = value
+    for name in FLAGS:
+        if name in given:
+            word = str(given[name]).strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise errors.InvalidArgument(f"field {name} must be true or false, got {given[name]!r}",
+                                             code="bad_training_parameter")
+            values[name] = word in _TRUE
     time_limit = default_time_limit_s
     if "time_limit_s" in given:
         time_limit = _bounded("time_limit_s", _number("time_limit_s", given["time_limit_s"], int), Bounds(1, max_time_limit_s))

@@ -20,6 +20,8 @@ def register_routes(api, core, settings):
         "type": fields.String(enum=["Classification", "Detection"]),
         "user": fields.Integer(description="owner's user id", example=1),
         "create_time": fields.String(description="ISO 8601 UTC", example="2026-12-01T19:46:17.618Z"),
+        "review_threshold": fields.Float(description="a model's label scoring at least this (0 to 1) is checked "
+                                                     "(isTrain); below it, it waits for review. Default 0.8", example=0.8),
     })
     updated_model = ns.clone("UpdatedProject", project_model, {
         "message": fields.String(description='"success" (the original UI tests for it)'),
@@ -28,6 +30,7 @@ def register_routes(api, core, settings):
         "title": fields.String(required=True, example="Light and dark"),
         "description": fields.String(example="my first project"),
         "type": fields.String(required=True, enum=["Classification", "Detection"], example="Classification"),
+        "review_threshold": fields.Float(description="0 to 1, default 0.8 (see Project)", example=0.8),
     })
 
     def who(project_id: int | None = None) -> int:
@@ -56,11 +59,12 @@ def register_routes(api, core, settings):
             """Get one project."""
             return core.get(project_id, who(project_id))
 
-        @ns.doc(params={"description": "new description", "title": "new title"})
+        @ns.doc(params={"description": "new description", "title": "new title",
+                        "review_threshold": "new review threshold, 0 to 1 (labels already filed keep their state)"})
         @ns.marshal_with(updated_model)
         def put(self, project_id):
             """Update title or description (query parameters, as the original, or a body)."""
-            changes = {**body_fields(), **{k: v for k, v in request.args.items() if k in ("title", "description", "type")}}
+            changes = {**body_fields(), **{k: v for k, v in request.args.items() if k in ("title", "description", "type", "review_threshold")}}
             # The original UI reports "Failed" unless the answer says success.
             return {**core.update(project_id, who(project_id), changes), "message": "success"}
 

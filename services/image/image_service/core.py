@@ -201,8 +201,8 @@ class ImageCore:
 
     def _page(self, page: Page, selection: Selection, **selector) -> list[dict]:
         if page.after_id is not None and (selector.get("video_id") is not None or selection.by_score):
-            raise errors.InvalidArgument("after_id pages lists in id order; a video's images are in frame order and "
-                                         "sort=score in score order: use limit and offset", code="invalid_page")
+            order = "a video's images are in frame order" if selector.get("video_id") is not None else "sort=score lists in score order"
+            raise errors.InvalidArgument(f"after_id pages lists in id order; {order}: use limit and offset", code="invalid_page")
         return self.repository.list(**selector, limit=page.limit, offset=page.offset, after_id=page.after_id,
                                     review=selection.review, by_score=selection.by_score)
 

@@ -226,3 +226,6 @@ def test_a_videos_images_refuse_after_id_for_they_are_in_frame_order(client, wor
     assert refused.status_code == 400
     assert refused.get_json() == {"message": "after_id pages lists in id order; a video's images are in frame order: "
                                              "use limit and offset", "code": "invalid_page"}
+    by_score = get(client, "/images/all?project_id=10&sort=score&after_id=1")
+    assert by_score.status_code == 400
+    assert by_score.get_json()["message"] == "after_id pages lists in id order; sort=score lists in score order: use limit and offset"

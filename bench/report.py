@@ -12,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-SCENARIOS = ("video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector", "few_shot")
+SCENARIOS = (
+    "video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector_video", "fewshot_training"
+)
 # What each scenario's figures are, for the table: (key, label, unit).
 FIGURES = {
     "video_pipeline": (
@@ -54,21 +56,22 @@ FIGURES = {
         ("peak_rss_growth_mb", "image service RSS growth (large)", "MB"),
         ("images", "images", ""),
     ),
-    "detector": (
-        ("in_process_fps", "in-process NanoDet", "frames/s"),
-        ("studio_fps", "studio video", "frames/s"),
+    "detector_video": (
+        ("in_process_frames_per_s", "in-process NanoDet", "frames/s"),
+        ("studio_frames_per_s", "studio video", "frames/s"),
         ("sampled", "frames", ""),
     ),
-    "few_shot": (
+    "fewshot_training": (
         ("transfer_accuracy", "transfer accuracy", ""),
         ("scratch_accuracy", "scratch accuracy", ""),
         ("transfer_train_s", "transfer training", "s"),
+        ("transfer_cpu_s", "transfer CPU", "s"),
         ("scratch_train_s", "scratch training", "s"),
         ("transfer_retrain_s", "transfer retraining (cached features)", "s"),
-        ("transfer_cpu_s", "transfer CPU", "s"),
+        ("studio_train_s", "studio: create to Trained", "s"),
+        ("studio_transfer_accuracy", "studio accuracy", ""),
         ("train_images", "training images", ""),
-        ("videos_transfer_accuracy", "one class per video: transfer accuracy", ""),
-        ("videos_scratch_accuracy", "scratch accuracy", ""),
+        ("classes", "classes", ""),
     ),
 }
 BASELINE, STUDIO, QUEUED, UPLOADING, MET, MISSED = "#9e9e9e", "#1f77b4", "#ff7f0e", "#aec7e8", "#2ca02c", "#d62728"
@@ -319,7 +322,7 @@ def matplotlib_colors(count: int) -> list:
     return [palette((2 * index) % 20 + (2 * index // 20) % 2) for index in range(count)]
 
 
-def _detector(axis, scenario: dict) -> None:
+def _detector_video(axis, scenario: dict) -> None:
     _bars(
         axis,
         [
@@ -330,16 +333,19 @@ def _detector(axis, scenario: dict) -> None:
     )
 
 
-def _few_shot(axis, scenario: dict) -> None:
-    _bars(
-        axis,
-        [
-            (f"scratch ({scenario['scratch_accuracy']:.0%} right)", [(scenario["scratch_train_s"], BASELINE, "")]),
-            (f"transfer ({scenario['transfer_accuracy']:.0%} right)", [(scenario["transfer_train_s"], STUDIO, "")]),
-            ("transfer, cached features", [(scenario["transfer_retrain_s"], STUDIO, "")]),
-        ],
-        "s",
-    )
+def _fewshot_training(axis, scenario: dict) -> None:
+    phases = scenario.get("transfer_phases_s") or {}
+    transfer = [(seconds, color, f"transfer: {phase}") for (phase, seconds), color in
+                zip(phases.items(), matplotlib_colors(len(phases)), strict=True)] or [(scenario["transfer_train_s"], STUDIO, "")]
+    rows = [
+        (f"scratch ({scenario['scratch_accuracy']:.0%} right)", [(scenario["scratch_train_s"], BASELINE, "")]),
+        (f"transfer ({scenario['transfer_accuracy']:.0%} right)", transfer),
+        ("transfer, cached features", [(scenario["transfer_retrain_s"], STUDIO, "")]),
+    ]
+    if "studio_train_s" in scenario:
+        rows.append((f"studio create to Trained ({scenario['studio_transfer_accuracy']:.0%} right)",
+                     [(scenario["studio_train_s"], STUDIO, "")]))
+    _bars(axis, rows, "s")
 
 
 PANELS = {
@@ -349,8 +355,8 @@ PANELS = {
     "gateway": _gateway,
     "upload": _upload,
     "export": _export,
-    "detector": _detector,
-    "few_shot": _few_shot,
+    "detector_video": _detector_video,
+    "fewshot_training": _fewshot_training,
 }
 
 

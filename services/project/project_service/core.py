@@ -12,13 +12,16 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from mlstudio.common import errors, mongo
+from mlstudio.common import detections, errors, mongo
 
 log = logging.getLogger(__name__)
 
 PROJECT_TYPES = ("Classification", "Detection")
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000
+# The score a detection needs when a request names none: a project's own, else this. 0.4 is where
+# the built-in COCO detector keeps the cars and bottles of the shared videos (docs/models.md).
+DEFAULT_THRESHOLD = 0.4
 
 
 class ProjectDataOwner(Protocol):
@@ -38,7 +41,15 @@ def public_project(doc: dict) -> dict:
         "type": doc["type"],
         "user": doc["user"],
         "create_time": mongo.iso(doc["create_time"]),
+        "threshold": doc.get("threshold") or DEFAULT_THRESHOLD,
     }
+
+
+def project_threshold(value) -> float:
+    """A project's `threshold` as given (number or text): in (0, 1], the rule of a request's own."""
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise errors.InvalidArgument("threshold must be a number in (0, 1]", code="invalid_threshold")
+    return detections.threshold(value)
 
 
 def project_type(value) -> str:
@@ -72,7 +83,9 @@ class ProjectCore:
     def create(self, user_id: int, fields: dict) -> dict:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
         description = _text("description", fields.get("description"), MAX_DESCRIPTION, required=False)
-        return public_project(self.repository.create(user_id, title, description, project_type(fields.get("type"))))
+        kind = project_type(fields.get("type"))
+        settings = {"threshold": project_threshold(fields["threshold"])} if fields.get("threshold") is not None else {}
+        return public_project(self.repository.create(user_id, title, description, kind, **settings))
 
     def list(self, user_id: int) -> list[dict]:
         return [public_project(doc) for doc in self.repository.list_for(user_id)]
@@ -100,10 +113,12 @@ class ProjectCore:
             changes["title"] = _text("title", fields["title"], MAX_TITLE, required=True)
         if fields.get("description") is not None:
             changes["description"] = _text("description", fields["description"], MAX_DESCRIPTION, required=False)
+        if fields.get("threshold") is not None:
+            changes["threshold"] = project_threshold(fields["threshold"])
         if fields.get("type") is not None and project_type(fields["type"]) != doc["type"]:
             raise errors.InvalidArgument("a project's type cannot change: its models and images depend on it")
         if not changes:
-            raise errors.InvalidArgument("nothing to update: give title or description")
+            raise errors.InvalidArgument("nothing to update: give title, description or threshold")
         updated = self.repository.update(project_id, changes)
         if updated is None:
             raise errors.NotFound(f"project {project_id} not found")

@@ -5,7 +5,8 @@ from mlstudio.project.v1 import project_pb2, project_pb2_grpc
 def to_proto(project: dict) -> project_pb2.Project:
     return project_pb2.Project(
         id=project["id"], title=project["title"], description=project["description"], type=project["type"],
-        user_id=project["user"], location=project["location"], create_time=project["create_time"])
+        user_id=project["user"], location=project["location"], create_time=project["create_time"],
+        threshold=project["threshold"])
 
 
 class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):

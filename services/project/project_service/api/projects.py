@@ -20,6 +20,8 @@ def register_routes(api, core, settings):
         "type": fields.String(enum=["Classification", "Detection"]),
         "user": fields.Integer(description="owner's user id"),
         "create_time": fields.String(description="ISO 8601 UTC"),
+        "threshold": fields.Float(description="Detection: the score (0, 1] a detection needs when a prediction or "
+                                              "video upload names none (default 0.4)"),
     })
     updated_model = ns.clone("UpdatedProject", project_model, {
         "message": fields.String(description='"success" (the original UI tests for it)'),
@@ -28,6 +30,7 @@ def register_routes(api, core, settings):
         "title": fields.String(required=True),
         "description": fields.String,
         "type": fields.String(required=True, enum=["Classification", "Detection"]),
+        "threshold": fields.Float(description="optional, (0, 1]; default 0.4"),
     })
 
     def who(project_id: int | None = None) -> int:
@@ -56,11 +59,13 @@ def register_routes(api, core, settings):
             """Get one project."""
             return core.get(project_id, who(project_id))
 
-        @ns.doc(params={"description": "new description", "title": "new title"})
+        @ns.doc(params={"description": "new description", "title": "new title",
+                        "threshold": "new detection threshold, (0, 1]"})
         @ns.marshal_with(updated_model)
         def put(self, project_id):
-            """Update title or description (query parameters, as the original, or a body)."""
-            changes = {**body_fields(), **{k: v for k, v in request.args.items() if k in ("title", "description", "type")}}
+            """Update title, description or threshold (query parameters, as the original, or a body)."""
+            changes = {**body_fields(),
+                       **{k: v for k, v in request.args.items() if k in ("title", "description", "type", "threshold")}}
             # The original UI reports "Failed" unless the answer says success.
             return {**core.update(project_id, who(project_id), changes), "message": "success"}
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SHARE = 0.5  # training frames from the first half of a range
-TEST_SHARE = 0.4  # test frames from its last 40% (a tenth of the range between them)
+TRAIN_SHARE = 0.5  # training frames from the first half of a scene
+TEST_SHARE = 0.4  # test frames from its last 40% (a tenth of the scene between them)
+RANGES_TRAIN_SHARE = 0.4  # the coarser set's: a long range's first 40%, then its last 40%
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,13 @@ def equal_ranges(ranges_per_video: dict[str, int], data_dir: Path) -> list[Scene
 
 def build(train_per_class: int = 7, test_per_class: int = 8, data_dir: Path | None = None,
           ranges_per_video: dict[str, int] | None = None, scenes: tuple[Scene, ...] | list[Scene] = SCENES,
-          train_share: float = TRAIN_SHARE, test_share: float = TEST_SHARE) -> FewShotSet:
+          test_share: float = TEST_SHARE) -> FewShotSet:
     """`train_per_class` frames from the start of each scene and `test_per_class` from its end
     (`ranges_per_video`, when given, replaces `scenes` with equal ranges of each video)."""
     data_dir = data_dir or shared_data_dir()
+    train_share = TRAIN_SHARE
     if ranges_per_video is not None:
-        scenes = equal_ranges(ranges_per_video, data_dir)
+        scenes, train_share = equal_ranges(ranges_per_video, data_dir), RANGES_TRAIN_SHARE
     plan: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
     for scene in scenes:
         length = scene.stop - scene.first

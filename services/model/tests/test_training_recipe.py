@@ -71,3 +71,25 @@ def test_the_scratch_recipe_trains_a_small_cnn_at_image_size(tmp_path):
 def test_the_transfer_recipe_without_a_backbone_says_to_train_from_scratch(tmp_path):
     with pytest.raises(RuntimeError, match="recipe=scratch"):
         recipe.train(str(_dataset(tmp_path / "data")), str(tmp_path / "out"), _params())
+
+
+def test_the_head_cannot_stop_before_it_has_learnt_and_keeps_its_best_weights():
+    """Held-out labels that contradict the training labels: the held-out loss only grows, yet
+    the head trains MIN_EPOCHS (and `patience` more) before it stops, and keeps the weights of its
+    best epoch from then on; progress is reported for the last epoch run."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, recipe.FEATURES)).astype("float32")
+    y = np.array([0, 1] * 6)
+    head = recipe._head(keras, 2)
+    head.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reports = []
+    epochs_run = recipe.fit_head(head, (x, y), (x[:4], 1 - y[:4]), {0: 1.0, 1: 1.0}, 50, 3,
+                                 recipe._Progress(lambda *args, **metrics: reports.append((args, metrics)), 50))
+    assert epochs_run == recipe.MIN_EPOCHS + 1 + 3  # the first epoch watched sets the mark, 3 more fail to beat it
+    assert reports[-1][0] == (epochs_run, 50) and {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(reports[-1][1])
+    best_loss = reports[-1][1]["val_loss"]  # the last epoch's: worse than the kept weights'
+    kept_loss, _ = head.test_on_batch(x[:4], 1 - y[:4])
+    assert kept_loss < best_loss

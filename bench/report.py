@@ -335,8 +335,9 @@ def _detector_video(axis, scenario: dict) -> None:
 
 def _fewshot_training(axis, scenario: dict) -> None:
     phases = scenario.get("transfer_phases_s") or {}
-    transfer = [(seconds, color, f"transfer: {phase}") for (phase, seconds), color in
-                zip(phases.items(), matplotlib_colors(len(phases)), strict=True)] or [(scenario["transfer_train_s"], STUDIO, "")]
+    colors = matplotlib_colors(len(phases))
+    transfer = [(seconds, color, f"transfer: {phase}") for (phase, seconds), color in zip(phases.items(), colors, strict=True)]
+    transfer = transfer or [(scenario["transfer_train_s"], STUDIO, "")]
     rows = [
         (f"scratch ({scenario['scratch_accuracy']:.0%} right)", [(scenario["scratch_train_s"], BASELINE, "")]),
         (f"transfer ({scenario['transfer_accuracy']:.0%} right)", transfer),

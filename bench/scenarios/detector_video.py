@@ -83,7 +83,8 @@ def run(context: Context) -> dict:
     typical = median_of(studio_runs, key=lambda item: item.done_s)
     in_process_fps = frames / local.median
     studio_fps = typical.images / typical.done_s
-    ratio = paired_ratio([run.images / run.done_s for run in studio_runs], [frames / seconds for seconds in local.seconds])
+    ratio = paired_ratio([run.images / run.done_s for run in studio_runs],
+                         [frames / seconds for seconds in local.seconds])
     goals = [goal(f"studio_frames_per_s / in_process_frames_per_s >= {EFFICIENCY_GOAL:g}", ratio, EFFICIENCY_GOAL,
                   at_least=True)]
     return {

@@ -158,13 +158,15 @@ def chart(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = results.get("scenarios", {})
-    figure, axes = plt.subplots(len(SCENARIOS) + 1, 1, figsize=(10, 2.1 * (len(SCENARIOS) + 1) + 0.6))
+    names = [name for name in SCENARIOS if name in scenarios]  # a run of some (--only) draws only those
+    figure, axes = plt.subplots(len(names) + 1, 1, figsize=(10, 2.1 * (len(names) + 1) + 0.6), squeeze=False)
+    axes = axes[:, 0]
     _cpu_shares(axes[-1], scenarios)
-    for axis, name in zip(axes[:-1], SCENARIOS, strict=True):
-        scenario = scenarios.get(name)
-        if not scenario or scenario.get("error"):
+    for axis, name in zip(axes[:-1], names, strict=True):
+        scenario = scenarios[name]
+        if scenario.get("error"):
             axis.set_axis_off()
-            axis.set_title(f"{name}: {'failed' if scenario else 'not run'}", loc="left", fontsize=10, color=MISSED)
+            axis.set_title(f"{name}: failed", loc="left", fontsize=10, color=MISSED)
             continue
         PANELS[name](axis, scenario)
         _goal_title(axis, name, scenario)

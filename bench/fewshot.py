@@ -1,10 +1,15 @@
 """A few-shot classification set built from the shared videos (read where they are, never copied).
 
-Each class is a time range of one video (`RANGES`): by default the two halves of
-`car-detection.mp4` (`car-1`, `car-2`: the same road, other cars and light) and the whole of
-`bottle-detection.mp4` (`bottle`), 3 classes; with one range per video, a class per video. Training frames come evenly from the first 40% of each range, test frames
-from its last 40%, so that what is tested was never seen, nor its neighbouring frames. Frames are
+Each class is a time range of one video whose content differs from every other class's
+(`SCENES`, chosen by looking at the frames): on `bottle-detection.mp4` three bottles, two
+bottles (the left one taken away) and one bottle; on `car-detection.mp4` the empty road, a white
+car turning, and a grey car beside a red one. Training frames come evenly from the first half of
+each range, test frames from its last 40%, so that what is tested was never seen, nor its
+neighbouring frames (the cars have moved on, the hand has come and gone). Frames are
 JPEG-encoded at the video's size, as a user's uploaded frames would be.
+
+`build(ranges_per_video=...)` gives the older, coarser kind of set instead: a video cut into equal
+ranges, a class per range (one range per video: a class per video).
 """
 
 from __future__ import annotations
@@ -13,9 +18,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Video -> how many time ranges of it are classes.
+TRAIN_SHARE = 0.5  # training frames from the first half of a scene
+TEST_SHARE = 0.4  # test frames from its last 40% (a tenth of the scene between them)
+RANGES_TRAIN_SHARE = 0.4  # the coarser set's: a long range's first 40%, then its last 40%
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A class of the set: frames `first` (included) to `stop` (excluded) of `video`."""
+
+    tag: str
+    video: str
+    first: int
+    stop: int
+
+
+# Frame numbers as decoded (bottle-detection.mp4: 1189 frames at 29.8 fps; car-detection.mp4:
+# 377 at 12.5 fps). Each range is free of the hand moving bottles, and its cars are whole in every
+# frame (a car half out of the picture is neither `empty-road` nor `white-car`).
+SCENES = (
+    Scene("three-bottles", "bottle-detection.mp4", 0, 175),
+    Scene("two-bottles", "bottle-detection.mp4", 220, 330),
+    Scene("one-bottle", "bottle-detection.mp4", 540, 650),
+    Scene("empty-road", "car-detection.mp4", 0, 56),
+    Scene("white-car", "car-detection.mp4", 64, 97),
+    Scene("two-cars", "car-detection.mp4", 194, 222),
+)
+# The coarser set: video -> how many equal time ranges of it are classes.
 RANGES = {"car-detection.mp4": 2, "bottle-detection.mp4": 1}
-TRAIN_SHARE = 0.4  # training frames from the first 40% of a range, test frames from its last 40%
 
 
 @dataclass(frozen=True)
@@ -61,28 +91,48 @@ def _frames(path: Path, indexes: set[int]) -> dict[int, bytes]:
     return found
 
 
-def build(train_per_class: int = 8, test_per_class: int = 10, data_dir: Path | None = None,
-          ranges_per_video: dict[str, int] | None = None) -> FewShotSet:
+def _frame_count(path: Path) -> int:
     import cv2
 
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+
+
+def equal_ranges(ranges_per_video: dict[str, int], data_dir: Path) -> list[Scene]:
+    """Each video cut into equal time ranges; the tag is the video's first word (and the range's number)."""
+    scenes = []
+    for video, ranges in ranges_per_video.items():
+        length = _frame_count(data_dir / video) // ranges
+        for part in range(ranges):
+            tag = video.split("-")[0] + (f"-{part + 1}" if ranges > 1 else "")
+            scenes.append(Scene(tag, video, part * length, (part + 1) * length))
+    return scenes
+
+
+def build(train_per_class: int = 7, test_per_class: int = 8, data_dir: Path | None = None,
+          ranges_per_video: dict[str, int] | None = None, scenes: tuple[Scene, ...] | list[Scene] = SCENES,
+          test_share: float = TEST_SHARE) -> FewShotSet:
+    """`train_per_class` frames from the start of each scene and `test_per_class` from its end
+    (`ranges_per_video`, when given, replaces `scenes` with equal ranges of each video)."""
     data_dir = data_dir or shared_data_dir()
+    train_share = TRAIN_SHARE
+    if ranges_per_video is not None:
+        scenes, train_share = equal_ranges(ranges_per_video, data_dir), RANGES_TRAIN_SHARE
+    plan: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
+    for scene in scenes:
+        length = scene.stop - scene.first
+        train_stop = scene.first + int(length * train_share)
+        test_first = scene.stop - int(length * test_share)
+        plan.setdefault(scene.video, {})[scene.tag] = (_spread(scene.first, train_stop, train_per_class),
+                                                      _spread(test_first, scene.stop, test_per_class))
     train: dict[str, list[bytes]] = {}
     test: dict[str, list[bytes]] = {}
-    for video, ranges in (ranges_per_video or RANGES).items():
-        path = data_dir / video
-        capture = cv2.VideoCapture(str(path))
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        capture.release()
-        length = total // ranges
-        plan = {}
-        for part in range(ranges):
-            start = part * length
-            tag = video.split("-")[0] + (f"-{part + 1}" if ranges > 1 else "")
-            share = int(length * TRAIN_SHARE)
-            plan[tag] = (_spread(start, start + share, train_per_class),
-                         _spread(start + length - share, start + length, test_per_class))
-        frames = _frames(path, {index for pair in plan.values() for indexes in pair for index in indexes})
-        for tag, (train_indexes, test_indexes) in plan.items():
+    for video, tags in plan.items():
+        frames = _frames(data_dir / video, {index for pair in tags.values() for indexes in pair for index in indexes})
+        for tag, (train_indexes, test_indexes) in tags.items():
             train[tag] = [frames[index] for index in train_indexes]
             test[tag] = [frames[index] for index in test_indexes]
     return FewShotSet(train, test)

@@ -130,6 +130,12 @@ def test_bottles_in_the_bottle_video_and_a_request_threshold(person):
     low, high = predict("0.1"), predict("0.6")
     assert low["detections"] and min(d["score"] for d in low["detections"]) >= 0.1
     assert [d for d in low["detections"] if d["score"] >= 0.6] == high["detections"]
+    # without a threshold of its own, a prediction takes its project's
+    by_project = person.project("Detection")
+    assert person.session.put(f"/projects/{by_project}", params={"threshold": "0.1"}).json()["threshold"] == 0.1
+    reply = person.session.post("/images/predict", params={"user_id": person.user_id, "project_id": by_project},
+                                data={"model_id": str(coco["id"])}, files=[("files", ("frame.jpg", frame))])
+    assert reply.status_code == 201 and reply.json()[0]["detections"] == low["detections"]
     bad = person.session.post("/images/predict", params=params, data={"model_id": str(coco["id"]), "threshold": "high"},
                               files=[("files", ("frame.jpg", frame))])
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_threshold"

@@ -25,8 +25,10 @@ def test_project_lifecycle(stack, api, register):
     created = session.post("/projects/all", params={"user_id": user_id}, json={"title": "Bottles", "description": "first", "type": "Classification"})
     assert created.status_code == 201, created.text
     project = created.json()
-    assert set(project) == {"id", "title", "location", "description", "type", "user", "create_time", "review_threshold"}
+    assert set(project) == {"id", "title", "location", "description", "type", "user", "create_time", "threshold",
+                            "review_threshold"}
     assert project["user"] == user_id and project["type"] == "Classification" and project["create_time"].endswith("Z")
+    assert project["threshold"] == 0.4  # the detection threshold of a project that sets none
 
     as_form = session.post("/projects/all", params={"user_id": user_id}, data={"title": "Cars", "type": "Detection"})
     assert as_form.status_code == 201 and as_form.json()["type"] == "Detection"
@@ -37,6 +39,9 @@ def test_project_lifecycle(stack, api, register):
 
     updated = session.put(f"/projects/{project['id']}", params={"description": "My second project"})
     assert updated.status_code == 200 and updated.json()["description"] == "My second project"
+    refused = session.put(f"/projects/{project['id']}", params={"threshold": "1.5"})
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_threshold"
+    assert session.put(f"/projects/{project['id']}", json={"threshold": 0.25}).json()["threshold"] == 0.25
 
     deleted = session.delete(f"/projects/{project['id']}")
     assert deleted.status_code == 200 and deleted.json() == {"message": "success"}

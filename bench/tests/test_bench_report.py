@@ -4,6 +4,7 @@ not checked (they are the benchmark's output, not something a test can expect)."
 
 from __future__ import annotations
 
+import importlib
 import json
 
 from bench import report
@@ -18,6 +19,11 @@ ISSUE_KEYS = {
     "gateway": {"direct_p50_ms", "gateway_p50_ms", "direct_p99_ms", "gateway_p99_ms", "direct_rps", "gateway_rps"},
     "upload": {"raw_write_s", "studio_s", "peak_rss_growth_mb"},
     "export": {"studio_s", "peak_rss_growth_mb", "small_peak_rss_growth_mb"},
+}
+# Issue 18's names and keys for the pretrained models' scenarios.
+ISSUE_18_KEYS = {
+    "fewshot_training": {"transfer_accuracy", "scratch_accuracy", "transfer_train_s"},
+    "detector_video": {"studio_frames_per_s", "in_process_frames_per_s"},
 }
 
 
@@ -92,6 +98,32 @@ def synthetic_results() -> dict:
                 small_peak_rss_growth_mb=12.0,
                 studio_cpu_s={"image": 25.0, "mongodb": 2.0},
             ),
+            "detector_video": scenario(
+                [goal("studio_frames_per_s / in_process_frames_per_s >= 0.8", 0.85, 0.8, at_least=True)],
+                in_process_frames_per_s=10.0,
+                studio_frames_per_s=8.5,
+                in_process_s=9.5,
+                studio_s=11.2,
+                sampled=95,
+                studio_upload_s=0.3,
+                studio_queued_s=0.1,
+                studio_processing_s=10.8,
+            ),
+            "fewshot_training": scenario(
+                [
+                    goal("transfer_accuracy on later frames >= 0.95", 0.98, 0.95, at_least=True),
+                    goal("transfer_train_s (42 images) <= 60", 20.0, 60, at_least=False),
+                ],
+                transfer_accuracy=0.98,
+                scratch_accuracy=0.17,
+                transfer_train_s=20.0,
+                scratch_train_s=15.0,
+                transfer_retrain_s=17.0,
+                transfer_phases_s={"start": 5.0, "load": 2.0, "features": 3.0, "head": 1.0, "save": 1.5},
+                studio_train_s=40.0,
+                studio_transfer_accuracy=0.98,
+                train_images=42,
+            ),
         },
     }
 
@@ -100,7 +132,7 @@ def test_json_keeps_every_key_the_issue_names(tmp_path):
     paths = report.write_all(synthetic_results(), tmp_path)
 
     written = json.loads(paths["json"].read_text())
-    for name, keys in ISSUE_KEYS.items():
+    for name, keys in {**ISSUE_KEYS, **ISSUE_18_KEYS}.items():
         assert keys <= set(written["scenarios"][name]), name
         assert {"goals", "goal_met"} <= set(written["scenarios"][name])
     assert written["scenarios"]["video_pipeline"]["studio_s"] == 0.5111  # floats rounded for people
@@ -112,10 +144,17 @@ def test_markdown_table_has_a_row_per_goal(tmp_path):
 
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert rows[0] == "| scenario | figures | goal | value | held |"
-    assert len(rows) == 2 + 8  # header, separator, one per goal (upload and export have two)
+    assert len(rows) == 2 + 11  # header, separator, one per goal (upload, export and fewshot_training have two)
     assert "| video_sparse |" in markdown and "`studio_s <= 1.3 * decode_only_s` | 1.5 | **no** |" in markdown
     assert "`seed_style_s / studio_s >= 10` | 12.1 | yes |" in markdown
     assert "load average at start 0.5" in markdown
+
+
+def test_every_scenario_the_report_knows_is_a_module_with_figures_and_a_panel():
+    assert set(ISSUE_18_KEYS) <= set(report.SCENARIOS)
+    for name in report.SCENARIOS:
+        assert callable(importlib.import_module(f"bench.scenarios.{name}").run), name
+        assert name in report.FIGURES and name in report.PANELS, name
 
 
 def test_chart_is_a_png(tmp_path):

@@ -295,7 +295,7 @@ class ImageCore:
     def predict(self, user_id: int, project_id: int, model_id: int, files: list[UploadedFile], threshold: float = 0.0,
                 deadline: Deadline = NONE) -> list[dict]:
         """Stores the files under the tags a model predicts (with scores, or detections for a
-        Detection project: those scoring `threshold` or more, 0 meaning the model's default).
+        Detection project: those scoring `threshold` or more, 0 meaning the project's threshold).
         The model must be readable by the caller and of the project's type.
 
         Nothing is stored once the caller stopped waiting (`deadline` passed or its client hung
@@ -304,6 +304,7 @@ class ImageCore:
         self.check_model(model_id, user_id, project)
         checked = check_all(files, self.limits)
         log.info("project %s: predicting %d images with model %s", project_id, len(checked), model_id)
+        threshold = detection_forms.chosen_threshold(threshold, project)
         facts = functools.partial(self._predictions, project, model_id, user_id, threshold=threshold, deadline=deadline)
         docs, _ = self._create_uploads(project, checked, facts, deadline=deadline)
         return self.present_all(docs)

@@ -216,8 +216,8 @@ class MemoryStore(ObjectStore):
 
 
 class FakeProjects:
-    """The project service: `projects[id] = (owner, type)`; `review_thresholds[id]` where a test
-    sets one (else the project service's default)."""
+    """The project service: `projects[id] = (owner, type)` or `(owner, type, threshold)`;
+    `review_thresholds[id]` where a test sets one (else the project service's default)."""
 
     def __init__(self, projects=None):
         self.projects = projects or {}
@@ -227,7 +227,8 @@ class FakeProjects:
         owner_type = self.projects.get(project_id)
         if owner_type is None or owner_type[0] != user_id:
             raise errors.NotFound(f"project {project_id} not found")
-        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1],
+        threshold = owner_type[2] if len(owner_type) > 2 else 0.0
+        return SimpleNamespace(id=project_id, user_id=owner_type[0], type=owner_type[1], threshold=threshold,
                                review_threshold=self.review_thresholds.get(project_id))
 
 

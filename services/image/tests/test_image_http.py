@@ -123,6 +123,18 @@ def test_predict_route(client, world):
     assert no_model.status_code == 400
 
 
+def test_a_prediction_without_a_threshold_uses_its_projects(client, world):
+    world.core.projects.projects[11] = (1, "Detection", 0.65)
+    world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
+    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8"}
+    assert client.post("/images/predict?project_id=11", data=data, headers=identity(1), content_type="multipart/form-data").status_code == 201
+    assert world.models.threshold == 0.65
+    world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
+    data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8", "threshold": "0.2"}
+    assert client.post("/images/predict?project_id=11", data=data, headers=identity(1), content_type="multipart/form-data").status_code == 201
+    assert world.models.threshold == 0.2  # the request's wins
+
+
 def test_detection_images_show_their_boxes(client, world):
     world.models.boxes = [[("car", 0.75, 1.2, 2, 30, 40.6)]]
     data = {"files": [(io.BytesIO(image_bytes()), "a.png")], "model_id": "8", "threshold": "0.3"}

@@ -17,10 +17,11 @@ the delete, as it did before it had one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from mlstudio.common import errors, jobs, mongo, review
+from mlstudio.common import detections, errors, jobs, mongo, review
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,38 @@ def public_project(doc: dict) -> dict:
         "type": doc["type"],
         "user": doc["user"],
         "create_time": mongo.iso(doc["create_time"]),
-        # Projects made before the setting existed have the default.
-        "review_threshold": doc.get("review_threshold", review.DEFAULT_REVIEW_THRESHOLD),
+        **{name: setting.of(doc) for name, setting in SETTINGS.items()},
     }
+
+
+def project_threshold(value) -> float:
+    """A project's `threshold` as given (number or text): in (0, 1], the rule of a request's own."""
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise errors.InvalidArgument("threshold must be a number in (0, 1]", code="invalid_threshold")
+    return detections.threshold(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A project setting: how a value given at creation or update is read (InvalidArgument when
+    wrong), and the value of a project that never set it (a value is stored only once set)."""
+
+    name: str
+    parse: Callable[[object], float]
+    default: float
+
+    def of(self, doc: dict) -> float:
+        value = doc.get(self.name)
+        return self.default if value is None else value
+
+
+SETTINGS = {setting.name: setting for setting in (
+    # The score a detection needs when a prediction or video upload names none. 0.4 is where the
+    # built-in COCO detector keeps the cars and bottles of the shared videos (docs/models.md).
+    Setting("threshold", project_threshold, 0.4),
+    # A model's label scoring at least this is checked (isTrain); below it, it waits for review.
+    Setting("review_threshold", review.threshold, review.DEFAULT_REVIEW_THRESHOLD),
+)}
 
 
 def project_type(value) -> str:
@@ -82,11 +112,6 @@ def _given(value) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def _review_threshold(value) -> float:
-    """A new project's review threshold: the default when not given."""
-    return review.threshold(value) if _given(value) else review.DEFAULT_REVIEW_THRESHOLD
-
-
 class ProjectCore:
     def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0,
                  cascades: jobs.JobQueue | None = None):
@@ -98,9 +123,9 @@ class ProjectCore:
     def create(self, user_id: int, fields: dict) -> dict:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
         description = _text("description", fields.get("description"), MAX_DESCRIPTION, required=False)
-        threshold = _review_threshold(fields.get("review_threshold"))
-        return public_project(self.repository.create(user_id, title, description, project_type(fields.get("type")),
-                                                     review_threshold=threshold))
+        kind = project_type(fields.get("type"))
+        settings = {name: setting.parse(fields[name]) for name, setting in SETTINGS.items() if _given(fields.get(name))}
+        return public_project(self.repository.create(user_id, title, description, kind, **settings))
 
     def list(self, user_id: int) -> list[dict]:
         return [public_project(doc) for doc in self.repository.list_for(user_id)]
@@ -128,12 +153,13 @@ class ProjectCore:
             changes["title"] = _text("title", fields["title"], MAX_TITLE, required=True)
         if fields.get("description") is not None:
             changes["description"] = _text("description", fields["description"], MAX_DESCRIPTION, required=False)
-        if _given(fields.get("review_threshold")):
-            changes["review_threshold"] = review.threshold(fields["review_threshold"])
+        for name, setting in SETTINGS.items():
+            if _given(fields.get(name)):
+                changes[name] = setting.parse(fields[name])
         if fields.get("type") is not None and project_type(fields["type"]) != doc["type"]:
             raise errors.InvalidArgument("a project's type cannot change: its models and images depend on it")
         if not changes:
-            raise errors.InvalidArgument("nothing to update: give title, description or review_threshold")
+            raise errors.InvalidArgument(f"nothing to update: give title, description or {' or '.join(SETTINGS)}")
         updated = self.repository.update(project_id, changes)
         if updated is None:
             raise errors.NotFound(f"project {project_id} not found")

@@ -6,7 +6,7 @@ def to_proto(project: dict) -> project_pb2.Project:
     return project_pb2.Project(
         id=project["id"], title=project["title"], description=project["description"], type=project["type"],
         user_id=project["user"], location=project["location"], create_time=project["create_time"],
-        review_threshold=project["review_threshold"])
+        threshold=project["threshold"], review_threshold=project["review_threshold"])
 
 
 class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):

@@ -30,7 +30,8 @@ class ProjectRepository:
         except PyMongoError as exc:
             raise mongo.unavailable(exc) from exc
 
-    def create(self, user_id: int, title: str, description: str, type_: str, *, review_threshold: float) -> dict:
+    def create(self, user_id: int, title: str, description: str, type_: str, **settings) -> dict:
+        """A new project; `settings` (such as `threshold`) are stored only when given."""
         project_id = self._run(lambda: mongo.next_id(self.db, "projects"))
         doc = {
             "_id": project_id,
@@ -39,8 +40,8 @@ class ProjectRepository:
             "type": type_,
             "user": user_id,
             "location": f"projects/{project_id}/",
-            "review_threshold": review_threshold,
             "create_time": mongo.utc_now(),
+            **settings,
         }
         self._run(lambda: self.projects.insert_one(doc))
         return doc

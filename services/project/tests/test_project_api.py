@@ -33,6 +33,19 @@ def test_update_answers_the_project_and_success(core):
     assert answer.get_json() == {**project, "description": "second", "message": "success"}
 
 
+def test_the_threshold_is_set_by_query_or_body_and_a_bad_one_is_400(core):
+    client = client_of(core, True)
+    created = client.post("/projects/all?user_id=1", json={"title": "t", "type": "Detection"}, headers=identity(1))
+    assert created.status_code == 201 and created.get_json()["threshold"] == 0.4
+    project_id = created.get_json()["id"]
+    assert client.put(f"/projects/{project_id}?threshold=0.55", headers=identity(1)).get_json()["threshold"] == 0.55
+    assert client.put(f"/projects/{project_id}", json={"threshold": 0.3}, headers=identity(1)).get_json()["threshold"] == 0.3
+    refused = client.put(f"/projects/{project_id}?threshold=1.2", headers=identity(1))
+    assert refused.status_code == 400
+    assert refused.get_json() == {"message": "threshold must be a number in (0, 1], got '1.2'", "code": "invalid_threshold"}
+    assert client.get(f"/projects/{project_id}", headers=identity(1)).get_json()["threshold"] == 0.3
+
+
 def test_legacy_id_only_routes_act_for_the_owner(core):
     project = core.create(7, {"title": "mine", "type": "Classification"})
     legacy = client_of(core, False)

@@ -12,11 +12,10 @@ class FakeRepository:
         self.projects = {}
         self.now = 0.0  # seconds; tests move it
 
-    def create(self, user_id, title, description, type_, *, review_threshold):
+    def create(self, user_id, title, description, type_, **settings):
         pid = len(self.projects) + 1
         doc = {"_id": pid, "title": title, "description": description, "type": type_, "user": user_id,
-               "location": f"projects/{pid}/", "review_threshold": review_threshold,
-               "create_time": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+               "location": f"projects/{pid}/", "create_time": datetime(2026, 1, 1, tzinfo=timezone.utc), **settings}
         self.projects[pid] = doc
         return doc
 
@@ -88,6 +87,28 @@ def test_a_review_threshold_outside_0_to_1_is_refused_and_changes_nothing(value)
     with pytest.raises(errors.InvalidArgument, match="review_threshold"):
         core.update(pid, 1, {"description": "new", "review_threshold": value})
     assert core.get(pid, 1)["description"] == "" and core.get(pid, 1)["review_threshold"] == 0.8
+
+
+def test_a_project_has_a_detection_threshold_of_0_4_unless_it_sets_its_own():
+    core = ProjectCore(FakeRepository())
+    default = core.create(1, {"title": "d", "type": "Detection"})
+    chosen = core.create(1, {"title": "c", "type": "Detection", "threshold": "0.25"})
+    assert default["threshold"] == 0.4 and chosen["threshold"] == 0.25
+    assert core.update(default["id"], 1, {"threshold": 0.6})["threshold"] == 0.6
+    assert core.get(default["id"], 1)["threshold"] == 0.6 and core.get(chosen["id"], 1)["threshold"] == 0.25
+
+
+@pytest.mark.parametrize("threshold", [0, "0", -0.1, 1.5, "high", "nan", True, ""])
+def test_a_threshold_outside_0_to_1_is_refused_and_changes_nothing(threshold):
+    core = ProjectCore(FakeRepository())
+    pid = core.create(1, {"title": "d", "type": "Detection"})["id"]
+    with pytest.raises(errors.InvalidArgument, match=r"threshold must be a number in \(0, 1\]") as refused:
+        core.update(pid, 1, {"threshold": threshold, "title": "renamed"})
+    assert refused.value.code == "invalid_threshold"
+    with pytest.raises(errors.InvalidArgument, match="threshold"):
+        core.create(1, {"title": "e", "type": "Detection", "threshold": threshold})
+    assert core.get(pid, 1)["threshold"] == 0.4 and core.get(pid, 1)["title"] == "d"
+    assert [p["title"] for p in core.list(1)] == ["d"]
 
 
 @pytest.mark.parametrize("fields", [{}, {"title": "", "type": "Detection"}, {"title": "t"}, {"title": "t", "type": "Segmentation"},

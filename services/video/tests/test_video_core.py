@@ -76,6 +76,16 @@ def test_a_detection_threshold_goes_with_the_video_to_its_detector(world, light_
     assert split_request(world.repository.docs[default]).threshold == 0.0  # the model's own default
 
 
+def test_a_video_without_a_threshold_takes_its_projects(world, light_dark_video, tmp_path):
+    from video_service.split_job import split_request
+
+    world.core.projects.projects[11] = (1, "Detection", 0.35)
+    own = world.core.upload(1, 11, options(model_id="8"), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    asked = world.core.upload(1, 11, options(model_id="8", threshold="0.7"), uploaded(light_dark_video, tmp_path))["video"]["id"]
+    assert split_request(world.repository.docs[own]).threshold == 0.35
+    assert split_request(world.repository.docs[asked]).threshold == 0.7  # the request's wins
+
+
 def test_upload_refuses_files_that_are_no_decodable_video(world, tmp_path, light_dark_video):
     text = tmp_path / "notes.txt"
     text.write_bytes(b"not a video at all\n" * 20)

@@ -134,10 +134,11 @@ class FakeProjects:
         self.projects = projects
 
     def get_project(self, project_id, user_id):
-        owner, type_ = self.projects.get(project_id, (None, None))
+        """`projects[id] = (owner, type)` or `(owner, type, threshold)`."""
+        owner, type_, *threshold = self.projects.get(project_id, (None, None))
         if owner != user_id:
             raise errors.NotFound(f"project {project_id} not found")
-        return SimpleNamespace(id=project_id, type=type_, user_id=owner)
+        return SimpleNamespace(id=project_id, type=type_, user_id=owner, threshold=threshold[0] if threshold else 0.0)
 
 
 class FakeModels:

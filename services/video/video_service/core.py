@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
+from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, jobs, mongo
 from mlstudio.common.media_files import MediaFile
 
@@ -258,7 +259,7 @@ class VideoCore:
             "interval": options.interval,
             "interval_ms": options.interval_ms,
             "dedupe": options.dedupe,
-            "threshold": options.threshold or None,
+            "threshold": detection_forms.chosen_threshold(options.threshold, project) or None,
             "key": key,
             "content_type": content_type,
             "size": stored.size,

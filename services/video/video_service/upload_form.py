@@ -30,7 +30,7 @@ class UploadOptions:
     title: str
     description: str
     dedupe: bool = False
-    threshold: float = 0.0  # Detection: the score a detection needs; 0, the model's default
+    threshold: float = 0.0  # Detection: the score a detection needs; 0, the project's threshold
 
 
 def _positive_int(name: str, raw, what: str) -> int:

@@ -14,8 +14,8 @@ import math
 from collections.abc import Iterable
 
 
-THRESHOLD_HELP = ("Detection: the score (0 to 1] a detection needs to be kept; default the model's own "
-                  "(0.4 for the built-in COCO detector), else 0.5")
+THRESHOLD_HELP = ("Detection: the score (0 to 1] a detection needs to be kept; default the project's "
+                  "`threshold` (0.4 unless the project sets another)")
 
 
 def threshold(raw) -> float:
@@ -33,6 +33,12 @@ def threshold(raw) -> float:
     if not 0 < value <= 1:  # NaN fails too
         raise errors.InvalidArgument(f"threshold must be a number in (0, 1], got {text!r}", code="invalid_threshold")
     return value
+
+
+def chosen_threshold(requested: float, project) -> float:
+    """The threshold a prediction uses: the request's, else its project's (`threshold` of the
+    project service's Project; 0 from a service that has none, leaving it to the model)."""
+    return requested or float(getattr(project, "threshold", 0.0) or 0.0)
 
 
 def as_score(value: float) -> float:

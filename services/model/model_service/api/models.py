@@ -29,7 +29,8 @@ MODEL_FIELDS = {
     "progress": fields.Raw(description="trained models: {epoch, epochs, metrics} of the training (null for uploads)"),
     "training": fields.Raw(description="trained models: {params, script}, the training's parameters and whether a script was uploaded"),
     "builtin": fields.Boolean(description="true for the studio's built-in pretrained models: public, owned by no user (user 0), never deleted"),
-    "threshold": fields.Float(description="Detection: the score a detection needs when a request names no threshold (null: 0.5)"),
+    "threshold": fields.Float(description="Detection: the score a detection needs when a Detect call names none "
+                                          "(null: 0.5); /images/predict and videos use the project's threshold instead"),
 }
 LIST_PARAMS = {
     "user_id": "the caller's user id (must match the token)",

@@ -4,6 +4,8 @@ from flask_restx import Namespace, Resource, fields
 
 from mlstudio.common.http_app import body_fields, caller
 
+from ..core import SETTINGS
+
 USER_PARAM = {"user_id": "the caller's user id (must match the token)"}
 ID_ONLY_USER_PARAM = {"user_id": "optional: the caller's user id (must match the token; in legacy mode, without it the "
                                  "request acts for the project's owner)"}
@@ -20,6 +22,8 @@ def register_routes(api, core, settings):
         "type": fields.String(enum=["Classification", "Detection"]),
         "user": fields.Integer(description="owner's user id", example=1),
         "create_time": fields.String(description="ISO 8601 UTC", example="2026-12-01T19:46:17.618Z"),
+        "threshold": fields.Float(description="Detection: the score (0, 1] a detection needs when a prediction or "
+                                              "video upload names none (default 0.4)", example=0.4),
         "review_threshold": fields.Float(description="a model's label scoring at least this (0 to 1) is checked "
                                                      "(isTrain); below it, it waits for review. Default 0.8", example=0.8),
     })
@@ -30,7 +34,8 @@ def register_routes(api, core, settings):
         "title": fields.String(required=True, example="Light and dark"),
         "description": fields.String(example="my first project"),
         "type": fields.String(required=True, enum=["Classification", "Detection"], example="Classification"),
-        "review_threshold": fields.Float(description="0 to 1, default 0.8 (see Project)", example=0.8),
+        "threshold": fields.Float(description="optional, (0, 1]; default 0.4 (see Project)", example=0.4),
+        "review_threshold": fields.Float(description="optional, 0 to 1; default 0.8 (see Project)", example=0.8),
     })
 
     def who(project_id: int | None = None) -> int:
@@ -60,11 +65,13 @@ def register_routes(api, core, settings):
             return core.get(project_id, who(project_id))
 
         @ns.doc(params={"description": "new description", "title": "new title",
+                        "threshold": "new detection threshold, (0, 1]",
                         "review_threshold": "new review threshold, 0 to 1 (labels already filed keep their state)"})
         @ns.marshal_with(updated_model)
         def put(self, project_id):
-            """Update title or description (query parameters, as the original, or a body)."""
-            changes = {**body_fields(), **{k: v for k, v in request.args.items() if k in ("title", "description", "type", "review_threshold")}}
+            """Update title, description or a setting (query parameters, as the original, or a body)."""
+            changes = {**body_fields(),
+                       **{k: v for k, v in request.args.items() if k in ("title", "description", "type", *SETTINGS)}}
             # The original UI reports "Failed" unless the answer says success.
             return {**core.update(project_id, who(project_id), changes), "message": "success"}
 

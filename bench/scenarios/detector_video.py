@@ -1,8 +1,9 @@
-"""`detector`: the shared street video (every 4th frame) through the built-in COCO detector
+"""`detector_video`: the shared street video (every 4th frame) through the built-in COCO detector
 (NanoDet-m), by the studio (a video upload to a Detection project: decode, JPEG, Detect through
 TF Serving, store every frame with its boxes) and by the same SavedModel in this process
-(decode, resize keeping the aspect ratio as the studio does, batches of 32). Goal:
-studio_fps / in_process_fps >= 0.8.
+(decode, resize keeping the aspect ratio as the studio does, batches of 32). Keys (issue 18):
+`studio_frames_per_s`, `in_process_frames_per_s`; goal: their ratio >= 0.8, the median of the
+ratios of runs made one after the other.
 
 Both sides start from the video file, so decoding counts on both; the in-process side stores
 nothing. The detector is warmed up with one batch first on both sides (its graph is traced on the
@@ -15,7 +16,7 @@ import time
 from .. import media, videos
 from ..context import Context
 from ..goals import all_met, goal
-from ..measure import CpuMeter, Runs, mean_cpu, median_of
+from ..measure import CpuMeter, Runs, mean_cpu, median_of, paired_ratio
 
 VIDEO = "car-detection.mp4"
 INTERVAL = 4
@@ -82,8 +83,10 @@ def run(context: Context) -> dict:
     typical = median_of(studio_runs, key=lambda item: item.done_s)
     in_process_fps = frames / local.median
     studio_fps = typical.images / typical.done_s
-    ratio = studio_fps / in_process_fps
-    goals = [goal(f"studio_fps / in_process_fps >= {EFFICIENCY_GOAL:g}", ratio, EFFICIENCY_GOAL, at_least=True)]
+    ratio = paired_ratio([run.images / run.done_s for run in studio_runs],
+                         [frames / seconds for seconds in local.seconds])
+    goals = [goal(f"studio_frames_per_s / in_process_frames_per_s >= {EFFICIENCY_GOAL:g}", ratio, EFFICIENCY_GOAL,
+                  at_least=True)]
     return {
         "video": VIDEO,
         "interval": INTERVAL,
@@ -91,8 +94,8 @@ def run(context: Context) -> dict:
         "sampled": typical.images,
         "in_process_s": local.median,
         "studio_s": typical.done_s,
-        "in_process_fps": in_process_fps,
-        "studio_fps": studio_fps,
+        "in_process_frames_per_s": in_process_fps,
+        "studio_frames_per_s": studio_fps,
         "studio_upload_s": typical.uploaded_s,
         "studio_queued_s": typical.queued_s,
         "studio_processing_s": typical.processing_s,

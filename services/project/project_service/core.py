@@ -108,10 +108,6 @@ def delete_job_id(project_id: int) -> str:
     return f"project-delete-{project_id}"
 
 
-def _given(value) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
-
 class ProjectCore:
     def __init__(self, repository, data_owners: Sequence[ProjectDataOwner] = (), *, final_sweep_after_s: float = 600.0,
                  cascades: jobs.JobQueue | None = None):
@@ -124,7 +120,7 @@ class ProjectCore:
         title = _text("title", fields.get("title"), MAX_TITLE, required=True)
         description = _text("description", fields.get("description"), MAX_DESCRIPTION, required=False)
         kind = project_type(fields.get("type"))
-        settings = {name: setting.parse(fields[name]) for name, setting in SETTINGS.items() if _given(fields.get(name))}
+        settings = {name: setting.parse(fields[name]) for name, setting in SETTINGS.items() if fields.get(name) is not None}
         return public_project(self.repository.create(user_id, title, description, kind, **settings))
 
     def list(self, user_id: int) -> list[dict]:
@@ -154,7 +150,7 @@ class ProjectCore:
         if fields.get("description") is not None:
             changes["description"] = _text("description", fields["description"], MAX_DESCRIPTION, required=False)
         for name, setting in SETTINGS.items():
-            if _given(fields.get(name)):
+            if fields.get(name) is not None:  # an empty value is refused, not ignored
                 changes[name] = setting.parse(fields[name])
         if fields.get("type") is not None and project_type(fields["type"]) != doc["type"]:
             raise errors.InvalidArgument("a project's type cannot change: its models and images depend on it")

@@ -78,7 +78,7 @@ def test_the_review_threshold_defaults_to_0_8_is_set_at_creation_and_changed_by_
     assert core.get(strict["id"], 1)["review_threshold"] == 0.8
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, "high", True, "nan", [0.5]])
+@pytest.mark.parametrize("value", [-0.1, 1.5, "high", True, "nan", [0.5], ""])
 def test_a_review_threshold_outside_0_to_1_is_refused_and_changes_nothing(value):
     core = ProjectCore(FakeRepository())
     with pytest.raises(errors.InvalidArgument, match="review_threshold must be a number from 0 to 1"):

@@ -138,7 +138,13 @@ class FakeContext:
         self.queue, self.job = queue, job
 
     def report(self, done, total, checkpoint=None, details=None):
-        self.queue.set(self.job.id, status=jobs.RUNNING, progress={"done": done, "total": total})
+        if self.job.id not in self.queue.jobs:
+            raise jobs.LeaseLost(f"job {self.job.id} is gone")
+        changes = {"status": jobs.RUNNING, "progress": {"done": done, "total": total}}
+        if checkpoint is not None:
+            changes["checkpoint"] = dict(checkpoint)
+        self.queue.set(self.job.id, **changes)
+        self.job = self.queue.jobs[self.job.id]
 
     def check(self):
         pass
@@ -219,10 +225,17 @@ def test_evaluating_an_uploaded_model_on_a_project(lab):
     rows = {row["label"]: row for row in done["classes"]}
     assert rows["light"]["precision"] == 1.0 and rows["light"]["recall"] == pytest.approx(2 / 3) and rows["dark"]["support"] == 3
     assert done["chart_url"].startswith(f"http://gateway.test/models/{model['id']}/evaluation/10/file?expires=")
-    assert is_png(lab.store.get_bytes(f"models/{model['id']}/evaluations/project-10.png"))
+    [chart_key] = charts(lab, model["id"])
+    assert chart_key.startswith(f"models/{model['id']}/evaluations/project-10-") and is_png(lab.store.get_bytes(chart_key))
     assert [call[2] for call in lab.tfserving.predict_calls] == [4, 2]  # batched as the images stream
     again = lab.core.evaluate(model["id"], 1, 10)  # a finished evaluation is replaced by a new one
-    assert again["status"] == "Pending" and again["chart_url"] is None
+    assert again["status"] == "Pending" and again["chart_url"] is None and charts(lab, model["id"]) == []
+    lab.run_all()
+    assert len(charts(lab, model["id"])) == 1
+
+
+def charts(lab, model_id) -> list[str]:
+    return [key for key in lab.store.list_keys(f"models/{model_id}/") if "/evaluations/" in key]
 
 
 @pytest.mark.parametrize("user, project, error, code", [
@@ -326,7 +339,48 @@ def test_deleting_a_model_or_a_project_forgets_their_evaluations_and_charts(lab)
     assert not [key for key in lab.store.list_keys("models/") if key.startswith(f"models/{first['id']}/")]
     lab.repository.docs[second["id"]]["project"] = 99  # a public model of another project, evaluated on project 10
     lab.core.delete_project_data(10)
-    assert lab.queue.jobs == {} and f"models/{second['id']}/evaluations/project-10.png" not in lab.store.list_keys("models/")
+    assert lab.queue.jobs == {} and charts(lab, second["id"]) == []
+
+
+class DeletingStore:
+    """Object storage during which `on_chart` happens as the chart is written."""
+
+    def __init__(self, store, on_chart):
+        self.store, self.on_chart = store, on_chart
+
+    def put_bytes(self, key, data, content_type="application/octet-stream"):
+        self.on_chart()
+        return self.store.put_bytes(key, data, content_type)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("gone", ["project", "model"])
+def test_a_run_whose_project_or_model_is_deleted_meanwhile_leaves_no_chart(lab, gone):
+    model = upload(lab)
+    lab.core.evaluate(model["id"], 1, 10)
+    job = lab.queue.jobs[f"evaluation-{model['id']}-project-10"]
+    if gone == "project":
+        lab.repository.docs[model["id"]]["project"] = 99  # a model of another project: it stays
+        on_chart, raised = lambda: lab.core.delete_project_data(10), jobs.LeaseLost
+    else:
+        on_chart, raised = lambda: lab.repository.docs.pop(model["id"]), jobs.JobCancelled
+    handler = EvaluateModelHandler(lab.core, lab.images, DeletingStore(lab.store, on_chart))
+    with pytest.raises(raised):
+        handler.run(job, FakeContext(lab.queue, job))
+    assert charts(lab, model["id"]) == []
+
+
+def test_the_cleanup_of_a_run_that_died_removes_its_chart(lab):
+    model = upload(lab)
+    lab.core.evaluate(model["id"], 1, 10)
+    key = f"evaluation-{model['id']}-project-10"
+    handler = EvaluateModelHandler(lab.core, lab.images, lab.store)
+    handler.run(lab.queue.jobs[key], FakeContext(lab.queue, lab.queue.jobs[key]))  # written, then died before completing
+    assert len(charts(lab, model["id"])) == 1
+    handler.cleanup(lab.queue.jobs[key])
+    assert charts(lab, model["id"]) == []
 
 
 def as_user(user_id):

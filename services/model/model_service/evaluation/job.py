@@ -8,10 +8,16 @@ from the image service over gRPC: their labels from ListImages, their bytes from
 predicted in batches as they stream (memory stays bounded by one batch). Progress is images
 predicted of images to predict. The report is the job's result; the chart is kept in object
 storage under the model's files (deleted with it).
+
+No half-written state: each run names its chart afresh (`chart_key`) and records the name in the
+job's checkpoint before writing it, so a run that is cancelled, loses its job (deleted with its
+project) or dies leaves no chart that no evaluation points to: it removes its own, or the
+job's cleanup does; and two runs of one job never write the same object.
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 
 from mlstudio.common import errors, jobs, mongo
@@ -34,7 +40,14 @@ def job_id(model_id: int, project_id: int | None) -> str:
 
 
 def chart_key(model_id: int, project_id: int | None) -> str:
-    return f"models/{model_id}/evaluations/{'training' if project_id is None else f'project-{project_id}'}.png"
+    """A new object-storage key for a chart of this evaluation (one per run)."""
+    scope = "training" if project_id is None else f"project-{project_id}"
+    return f"models/{model_id}/evaluations/{scope}-{uuid.uuid4().hex[:12]}.png"
+
+
+def chart_keys(job: jobs.Job) -> set[str]:
+    """The charts a job's runs may have written: the finished one's and the last run's."""
+    return {key for key in (job.result.get("chart_key"), job.checkpoint.get("chart_key")) if key}
 
 
 def evaluation_payload(model_id: int, user_id: int, project_id: int, *, held_out: list[int] | None = None,
@@ -92,15 +105,33 @@ class EvaluateModelHandler:
             raise jobs.JobFailed("the images to evaluate on were deleted meanwhile")
         report = self._report(doc, truths, predictions)
         training_curves = curves(payload.get("history") or []) if payload.get("training") else None
-        key = chart_key(model_id, None if payload.get("training") else project_id)
-        self.store.put_bytes(key, chart.render(report, training_curves), "image/png")
+        key = self._store_chart(context, doc, chart.render(report, training_curves), len(truths))
         log.info("model %s evaluated on %s images", model_id, len(truths), extra={"job": job.id})
         return {"report": report, "curves": training_curves, "chart_key": key, "evaluated_at": mongo.iso(mongo.utc_now())}
 
     def cleanup(self, job: jobs.Job) -> None:
         """A failed or cancelled evaluation keeps no chart (the job holds no report either)."""
-        payload = job.payload
-        self.store.delete(chart_key(int(payload["model_id"]), None if payload.get("training") else int(payload["project_id"])))
+        for key in chart_keys(job):
+            self.store.delete(key)
+
+    def _store_chart(self, context: jobs.JobContext, doc: dict, png: bytes, done: int) -> str:
+        """Writes the chart under a new key, recorded first in the job's checkpoint; removes it
+        again when the job or the model went away meanwhile."""
+        payload = context.job.payload
+        previous = context.job.checkpoint.get("chart_key")
+        key = chart_key(doc["_id"], None if payload.get("training") else int(payload["project_id"]))
+        context.report(done, done, checkpoint={"chart_key": key})
+        if previous:
+            self.store.delete(previous)  # an earlier run's, which died before finishing
+        self.store.put_bytes(key, png, "image/png")
+        try:
+            context.report(done, done, checkpoint={"chart_key": key})  # still ours: the job was not cancelled nor deleted
+            if self.core.repository.get(doc["_id"]) is None:
+                raise jobs.JobCancelled(f"model {doc['_id']} was deleted")
+        except (jobs.JobCancelled, jobs.LeaseLost):
+            self.store.delete(key)
+            raise
+        return key
 
     # ----- the steps
 

@@ -14,7 +14,7 @@ from mlstudio.common import errors, jobs
 from mlstudio.common.media_files import MediaFile
 
 from ..user_messages import without_paths
-from .job import EVALUATE_JOB, EvaluateModelHandler, chart_key, evaluable, evaluation_payload, job_id, no_images_message
+from .job import EVALUATE_JOB, EvaluateModelHandler, chart_keys, evaluable, evaluation_payload, job_id, no_images_message
 
 PENDING, RUNNING, DONE, FAILED = "Pending", "Running", "Done", "Failed"
 _STATUS = {jobs.QUEUED: PENDING, jobs.RUNNING: RUNNING, jobs.DONE: DONE, jobs.FAILED: FAILED, jobs.CANCELLED: FAILED}
@@ -59,7 +59,7 @@ class Evaluations:
         if current is not None and not current.finished:
             return self.present(current, model_id, project_id)
         if current is not None:
-            self.queue.delete(key)  # a new evaluation replaces the finished one
+            self._remove(current)  # a new evaluation replaces the finished one
         payload = evaluation_payload(model_id, user_id, project_id)
         return self.present(self.queue.enqueue(key, EVALUATE_JOB, payload, total=len(labelled)), model_id, project_id)
 
@@ -131,15 +131,23 @@ class Evaluations:
     # ----- forgetting
 
     def forget_model(self, model_id: int) -> None:
-        """Removes the model's evaluations (its charts go with its other files)."""
+        """Removes the model's evaluations and their charts."""
         for key in self.queue.find_ids(f"^evaluation-{model_id}-"):
-            self.queue.delete(key)
+            self._forget(key)
 
     def forget_project(self, project_id: int) -> None:
-        """Removes every evaluation on the project, charts included (built-in and public models
-        keep their other files)."""
+        """Removes every evaluation on the project and their charts (of any model: built-in and
+        public models keep their other files)."""
         for key in self.queue.find_ids(f"^evaluation-[0-9]+-project-{project_id}$"):
-            job = self.queue.get(key)
-            if job is not None:
-                self.store.delete(chart_key(int(job.payload["model_id"]), project_id))
-            self.queue.delete(key)
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        job = self.queue.get(key)
+        if job is not None:
+            self._remove(job)
+
+    def _remove(self, job: jobs.Job) -> None:
+        """The job, then its charts; a run still going notices its job is gone and removes its own."""
+        self.queue.delete(job.id)
+        for chart in chart_keys(job):
+            self.store.delete(chart)

@@ -53,7 +53,7 @@ def classification_report(truth: Sequence[str], predicted: Sequence[str]) -> dic
                 for name, values in (("precision", precision), ("recall", recall), ("f1", f1))}
 
     return {
-        "images": int(len(truth)),
+        "images": len(truth),
         "accuracy": float(hits.sum() / len(truth)) if len(truth) else 0.0,
         "classes": rows,
         "macro_avg": average(np.ones(len(classes))),
@@ -140,7 +140,7 @@ def detection_report(truths: Sequence[Sequence[Box]], predictions: Sequence[Sequ
                          "ap": _mean(precision[:, :, position, 0, -1]), "support": boxes})
     scored = [row for row in rows if row["support"]]
     return {
-        "images": int(len(truths)),
+        "images": len(truths),
         "threshold": float(threshold),
         "classes": rows,
         "map50": float(np.mean([row["ap50"] for row in scored])) if scored else None,

@@ -6,6 +6,10 @@ import dataclasses
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 import types
 from pathlib import Path
 
@@ -254,6 +258,39 @@ def test_work_directories_nested_deeper_than_python_can_recurse_are_removed(tmp_
         os.close(fd)
     remove_tree(top)
     assert not top.exists()
+
+
+# A trainer stopping gracefully: SIGTERM (sent to its whole process group, as the local stack and
+# the tests stop it) only asks it to finish its job, which ends by removing the job's directory.
+STOPPING_TRAINER = """
+import os, signal, sys
+from pathlib import Path
+from model_service.training.job import remove_tree
+signal.signal(signal.SIGTERM, lambda *_: None)
+print("removing", flush=True)
+remove_tree(Path(sys.argv[1]))
+os._exit(0)  # before Python's shutdown restores the default action of SIGTERM
+"""
+
+
+def test_stopping_the_trainer_s_process_group_does_not_interrupt_the_removal_of_a_work_directory(tmp_path):
+    top = tmp_path / "model-7"
+    for folder in range(40):
+        (top / str(folder)).mkdir(parents=True)
+        for name in range(250):
+            (top / str(folder) / str(name)).touch()
+    trainer = subprocess.Popen([sys.executable, "-c", STOPPING_TRAINER, str(top)], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert trainer.stdout.readline() == "removing\n"
+        while trainer.poll() is None:  # a signal every few milliseconds reaches whatever the group runs meanwhile
+            os.killpg(trainer.pid, signal.SIGTERM)
+            time.sleep(0.005)
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, signal.SIGKILL)
+        trainer.wait()
+    assert trainer.returncode == 0 and not top.exists()
 
 
 def test_a_stratified_seeded_share_of_each_tag_is_held_out_and_recorded_with_the_recipe_and_time(world):

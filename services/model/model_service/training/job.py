@@ -50,6 +50,7 @@ LOG_SAVE_PERIOD_S = 3.0
 CANCEL_LOOK_S = 2.0
 _METRIC_NAME = re.compile(r"[^\w\-]")
 MAX_HISTORY = 1000  # epochs of metrics kept for the curves (epochs are at most 500)
+REMOVE_ATTEMPTS = 5
 
 
 def job_id(model_id: int) -> str:
@@ -349,9 +350,17 @@ def remove_tree(path: Path) -> None:
     """Removes `path` and all under it, whatever a training made there. `rm -rf`, not
     shutil.rmtree: Python 3.11's recurses, and fails (RecursionError, even with ignore_errors)
     under folders nested about a thousand deep, which a script makes in a fraction of a second.
-    Never crosses into another filesystem."""
-    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    Never crosses into another filesystem.
+
+    A SIGTERM to the trainer's process group asks the trainer to stop after its job; it must not
+    kill the removal that ends the job (leaving the dataset copy behind): `rm` runs in a session of
+    its own, and is run again if a signal still reached it before it left the group (the child
+    takes default signal handling before it calls setsid)."""
+    for _ in range(REMOVE_ATTEMPTS):
+        done = subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, start_new_session=True)
+        if done.returncode >= 0:
+            return
 
 
 def _share_read_only(data_dir: Path) -> None:

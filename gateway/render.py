@@ -38,7 +38,8 @@ SERVICES = tuple(ROUTE_PREFIXES)
 # Media behind signed URLs (`<img src>`, `<video src>` send no token); the service checks the
 # signature in the query string.
 MEDIA_FILE_SERVICES = ("image", "video")
-MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|projects/[0-9]+/exports/[0-9]+)/file$"
+# A model's evaluation charts (`/models/<id>/evaluation[/<project id>]/file`) are media too.
+MEDIA_FILE_REGEX = r"^/((images|videos|models)/[0-9]+|models/[0-9]+/evaluation(/[0-9]+)?|projects/[0-9]+/exports/[0-9]+)/file$"
 # Dataset exports, imports and near-duplicates of a project are the image service's (it owns the
 # images and the zips), though their paths sit under the project service's prefix: these regex
 # routes come first.

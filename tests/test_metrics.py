@@ -106,6 +106,9 @@ def test_job_queue_and_prediction_metrics_move_with_a_training(stack, api, regis
     assert total(trainer_after, "mlstudio_job_duration_seconds_count", outcome="done") - \
         total(trainer_before, "mlstudio_job_duration_seconds_count", outcome="done") == 1
 
+    # the evaluation of its held-out images predicts too (in the background): counted before ours
+    wait_for(lambda: session.get(f"/models/{model_id}/evaluation").json().get("status") in ("Done", "Failed"), timeout_s=120,
+             what="the held-out evaluation")
     predicted_before = total(scrape(model_port), "mlstudio_predicted_images_total", model=str(model_id))
     files = [("files", (f"p{i}.png", colour_png(BLUE, 50 + i))) for i in range(3)]
     assert session.post("/images/predict", params=params, data={"model_id": str(model_id)}, files=files).status_code == 201

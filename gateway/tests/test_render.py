@@ -164,8 +164,10 @@ def test_media_regex_opens_only_file_paths():
     pattern = re.compile(gw.MEDIA_FILE_REGEX)
     assert pattern.search("/images/632/file") and pattern.search("/videos/1/file") and pattern.search("/models/3/file")
     assert pattern.search("/projects/3/exports/12/file")
+    assert pattern.search("/models/3/evaluation/file") and pattern.search("/models/3/evaluation/12/file")
     for path in ["/images/632", "/images/all/file", "/projects/3/file", "/images/1/file/x", "/x/images/1/file",
-                 "/projects/3/exports/12", "/projects/3/exports/file", "/projects/x/exports/1/file"]:
+                 "/projects/3/exports/12", "/projects/3/exports/file", "/projects/x/exports/1/file",
+                 "/models/3/evaluation", "/models/3/evaluate/file", "/models/3/evaluation/x/file", "/images/3/evaluation/file"]:
         assert not pattern.search(path), path
 
 

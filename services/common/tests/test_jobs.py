@@ -503,3 +503,11 @@ def test_the_worker_times_each_job_by_kind_and_outcome(queue):
     assert _worker(queue, RecordingHandler(fail)).run_once()
     after = _sample("mlstudio_job_duration_seconds_count", labels), _sample("mlstudio_job_duration_seconds_count", failed_labels)
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+
+
+def test_find_ids_matches_job_ids_by_pattern(queue):
+    for key in ("evaluation-1-training", "evaluation-1-project-4", "evaluation-12-project-4", "model-1"):
+        queue.enqueue(key, "k", {})
+    assert queue.find_ids("^evaluation-1-") == ["evaluation-1-project-4", "evaluation-1-training"]
+    assert queue.find_ids("^evaluation-[0-9]+-project-4$") == ["evaluation-1-project-4", "evaluation-12-project-4"]
+    assert queue.find_ids("^nothing") == []

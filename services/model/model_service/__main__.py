@@ -1,6 +1,8 @@
 """Composition root of the model service: settings, database, object storage, TF Serving's
 repository and client, the converter, HTTP + gRPC, and the loop that keeps TF Serving in step."""
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -50,6 +52,16 @@ def readiness_checks(db, core) -> dict:
     return {"mongodb": lambda: mongo.ping(db), "storage": core.store.ping, "tfserving": core.serving.client.ping}
 
 
+def evaluation_thread(core) -> threading.Thread | None:
+    """The worker that runs evaluation jobs (predictions through TF Serving, a chart), in this
+    process: they are short, and need nothing a training worker has. Several replicas share the
+    jobs under leases; a replica that stops leaves its job to another once the lease expires."""
+    if core.evaluations is None:
+        return None
+    worker = core.evaluations.worker(core, f"{socket.gethostname()}:{os.getpid()}:evaluations")
+    return threading.Thread(target=worker.run_forever, daemon=True, name="evaluations")
+
+
 def main() -> None:
     settings = settings_mod.load(ModelSettings)
     logs.configure("model", settings.log_level)
@@ -60,6 +72,7 @@ def main() -> None:
     db = mongo.connect(settings.mongo_uri, settings.database_name)
     core = build_core(settings, db)
     metrics.watch_job_queue("trainings", db.training_jobs)
+    metrics.watch_job_queue("evaluations", db.evaluation_jobs)
     started = time.monotonic()
     registration.register_all(core, settings.pretrained_path)
     log.info("built-in models checked in %.2fs", time.monotonic() - started)
@@ -68,8 +81,9 @@ def main() -> None:
     stop = threading.Event()
     reconcile = threading.Thread(target=reconcile_loop, args=(core, settings.reconcile_s, stop, settings.pretrained_path), daemon=True, name="reconcile")
     app = create_app(settings, core, readiness=readiness_checks(db, core))
+    evaluations = evaluation_thread(core)
     runner.serve(app, host=settings.http_host, http_port=settings.http_port, grpc_server=server, grpc_port=port,
-                 max_body_bytes=max_body_bytes(settings), background=[reconcile])
+                 max_body_bytes=max_body_bytes(settings), background=[reconcile] + ([evaluations] if evaluations else []))
 
 
 if __name__ == "__main__":

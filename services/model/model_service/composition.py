@@ -7,6 +7,7 @@ from mlstudio.common import clients, jobs, media_urls, settings as settings_mod,
 
 from .conversion import ExportConfinement, SubprocessConverter
 from .core import Limits, ModelCore, served_versions
+from .evaluation.service import Evaluations
 from .repository import ModelRepository
 from .serving import Serving
 from .settings import ModelSettings
@@ -21,6 +22,20 @@ def training_queue(settings: ModelSettings, db) -> jobs.JobQueue:
                           retry_delay_s=settings.trainer_job_retry_delay_s)
     queue.ensure_indexes()
     return queue
+
+
+def evaluation_queue(db) -> jobs.JobQueue:
+    """The evaluation jobs, in the service's database (run by the service's own worker thread)."""
+    queue = jobs.JobQueue(db.evaluation_jobs)
+    queue.ensure_indexes()
+    return queue
+
+
+def build_evaluations(settings: ModelSettings, db, store, signer) -> Evaluations | None:
+    """Evaluations, where the image service (the labelled images) is deployed."""
+    if not settings.image_grpc_addr:
+        return None
+    return Evaluations(evaluation_queue(db), clients.ImageClient(settings.image_grpc_addr, settings.grpc_deadline_s), store, signer)
 
 
 def build_trainings(settings: ModelSettings, db, store) -> Trainings | None:
@@ -54,13 +69,15 @@ def build_core(settings: ModelSettings, db) -> ModelCore:
     limits = Limits(max_model_bytes=settings.model_upload_max_bytes, max_batch=settings.predict_max_batch,
                     registration_claim_s=settings.convert_timeout_s + settings.model_load_timeout_s + 600)
     store = storage.open_store(settings.object_storage_url)
+    signer = media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s)
     return ModelCore(
         repository,
         clients.ProjectClient(settings.project_grpc_addr, settings.grpc_deadline_s),
         store,
         serving,
         converter,
-        media_urls.MediaSigner(settings.media_signing_key, settings.public_base_url, settings.media_url_ttl_s),
+        signer,
         limits,
         trainings=build_trainings(settings, db, store),
+        evaluations=build_evaluations(settings, db, store, signer),
     )

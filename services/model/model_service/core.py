@@ -15,6 +15,9 @@ Trained models (`method=create`, see `trainings.py`) are recorded at once as `Pe
 trained by the trainer worker, which hands the result to `register_trained`: the same
 conversion, checks, storage and serving as an upload, on the model already recorded. A record
 whose training job was never queued (the service stopped in between) is queued by `reconcile`.
+
+Evaluations (`evaluation/`): after a training, of its held-out images; on request, of any model
+a user may read on their project's labelled images. The core checks who may; the rest is theirs.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from mlstudio.common.media_files import MediaFile
 
 from . import archive, detections, labels as label_files, pixels, preprocessing, trainings as training_status, uploads
 from .conversion import Conversion
+from .evaluation.service import chart_path
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, serving_name
 from .user_messages import without_paths
@@ -147,7 +151,7 @@ def served_versions(repository) -> list[ServedVersion]:
 
 class ModelCore:
     def __init__(self, repository, projects: Projects, store, serving, converter: Converter, signer, limits: Limits = Limits(),
-                 trainings=None):
+                 trainings=None, evaluations=None):
         self.repository = repository
         self.projects = projects
         self.store = store
@@ -156,6 +160,7 @@ class ModelCore:
         self.signer = signer
         self.limits = limits
         self.trainings = trainings  # training_status.Trainings, or None where training is not deployed
+        self.evaluations = evaluations  # evaluation.service.Evaluations, or None where the image service is not deployed
 
     # ----- what callers see
 
@@ -436,6 +441,8 @@ class ModelCore:
         docs = self.repository.of_project(project_id)
         for doc in docs:
             self.repository.mark_deleting(doc["_id"])
+        if self.evaluations is not None:
+            self.evaluations.forget_project(project_id)  # other users' public models evaluated here too
         for doc in docs:
             try:
                 self._stop_training(doc)
@@ -480,6 +487,8 @@ class ModelCore:
         """Removes the served copy, then the files, then the record: a failure leaves the record
         (marked `deleting`) for the next attempt."""
         self.serving.withdraw(serving_name(doc["_id"]))
+        if self.evaluations is not None:
+            self.evaluations.forget_model(doc["_id"])
         self.store.delete_prefix(f"models/{doc['_id']}/")
         self.repository.remove(doc["_id"])
         log.info("model %s removed", doc["_id"])
@@ -617,6 +626,46 @@ class ModelCore:
         keys = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
         outputs, sizes = self._predict(doc, images, keys, deadline)
         return detections.boxes_in_pixels(outputs, sizes, doc["labels"], threshold)
+
+    # ----- evaluation (evaluation/service.py)
+
+    def _evaluations(self):
+        if self.evaluations is None:
+            raise errors.NotImplementedYet("evaluating models is not deployed here: it needs the image service",
+                                           code="evaluation_not_available")
+        return self.evaluations
+
+    def evaluate(self, model_id: int, user_id: int, project_id: int | None) -> dict:
+        """Queues the evaluation of a model the user may read on their project's labelled images."""
+        evaluations = self._evaluations()
+        if project_id is None:
+            raise errors.InvalidArgument("query parameter project_id is required: the project whose images judge the model")
+        doc = self._readable(model_id, user_id)
+        project = self.projects.get_project(project_id, user_id)
+        return evaluations.start(doc, user_id, project_id, project.type)
+
+    def evaluation(self, model_id: int, user_id: int, project_id: int | None = None) -> dict:
+        """The evaluation on the user's project, or (no project) of the model's training, whose
+        held-out images are its owner's only."""
+        evaluations = self._evaluations()
+        doc = self._readable(model_id, user_id)
+        if project_id is None:
+            if doc["user"] != user_id:
+                raise errors.NotFound(f"model {model_id} has no training of yours")
+        else:
+            self.projects.get_project(project_id, user_id)
+        return evaluations.get(doc, project_id)
+
+    def evaluate_held_out(self, model_id: int, history: list[dict]) -> None:
+        """After a training: queues the evaluation of the model on its held-out images."""
+        doc = self.repository.get(model_id)
+        if self.evaluations is not None and doc is not None and doc["status"] == TRAINED:
+            self.evaluations.after_training(doc, history)
+
+    def evaluation_chart(self, model_id: int, project_id: int | None, expires: str | None, signature: str | None) -> MediaFile:
+        """An evaluation's chart behind a valid signed URL."""
+        self.signer.verify(chart_path(model_id, project_id), expires, signature)
+        return self._evaluations().chart(model_id, project_id)
 
     # ----- the model file, through a signed URL
 

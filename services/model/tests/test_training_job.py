@@ -6,6 +6,10 @@ import dataclasses
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 import types
 from pathlib import Path
 
@@ -43,6 +47,7 @@ class FakeRegistrar:
         self.models = {7: {"_id": 7, "status": "Pending"}}
         self.registered = []
         self.abandoned = []
+        self.evaluations = []
         self.error: errors.DomainError | None = None
 
     def training_model(self, model_id):
@@ -57,6 +62,9 @@ class FakeRegistrar:
 
     def abandon_training(self, model_id):
         self.abandoned.append(model_id)
+
+    def evaluate_held_out(self, model_id, history):
+        self.evaluations.append((model_id, history))
 
 
 class FakeSandbox:
@@ -149,10 +157,13 @@ def test_a_training_reports_progress_keeps_its_model_and_registers_it(world, tmp
     assert context.reports[0][3] == {"metrics": {"accuracy": 0.5, "bad_name_": 1.0}}
     checkpoint = dict(context.reports[-1][2])
     assert checkpoint.pop("training")["recipe"] == "transfer"
+    history = [{"epoch": 1, "accuracy": 0.5, "bad_name_": 1.0}, {"epoch": 2, "accuracy": 1.0, "bad_name_": 1.0}]
+    assert checkpoint.pop("history") == history
     assert checkpoint == {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"],
                           "metrics": {"accuracy": 1.0, "val_accuracy": 0.9}}
     assert world.store.get_bytes("models/7/trained/model.keras") == b"trained weights"
     assert world.registrar.registered == [(7, b"trained weights", ["blue", "red"], {"accuracy": 1.0, "val_accuracy": 0.9})]
+    assert world.registrar.evaluations == [(7, history)]  # once registered, evaluated with every epoch's metrics
     log_text = world.store.get_bytes(log_key(7)).decode()
     assert log_text.startswith("[sandbox] network: none\n") and "epoch output" in log_text
     assert list((tmp_path / "training").iterdir()) == []  # the job's directory is gone
@@ -191,11 +202,13 @@ def test_a_cancel_seen_at_an_epoch_stops_the_training(world):
 
 def test_a_retry_after_training_only_registers_again(world):
     world.store.put_bytes("models/7/trained/model.keras", b"kept weights")
-    checkpoint = {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"], "metrics": {"accuracy": 1.0}}
+    checkpoint = {"model_key": "models/7/trained/model.keras", "model_name": "model.keras", "labels": ["blue", "red"], "metrics": {"accuracy": 1.0},
+                  "history": [{"epoch": 1, "accuracy": 1.0}]}
     job = make_job(checkpoint=checkpoint)
     world.handler().run(job, FakeContext(job))
     assert FakeSandbox.runs == [] and world.images.calls == []
     assert world.registrar.registered == [(7, b"kept weights", ["blue", "red"], {"accuracy": 1.0})]
+    assert world.registrar.evaluations == [(7, [{"epoch": 1, "accuracy": 1.0}])]
 
 
 def test_a_model_that_cannot_be_served_fails_with_the_reason(world):
@@ -206,7 +219,10 @@ def test_a_model_that_cannot_be_served_fails_with_the_reason(world):
 
 def test_a_deleted_or_already_registered_model_is_not_trained(world):
     world.registrar.models[7]["status"] = "Trained"
-    assert world.handler().run(make_job(), FakeContext(make_job())) == {"metrics": {}}
+    registered = make_job(checkpoint={"history": [{"epoch": 1, "loss": 0.5}]})
+    assert world.handler().run(registered, FakeContext(registered)) == {"metrics": {}}
+    # the attempt that registered it died before its evaluation was queued: this one queues it
+    assert world.registrar.evaluations == [(7, [{"epoch": 1, "loss": 0.5}])]
     del world.registrar.models[7]
     with pytest.raises(jobs.JobCancelled):
         world.handler().run(make_job(), FakeContext(make_job()))
@@ -248,6 +264,39 @@ def test_work_directories_nested_deeper_than_python_can_recurse_are_removed(tmp_
         os.close(fd)
     remove_tree(top)
     assert not top.exists()
+
+
+# A trainer stopping gracefully: SIGTERM (sent to its whole process group, as the local stack and
+# the tests stop it) only asks it to finish its job, which ends by removing the job's directory.
+STOPPING_TRAINER = """
+import os, signal, sys
+from pathlib import Path
+from model_service.training.job import remove_tree
+signal.signal(signal.SIGTERM, lambda *_: None)
+print("removing", flush=True)
+remove_tree(Path(sys.argv[1]))
+os._exit(0)  # before Python's shutdown restores the default action of SIGTERM
+"""
+
+
+def test_stopping_the_trainer_s_process_group_does_not_interrupt_the_removal_of_a_work_directory(tmp_path):
+    top = tmp_path / "model-7"
+    for folder in range(40):
+        (top / str(folder)).mkdir(parents=True)
+        for name in range(250):
+            (top / str(folder) / str(name)).touch()
+    trainer = subprocess.Popen([sys.executable, "-c", STOPPING_TRAINER, str(top)], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert trainer.stdout.readline() == "removing\n"
+        while trainer.poll() is None:  # a signal every few milliseconds reaches whatever the group runs meanwhile
+            os.killpg(trainer.pid, signal.SIGTERM)
+            time.sleep(0.005)
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, signal.SIGKILL)
+        trainer.wait()
+    assert trainer.returncode == 0 and not top.exists()
 
 
 def test_a_stratified_seeded_share_of_each_tag_is_held_out_and_recorded_with_the_recipe_and_time(world):

@@ -240,6 +240,11 @@ class JobQueue:
     def delete(self, job_id: str) -> None:
         self._run(lambda: self.jobs.delete_one({"_id": job_id}))
 
+    def find_ids(self, id_pattern: str) -> list[str]:
+        """The ids of the jobs whose id matches the regular expression `id_pattern` (anchored
+        with ^, a fixed start of it uses the id index)."""
+        return sorted(doc["_id"] for doc in self._run(lambda: list(self.jobs.find({"_id": {"$regex": id_pattern}}, {"_id": 1}))))
+
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.25) -> Job | None:
         """The job once finished, or as it is when `timeout_s` has passed (None if missing)."""
         deadline = time.monotonic() + timeout_s

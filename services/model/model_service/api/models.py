@@ -6,6 +6,7 @@ from mlstudio.common import ids, media_files
 from mlstudio.common.http_app import caller
 
 from ..uploads import Upload
+from . import evaluations
 
 MODEL_FIELDS = {
     "id": fields.Integer,
@@ -141,4 +142,5 @@ def register_routes(api, core, settings):
             media = core.model_file(model_id, request.args.get("expires"), request.args.get("signature"))
             return media_files.media_response(media, lambda start, length: core.read_model_file(media, start, length))
 
+    evaluations.add_routes(ns, core, who)
     api.add_namespace(ns)

@@ -12,6 +12,10 @@ its key written to the job's checkpoint before registration starts, so a trainer
 registering (or a TF Serving that is down) does not make the next attempt train again.
 Registration itself may be repeated: it writes the same version of the same model.
 
+Evaluation: the trainer keeps every epoch's metrics (the checkpoint's `history`, at most
+MAX_HISTORY epochs) and, once the model is registered, asks the model service's core to evaluate
+it on its held-out images with them (`evaluation/`); asking again after a retry changes nothing.
+
 Work directories: a job's files (dataset copy, script, sandbox) live in `work_root/<job id>`,
 removed when the attempt ends. A trainer killed mid-job cannot remove its own: the next attempt
 at the job starts by clearing the directory of that name, and `sweep_work_root` (at trainer
@@ -45,6 +49,8 @@ TRAIN_JOB = "train_model"
 LOG_SAVE_PERIOD_S = 3.0
 CANCEL_LOOK_S = 2.0
 _METRIC_NAME = re.compile(r"[^\w\-]")
+MAX_HISTORY = 1000  # epochs of metrics kept for the curves (epochs are at most 500)
+REMOVE_ATTEMPTS = 5
 
 
 def job_id(model_id: int) -> str:
@@ -91,6 +97,10 @@ class Registrar(Protocol):
     def abandon_training(self, model_id: int) -> None:
         """Removes what a training that will not finish left (served copy, trained files)."""
 
+    def evaluate_held_out(self, model_id: int, history: list[dict]) -> None:
+        """Queues the evaluation of the trained model on its held-out images, with the
+        training's per-epoch metrics (`[{epoch, name: value}]`); idempotent."""
+
 
 class Images(Protocol):
     def stream_dataset(self, project_id: int, user_id: int, *, include_unchecked: bool = False): ...
@@ -131,8 +141,9 @@ class TrainModelHandler:
         model = self.registrar.training_model(model_id)
         if model is None:
             raise jobs.JobCancelled(f"model {model_id} was deleted")
-        if model.get("status") == "Trained":
-            return {"metrics": model.get("metrics") or {}}  # registered by an attempt that died just after
+        if model.get("status") == "Trained":  # registered by an attempt that died just after
+            self.registrar.evaluate_held_out(model_id, job.checkpoint.get("history") or [])
+            return {"metrics": model.get("metrics") or {}}
         with self._job_dir(job) as job_dir:
             checkpoint = job.checkpoint
             if checkpoint.get("model_key"):
@@ -150,6 +161,7 @@ class TrainModelHandler:
                 raise  # TF Serving or storage away: retried later, from the kept model
             except errors.DomainError as exc:
                 raise jobs.JobFailed(f"the trained model cannot be served: {exc.message}") from None
+        self.registrar.evaluate_held_out(model_id, checkpoint.get("history") or [])
         return {"metrics": registered.get("metrics") or checkpoint["metrics"]}
 
     def cleanup(self, job: jobs.Job) -> None:
@@ -200,7 +212,8 @@ class TrainModelHandler:
                 run_params["feature_cache"] = features.CACHE_DIR_NAME
                 features.copy_in(self.config.feature_cache / backbone.version, data.data_dir, workdir / features.CACHE_DIR_NAME)
         started = time.monotonic()
-        outcome = self._run_sandboxed(model_id, Training(workdir, script, run_params, trusted, readable), limits, context)
+        history: list[dict] = []
+        outcome = self._run_sandboxed(model_id, Training(workdir, script, run_params, trusted, readable), limits, context, history)
         elapsed = time.monotonic() - started
         if not outcome.ok:
             raise jobs.JobFailed(outcome.error or "the training failed")
@@ -212,7 +225,7 @@ class TrainModelHandler:
                   "held_out": {"images": [int(Path(name).stem) for name in held_out],
                                "accuracy": metrics.get("held_out_accuracy", metrics.get("val_accuracy"))}}
         checkpoint = {"model_key": trained_key(model_id, model_file.name), "model_name": model_file.name,
-                      "labels": data.labels, "metrics": metrics, "training": record}
+                      "labels": data.labels, "metrics": metrics, "training": record, "history": history}
         with open(model_file, "rb") as stream:
             self.store.put_stream(checkpoint["model_key"], stream)
         progress = context.job.progress
@@ -220,14 +233,19 @@ class TrainModelHandler:
                        checkpoint=checkpoint, details={"metrics": checkpoint["metrics"]})
         return checkpoint, model_file
 
-    def _run_sandboxed(self, model_id: int, training: Training, limits: Limits, context: jobs.JobContext) -> Outcome:
-        """The run, its progress into the job, its output into storage; stops when the job must."""
+    def _run_sandboxed(self, model_id: int, training: Training, limits: Limits, context: jobs.JobContext,
+                       history: list[dict] | None = None) -> Outcome:
+        """The run, its progress into the job (and each epoch's metrics into `history`), its
+        output into storage; stops when the job must."""
         log_tail = LogTail(self.config.limits.log_bytes)
         saver = _LogSaver(self.store, log_key(model_id), log_tail)
         last_look = time.monotonic()
 
         def on_progress(epoch: int, epochs: int, metrics: dict) -> None:
-            context.report(epoch, epochs, details={"metrics": clean_metrics(metrics)})
+            cleaned = clean_metrics(metrics)
+            if history is not None and len(history) < MAX_HISTORY:
+                history.append({**cleaned, "epoch": int(epoch)})
+            context.report(epoch, epochs, details={"metrics": cleaned})
             saver.save_if_due()
 
         def check() -> None:
@@ -334,9 +352,17 @@ def remove_tree(path: Path) -> None:
     """Removes `path` and all under it, whatever a training made there. `rm -rf`, not
     shutil.rmtree: Python 3.11's recurses, and fails (RecursionError, even with ignore_errors)
     under folders nested about a thousand deep, which a script makes in a fraction of a second.
-    Never crosses into another filesystem."""
-    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    Never crosses into another filesystem.
+
+    A SIGTERM to the trainer's process group asks the trainer to stop after its job; it must not
+    kill the removal that ends the job (leaving the dataset copy behind): `rm` runs in a session of
+    its own, and is run again if a signal still reached it before it left the group (the child
+    takes default signal handling before it calls setsid)."""
+    for _ in range(REMOVE_ATTEMPTS):
+        done = subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, start_new_session=True)
+        if done.returncode >= 0:
+            return
 
 
 def _share_read_only(data_dir: Path) -> None:

@@ -157,15 +157,16 @@ def png(value, size=(40, 30)):
 
 
 class FakeImages:
-    """Projects' images: (id, tag, detections, bytes)."""
+    """Projects' images: (id, tag, detections, bytes, checked)."""
 
     def __init__(self):
         self.images: dict[int, list] = {}
         self.streamed = 0
 
-    def add(self, project_id, image_id, content, tag="", boxes=()):
+    def add(self, project_id, image_id, content, tag="", boxes=(), checked=True):
         detections = [types.SimpleNamespace(label=label, score=0.0, x1=x1, y1=y1, x2=x2, y2=y2) for label, x1, y1, x2, y2 in boxes]
-        self.images.setdefault(project_id, []).append(types.SimpleNamespace(id=image_id, tag=tag, detections=detections, content=content))
+        self.images.setdefault(project_id, []).append(
+            types.SimpleNamespace(id=image_id, tag=tag, detections=detections, content=content, is_train=checked))
 
     def list_images(self, project_id, user_id):
         return list(self.images.get(project_id, []))
@@ -232,6 +233,12 @@ def test_evaluating_an_uploaded_model_on_a_project(lab):
     assert again["status"] == "Pending" and again["chart_url"] is None and charts(lab, model["id"]) == []
     lab.run_all()
     assert len(charts(lab, model["id"])) == 1
+
+
+def test_labels_waiting_for_review_do_not_judge_a_model(lab):
+    model = upload(lab)
+    lab.images.add(10, 999, png(200), tag="dark", checked=False)  # a model's guess, not yet reviewed
+    assert lab.core.evaluate(model["id"], 1, 10)["progress"]["total"] == 6  # the project's six checked images
 
 
 def charts(lab, model_id) -> list[str]:

@@ -57,10 +57,10 @@ def evaluation_payload(model_id: int, user_id: int, project_id: int, *, held_out
 
 
 def evaluable(image, model_type: str) -> bool:
-    """Whether an image's label can judge a model: a tag for classification, boxes for detection.
-    Where images will carry whether a person checked their label, this is the one place to
-    require it."""
-    return bool(image.detections) if model_type == "Detection" else bool(image.tag)
+    """Whether an image's label can judge a model: checked (a person's, or a model's that scored
+    at least its project's review threshold: `is_train`), and a tag for classification, boxes for
+    detection. A label waiting for review could be the very mistake being measured."""
+    return image.is_train and (bool(image.detections) if model_type == "Detection" else bool(image.tag))
 
 
 def curves(history: Iterable[dict]) -> dict:

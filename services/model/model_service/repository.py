@@ -13,9 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from mlstudio.common import mongo
 from mlstudio.common.mongo import VISIBLE
-
-TRAINED = "Trained"
-PENDING = "Pending"
+from mlstudio.common.vocabulary import PENDING, TRAINED
 
 
 class ModelRepository(mongo.Repository):

@@ -39,6 +39,8 @@ __all__ = ["CLASSIFICATION", "DETECTION", "FAILED", "KEEP_ASPECT", "MODEL_TYPES"
 
 
 class ModelCore(Registration, TrainedModels, Removal, Reconcile, Inference, Evaluations, Files):
+    """The model service's rules, one object for both doors (REST and gRPC) and the workers."""
+
     def __init__(self, repository, projects: Projects, store, serving, converter: Converter, signer, limits: Limits = Limits(),
                  trainings=None, evaluations=None):
         self.repository = repository

@@ -7,15 +7,12 @@ from pathlib import Path
 from typing import Protocol
 
 from mlstudio.common import errors
+from mlstudio.common.vocabulary import CLASSIFICATION, DETECTION, FAILED, MODEL_TYPES, PENDING, TRAINED  # noqa: F401 - the core's words
 
 from .. import uploads
 from ..conversion import Conversion
 from ..tfserving_repository import ServedVersion, serving_name
 
-CLASSIFICATION = "Classification"
-DETECTION = "Detection"
-MODEL_TYPES = (CLASSIFICATION, DETECTION)
-PENDING, TRAINED, FAILED = "Pending", "Trained", "Failed"
 UNQUEUED_ERROR = ("the training was never started: the service stopped before it had kept the training script; "
                   "create the model again")
 # How a model's images are resized (its record's `resize`): absent, squeezed to its input size;

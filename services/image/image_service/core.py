@@ -25,6 +25,7 @@ from mlstudio.common.deadlines import NONE, Deadline
 from mlstudio.common.image_hash import PerceptualHash
 from mlstudio.common.media_files import MediaFile
 from mlstudio.common.tags import normalize_tag, tag_from_label
+from mlstudio.common.vocabulary import DETECTION
 
 from . import detections as detections_mod
 from . import near_duplicates
@@ -32,7 +33,6 @@ from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_
 
 log = logging.getLogger(__name__)
 
-DETECTION = "Detection"
 MIB = 1024 * 1024
 
 
@@ -574,7 +574,6 @@ class ImageCore:
             self.store.delete(doc["key"])
         self.repository.delete_ids([doc["_id"] for doc in doomed])
         return len(doomed)
-
 
 
 def _require_id(name: str, value) -> None:

@@ -29,6 +29,8 @@ from xml.etree import ElementTree
 
 import yaml
 
+from mlstudio.common.vocabulary import DETECTION
+
 from .splits import TRAIN, VAL
 
 CLASSIFICATION_FORMATS = ("imagenet", "csv")
@@ -56,7 +58,7 @@ class ExportItem:
 
 
 def formats_for(project_type: str) -> tuple[str, ...]:
-    return DETECTION_FORMATS if project_type == "Detection" else CLASSIFICATION_FORMATS
+    return DETECTION_FORMATS if project_type == DETECTION else CLASSIFICATION_FORMATS
 
 
 class _Spool:

@@ -26,6 +26,7 @@ from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, jobs, mongo
 from mlstudio.common.storage import ObjectStore
 from mlstudio.common.tags import normalize_tag
+from mlstudio.common.vocabulary import DETECTION
 
 from . import detections as detections_mod
 from .archive_checks import ArchiveLimits, open_checked, read_entry
@@ -199,7 +200,7 @@ def _skip(report: dict, name: str, reason: str) -> None:
 def _facts(project_type: str, entry: ImportEntry, image: CheckedImage) -> dict:
     """Tag, boxes and checked state of one imported image; InvalidArgument says what is wrong."""
     found = None
-    if project_type == "Detection":
+    if project_type == DETECTION:
         found = [_box(box, image, entry.relative) for box in entry.boxes or []]
     if entry.tag:
         tag = normalize_tag(entry.tag)

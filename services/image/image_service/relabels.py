@@ -24,6 +24,7 @@ from datetime import timedelta
 from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, jobs, mongo, review
 from mlstudio.common.tags import normalize_tag
+from mlstudio.common.vocabulary import DETECTION
 
 from . import detections as detections_mod
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 KIND = "relabel"
 SCOPES = ("review", "all")
-DETECTION = "Detection"
 
 
 def job_id(relabel_id: int) -> str:

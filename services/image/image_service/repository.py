@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 import pymongo
 from mlstudio.common import mongo
+from mlstudio.common.mongo import VISIBLE
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-VISIBLE = {"deleting": {"$ne": True}}
 DUPLICATE_KEY = 11000
 
 
@@ -43,7 +43,7 @@ def _selector(project_id=None, tag=None, video_id=None, image_id=None) -> dict:
     return selector
 
 
-class ImageRepository:
+class ImageRepository(mongo.Repository):
     def __init__(self, db: Database):
         self.db = db
         self.images = db.images
@@ -69,12 +69,6 @@ class ImageRepository:
             # Deletes left unfinished, for the sweep.
             pymongo.IndexModel([("deleting", 1)], name="deleting", partialFilterExpression={"deleting": True}),
         ])
-
-    def _run(self, operation):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     def reserve_ids(self, count: int) -> list[int]:
         return self._run(lambda: mongo.reserve_ids(self.db, "images", count))
@@ -234,7 +228,7 @@ class ImageRepository:
         return self._run(lambda: list(self.images.find({"deleting": True}, {"_id": 1, "key": 1}).limit(limit)))
 
 
-class DatasetJobRecords:
+class DatasetJobRecords(mongo.Repository):
     """One collection of dataset jobs' records (`exports`, `imports`): one document per export
     or import of a project (`_id` the public id, `project`, `user`, `format`, its options, `job`,
     `key` of the zip, what it produced, `create_time`, `expires_at`)."""
@@ -250,12 +244,6 @@ class DatasetJobRecords:
             pymongo.IndexModel([("project", 1), ("_id", -1)], name=f"project_{self.name}"),
             pymongo.IndexModel([("expires_at", 1)], name="expiry"),
         ])
-
-    def _run(self, operation):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     def next_id(self) -> int:
         return self._run(lambda: mongo.next_id(self.db, self.name))

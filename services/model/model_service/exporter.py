@@ -38,10 +38,9 @@ import sys
 from pathlib import Path
 
 from mlstudio.common import bubblewrap
+from mlstudio.common.vocabulary import CLASSIFICATION, DETECTION
 from model_service import archive, graph_safety, preprocessing, uploads
 
-CLASSIFICATION = "Classification"
-DETECTION = "Detection"
 DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes")
 EXIT_UNUSABLE = 3
 EXIT_FAILED = 4

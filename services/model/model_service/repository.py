@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from mlstudio.common import mongo
-
-VISIBLE = {"deleting": {"$ne": True}}
-TRAINED = "Trained"
-PENDING = "Pending"
+from mlstudio.common.mongo import VISIBLE
+from mlstudio.common.vocabulary import PENDING, TRAINED
 
 
-class ModelRepository:
+class ModelRepository(mongo.Repository):
     def __init__(self, db: Database):
         self.db = db
         self.models = db.models
@@ -35,12 +33,6 @@ class ModelRepository:
             pymongo.IndexModel([("builtin", 1)], name="builtins", unique=True,
                                partialFilterExpression={"builtin": {"$exists": True}}),
         ])
-
-    def _run(self, operation):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     def allocate_id(self) -> int:
         return self._run(lambda: mongo.next_id(self.db, "models"))

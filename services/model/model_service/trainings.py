@@ -1,6 +1,7 @@
-"""Training on the model service's side: what `method=create` checks before it queues a training,
-the training job's life as the model's owner sees it (status, progress, error), cancelling, and
-the training's log. The work itself is the trainer's (`model_service.trainer`).
+"""Training on the model service's side (the API process): what `method=create` checks before it
+queues a training, the training job's life as the model's owner sees it (status, progress, error),
+cancelling, and the training's log. The work itself is the trainer worker's
+(`model_service.trainer`, running `model_service.training`).
 
 A trained model is recorded at once (`Pending`) and its training job queued in the service's
 database (`training_jobs`, the shared `mlstudio.common.jobs` queue). Until the trainer registers
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mlstudio.common import errors, jobs
+from mlstudio.common.vocabulary import FAILED, PENDING, TRAINED, TRAINING
 
 from . import uploads
 from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
@@ -28,7 +30,6 @@ from .training import dataset, params as training_params
 from .training.job import TRAIN_JOB, job_id, log_key, script_key, training_payload
 from .user_messages import without_paths
 
-PENDING, TRAINING, TRAINED, FAILED = "Pending", "Training", "Trained", "Failed"
 CANCELLED_ERROR = "the training was cancelled"
 # A job is done once the model is registered, so a done job with a record not yet `Trained` is
 # only seen between reading the record and reading its job: still training, as far as anyone knows.

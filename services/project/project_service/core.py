@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mlstudio.common import detections, errors, jobs, mongo, review
+from mlstudio.common.vocabulary import PROJECT_TYPES
 
 log = logging.getLogger(__name__)
 
-PROJECT_TYPES = ("Classification", "Detection")
 DELETE_KIND = "project-delete"
 MAX_TITLE = 200
 MAX_DESCRIPTION = 5000

@@ -6,14 +6,12 @@ import datetime
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from mlstudio.common import mongo
+from mlstudio.common.mongo import VISIBLE
 
-VISIBLE = {"deleting": {"$ne": True}}
 
-
-class ProjectRepository:
+class ProjectRepository(mongo.Repository):
     def __init__(self, db: Database):
         self.db = db
         self.projects = db.projects
@@ -23,12 +21,6 @@ class ProjectRepository:
             pymongo.IndexModel([("user", 1), ("_id", 1)], name="user_projects"),
             pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
         ])
-
-    def _run(self, operation):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     def create(self, user_id: int, title: str, description: str, type_: str, **settings) -> dict:
         """A new project; `settings` (such as `threshold`) are stored only when given."""

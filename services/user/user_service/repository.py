@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from mlstudio.common import errors, mongo
 
 
-class UserRepository:
+class UserRepository(mongo.Repository):
     def __init__(self, db: Database):
         self.db = db
         self.users = db.users
@@ -25,28 +25,21 @@ class UserRepository:
             "password_hash": password_hash,
             "create_time": mongo.utc_now(),
         }
-        try:
-            self.users.insert_one(doc)
-        except DuplicateKeyError:
-            raise errors.AlreadyExists(f"username {username!r} is taken", code="username_taken") from None
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
+
+        def insert() -> None:
+            try:
+                self.users.insert_one(doc)
+            except DuplicateKeyError:
+                raise errors.AlreadyExists(f"username {username!r} is taken", code="username_taken") from None
+
+        self._run(insert)
         return doc
 
     def by_username(self, username: str) -> dict | None:
-        try:
-            return self.users.find_one({"username": username})
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
+        return self._run(lambda: self.users.find_one({"username": username}))
 
     def by_id(self, user_id: int) -> dict | None:
-        try:
-            return self.users.find_one({"_id": user_id})
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
+        return self._run(lambda: self.users.find_one({"_id": user_id}))
 
     def update_password_hash(self, user_id: int, password_hash: str) -> None:
-        try:
-            self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
+        self._run(lambda: self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}}))

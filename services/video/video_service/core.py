@@ -28,6 +28,7 @@ from typing import Protocol
 from mlstudio.common import detections as detection_forms
 from mlstudio.common import errors, jobs, mongo
 from mlstudio.common.media_files import MediaFile
+from mlstudio.common.vocabulary import TRAINED
 
 from .frames import FrameSampler
 from .image_view import image_json
@@ -43,7 +44,6 @@ _EXTENSIONS = {
     "video/mp2t": ".ts",
 }
 _STATUS = {jobs.QUEUED: "queued", jobs.RUNNING: "processing", jobs.DONE: "done", jobs.FAILED: "failed", jobs.CANCELLED: "failed"}
-MODEL_READY = "Trained"
 _VIDEO_TYPE = re.compile(r"^video/[a-z0-9][a-z0-9.+-]{0,63}$")
 
 
@@ -238,7 +238,7 @@ class VideoCore:
         if model.type != project.type:
             raise errors.InvalidArgument(
                 f"model {model_id} is a {model.type} model but project {project.id} is a {project.type} project", code="model_type_mismatch")
-        if model.status != MODEL_READY:
+        if model.status != TRAINED:
             raise errors.InvalidArgument(f"model {model_id} cannot predict yet (status {model.status})", code="model_not_ready")
 
     def _store(self, user_id: int, project, options: UploadOptions, upload: UploadedFile, info: VideoInfo) -> dict:

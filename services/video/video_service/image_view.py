@@ -7,8 +7,7 @@ The image service owns images and their JSON; this renders the same shape from w
 from __future__ import annotations
 
 from mlstudio.common.detections import as_score, boxes, captions, from_boxes
-
-DETECTION = "Detection"
+from mlstudio.common.vocabulary import DETECTION
 
 
 def image_json(image, project_type: str) -> dict:

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Protocol
 
 from mlstudio.common import errors
+from mlstudio.common.vocabulary import DETECTION
 from mlstudio.image.v1 import image_pb2
 
 from .frames import Frame, FrameDecoder, FrameSampler, batches
-
-DETECTION = "Detection"
 
 
 class Labeller(Protocol):

@@ -12,14 +12,12 @@ from datetime import datetime
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from mlstudio.common import mongo
+from mlstudio.common.mongo import VISIBLE
 
-VISIBLE = {"deleting": {"$ne": True}}
 
-
-class VideoRepository:
+class VideoRepository(mongo.Repository):
     def __init__(self, db: Database):
         self.db = db
         self.videos = db.videos
@@ -30,12 +28,6 @@ class VideoRepository:
             pymongo.IndexModel([("deleting", 1)], name="deleting", sparse=True),
             pymongo.IndexModel([("job_pending", 1)], name="job_pending", sparse=True),
         ])
-
-    def _run(self, operation):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     def new_id(self) -> int:
         return self._run(lambda: mongo.next_id(self.db, "videos"))

@@ -36,7 +36,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -146,7 +146,7 @@ def _lease_expired() -> dict:
     return {"$expr": {"$lt": ["$lease_expires", "$$NOW"]}}
 
 
-class JobQueue:
+class JobQueue(mongo.Repository):
     """The jobs of one service, in one collection of its database."""
 
     def __init__(self, collection: Collection, *, lease_s: float = 30.0, max_attempts: int = 3, retry_delay_s: float = 5.0,
@@ -167,12 +167,6 @@ class JobQueue:
             pymongo.IndexModel([("status", 1), ("kind", 1), ("available_at", 1)], name="claimable"),
             pymongo.IndexModel([("status", 1), ("lease_expires", 1)], name="leases"),
         ])
-
-    def _run(self, operation: Callable[[], Any]):
-        try:
-            return operation()
-        except PyMongoError as exc:
-            raise mongo.unavailable(exc) from exc
 
     # -- producers -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""MongoDB helpers: the client, atomic integer ids, and index declaration.
+"""MongoDB helpers: the client, atomic integer ids, index declaration, and the base of every
+service's repository (database errors as `Unavailable`, the filter hiding records being deleted).
 
 Public ids are integers, as in the original API. Each service allocates its own from a
 `counters` collection with one atomic `$inc`, so concurrent creators never share an id.
@@ -6,6 +7,8 @@ Public ids are integers, as in the original API. Each service allocates its own 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import pymongo
 from pymongo.collection import Collection
@@ -15,6 +18,12 @@ from pymongo.errors import PyMongoError
 from . import errors
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A record marked `deleting` is being removed (its files first, the record last): every read
+# but the sweep that finishes the removal leaves it out.
+VISIBLE = {"deleting": {"$ne": True}}
 
 
 def connect(uri: str, database: str, *, timeout_ms: int = 5000) -> Database:
@@ -66,6 +75,23 @@ def ping(db: Database) -> bool:
 def unavailable(error: PyMongoError) -> errors.Unavailable:
     log.warning("database error: %s", error)
     return errors.Unavailable("the database is unavailable, try again shortly")
+
+
+def run(operation: Callable[[], T]) -> T:
+    """`operation()`, one or more database calls; a database error becomes `Unavailable` (503,
+    UNAVAILABLE: try again), logged, never a driver's exception. Other errors pass unchanged."""
+    try:
+        return operation()
+    except PyMongoError as exc:
+        raise unavailable(exc) from exc
+
+
+class Repository:
+    """Base of a service's MongoDB access: `self._run(lambda: ...)` around each database call."""
+
+    @staticmethod
+    def _run(operation: Callable[[], T]) -> T:
+        return run(operation)
 
 
 def utc_now():

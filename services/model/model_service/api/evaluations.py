@@ -4,6 +4,9 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from mlstudio.common import ids, media_files
+from mlstudio.common.vocabulary import MODEL_TYPES
+
+from ..evaluation.service import EVALUATION_STATUSES
 
 CLASS_FIELDS = {
     "label": fields.String,
@@ -20,11 +23,11 @@ EVALUATION_FIELDS = {
     "project": fields.Integer(description="the project whose images were used"),
     "scope": fields.String(enum=["held_out", "project"], description="held_out: the images its training held out; project: all the "
                                                                      "project's tagged (Classification) or boxed (Detection) images"),
-    "status": fields.String(enum=["Pending", "Running", "Done", "Failed"]),
+    "status": fields.String(enum=list(EVALUATION_STATUSES)),
     "error": fields.String(description="Failed: why"),
     "progress": fields.Raw(description="{done, total}: images predicted"),
     "evaluated_at": fields.String(description="ISO 8601 UTC, once Done"),
-    "type": fields.String(enum=["Classification", "Detection"]),
+    "type": fields.String(enum=list(MODEL_TYPES)),
     "images": fields.Integer(description="images evaluated on"),
     "accuracy": fields.Float(description="Classification: share of images whose predicted label is their tag"),
     "classes": fields.Raw(description="per class (every true class, then the predicted ones that are no true class): "

@@ -4,6 +4,7 @@ from flask_restx import Namespace, Resource, fields, reqparse
 
 from mlstudio.common import ids, media_files
 from mlstudio.common.http_app import caller
+from mlstudio.common.vocabulary import MODEL_STATUSES, MODEL_TYPES
 
 from ..uploads import Upload
 from . import evaluations
@@ -15,12 +16,12 @@ MODEL_FIELDS = {
     "label_location": fields.String(description="object-storage key of the label file"),
     "description": fields.String,
     "url": fields.String(description="signed URL of the model file (null until the model is Trained)"),
-    "type": fields.String(enum=["Classification", "Detection"]),
+    "type": fields.String(enum=list(MODEL_TYPES)),
     "user": fields.Integer(description="owner's user id"),
     "project": fields.Integer(description="project id"),
     "isPublic": fields.Boolean,
     "create_time": fields.String(description="ISO 8601 UTC"),
-    "status": fields.String(enum=["Pending", "Training", "Trained", "Failed"]),
+    "status": fields.String(enum=list(MODEL_STATUSES)),
     "labels": fields.List(fields.String, description="class names in index order"),
     "input_shape": fields.List(fields.Integer, description="height, width, channels"),
     "preprocessing": fields.String(enum=["raw", "unit", "symmetric"]),

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 
 from mlstudio.common import errors, jobs, mongo
+from mlstudio.common.vocabulary import CLASSIFICATION, DETECTION
 
 from ..detections import DEFAULT_THRESHOLD
 from . import chart, metrics
@@ -60,7 +61,7 @@ def evaluable(image, model_type: str) -> bool:
     """Whether an image's label can judge a model: checked (a person's, or a model's that scored
     at least its project's review threshold: `is_train`), and a tag for classification, boxes for
     detection. A label waiting for review could be the very mistake being measured."""
-    return image.is_train and (bool(image.detections) if model_type == "Detection" else bool(image.tag))
+    return image.is_train and (bool(image.detections) if model_type == DETECTION else bool(image.tag))
 
 
 def curves(history: Iterable[dict]) -> dict:
@@ -146,7 +147,7 @@ class EvaluateModelHandler:
         for image in listed:
             if (wanted is not None and image.id not in wanted) or not evaluable(image, doc["type"]):
                 continue
-            if doc["type"] == "Detection":
+            if doc["type"] == DETECTION:
                 labelled[image.id] = [metrics.Box(box.label, box.x1, box.y1, box.x2, box.y2) for box in image.detections]
             else:
                 labelled[image.id] = image.tag
@@ -170,21 +171,21 @@ class EvaluateModelHandler:
             yield ids, contents
 
     def _predict(self, doc: dict, user_id: int, contents: list[bytes]) -> list:
-        if doc["type"] == "Detection":
+        if doc["type"] == DETECTION:
             found = self.core.detect(doc["_id"], user_id, contents, threshold=MIN_DETECTION_SCORE)
             return [[metrics.Box(box.label, box.x1, box.y1, box.x2, box.y2, box.score) for box in boxes] for boxes in found]
         return [result.label for result in self.core.classify(doc["_id"], user_id, contents)]
 
     def _report(self, doc: dict, truths: list, predictions: list) -> dict:
-        if doc["type"] == "Detection":
+        if doc["type"] == DETECTION:
             threshold = doc.get("threshold") or DEFAULT_THRESHOLD
-            return {"type": "Detection", **metrics.detection_report(truths, predictions, threshold)}
-        return {"type": "Classification", **metrics.classification_report(truths, predictions)}
+            return {"type": DETECTION, **metrics.detection_report(truths, predictions, threshold)}
+        return {"type": CLASSIFICATION, **metrics.classification_report(truths, predictions)}
 
 
 def no_images_message(model_type: str, *, held_out: bool = False) -> str:
     if held_out:
         return "none of the images held out of the training is left in the project"
-    if model_type == "Detection":
+    if model_type == DETECTION:
         return "the project has no images with boxes to evaluate a Detection model on"
     return "the project has no tagged images to evaluate a Classification model on"

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from mlstudio.common import errors, jobs
 from mlstudio.common.media_files import MediaFile
+from mlstudio.common.vocabulary import CLASSIFICATION, TRAINED
 
 from ..user_messages import without_paths
 from .job import EVALUATE_JOB, EvaluateModelHandler, chart_keys, evaluable, evaluation_payload, job_id, no_images_message
 
-PENDING, RUNNING, DONE, FAILED = "Pending", "Running", "Done", "Failed"
+PENDING, RUNNING, DONE, FAILED = "Pending", "Running", "Done", "Failed"  # an evaluation's, not a model's
+EVALUATION_STATUSES = (PENDING, RUNNING, DONE, FAILED)
 _STATUS = {jobs.QUEUED: PENDING, jobs.RUNNING: RUNNING, jobs.DONE: DONE, jobs.FAILED: FAILED, jobs.CANCELLED: FAILED}
 MAX_LISTED_TAGS = 5
 
@@ -43,7 +45,7 @@ class Evaluations:
         """Queues the evaluation of the model `doc` on the project's labelled images (the one in
         progress, if any, is answered instead); 4xx when it cannot be evaluated there."""
         model_id = doc["_id"]
-        if doc["status"] != "Trained":
+        if doc["status"] != TRAINED:
             raise errors.NotAcceptable(f"model {model_id} is not ready (status {doc['status']}): only a Trained model can be evaluated",
                                        code="model_not_ready")
         if doc["type"] != project_type:
@@ -52,7 +54,7 @@ class Evaluations:
         labelled = [image for image in self.images.list_images(project_id, user_id) if evaluable(image, doc["type"])]
         if not labelled:
             raise errors.InvalidArgument(no_images_message(doc["type"]), code="no_images")
-        if doc["type"] == "Classification":
+        if doc["type"] == CLASSIFICATION:
             self._check_common_labels(doc, {image.tag for image in labelled})
         key = job_id(model_id, project_id)
         current = self.queue.get(key)
@@ -96,7 +98,7 @@ class Evaluations:
             raise errors.NotFound(f"model {doc['_id']} was not trained here, so it has no training evaluation: "
                                   f"POST /models/{doc['_id']}/evaluate?project_id=<project> evaluates it on a project's images",
                                   code="no_evaluation")
-        if doc["status"] != "Trained":
+        if doc["status"] != TRAINED:
             raise errors.NotFound(f"model {doc['_id']} has no evaluation yet: its training has not finished (status {doc['status']})",
                                   code="no_evaluation")
         raise errors.NotFound(f"model {doc['_id']} has no training evaluation: no images were held out of its training "

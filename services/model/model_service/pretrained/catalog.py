@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlstudio.common.vocabulary import CLASSIFICATION, DETECTION
+
 from . import sources
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _build_efficientnet_lite0(files: dict[str, Path], output: Path) -> None:
 
 
 COCO_NANODET = PretrainedModel(
-    key="coco-nanodet-m", name="COCO objects (NanoDet-m)", model_type="Detection",
+    key="coco-nanodet-m", name="COCO objects (NanoDet-m)", model_type=DETECTION,
     source=sources.HUMAN_MODELS, labels_file="coco_labels.txt", input_shape=(416, 416, 3),
     build_version=2, build=_build_nanodet,
     # Its graph resizes keeping the aspect ratio (squeezed frames lose their cars, see nanodet.py).
@@ -71,7 +73,7 @@ COCO_NANODET = PretrainedModel(
     # while NanoDet-m's scores for them stay under 0.5 on many frames.
     resize="keep_aspect", threshold=0.4)
 IMAGENET_LITE0 = PretrainedModel(
-    key="imagenet-efficientnet-lite0", name="ImageNet (EfficientNet-Lite0)", model_type="Classification",
+    key="imagenet-efficientnet-lite0", name="ImageNet (EfficientNet-Lite0)", model_type=CLASSIFICATION,
     source=sources.EFFICIENTNET_LITE0, labels_file="imagenet_labels.txt", input_shape=(224, 224, 3),
     build_version=1, build=_build_efficientnet_lite0)
 MODELS = (COCO_NANODET, IMAGENET_LITE0)

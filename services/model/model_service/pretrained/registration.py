@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from mlstudio.common import mongo
+from mlstudio.common.vocabulary import PENDING, TRAINED
 
 from .. import archive
 from ..tfserving_repository import serving_name
@@ -104,7 +105,7 @@ def _register_new(core, model, directory: Path, build: str) -> int:
     now = mongo.utc_now()
     doc = {
         "_id": model_id, **_fields(model, directory, build), "user": SYSTEM_USER, "project": SYSTEM_PROJECT,
-        "isPublic": True, "create_time": now, "status": "Pending", "version": 1, "metrics": {}, "error": None,
+        "isPublic": True, "create_time": now, "status": PENDING, "version": 1, "metrics": {}, "error": None,
         "location": "", "label_location": artifacts["labels"], "artifacts": artifacts, "format": FORMAT,
         "source": SOURCE, "served": False, "builtin": model.key,
         # Abandoned (the process died half-way), reconcile removes it and the next start registers again.
@@ -116,7 +117,7 @@ def _register_new(core, model, directory: Path, build: str) -> int:
         return found["_id"] if found else model_id
     try:
         _store_and_install(core, model_id, 1, directory, artifacts)
-        core.repository.update(model_id, {"served": True, "status": "Trained"}, unset=("claimed_until",))
+        core.repository.update(model_id, {"served": True, "status": TRAINED}, unset=("claimed_until",))
     except BaseException:
         core._undo(doc)
         raise
@@ -132,7 +133,7 @@ def _upgrade(core, model, directory: Path, build: str, doc: dict) -> int:
     artifacts = keys(model_id, version)
     _store_and_install(core, model_id, version, directory, artifacts)
     changes = {**_fields(model, directory, build), "version": version, "artifacts": artifacts,
-               "label_location": artifacts["labels"], "served": True, "status": "Trained", "error": None}
+               "label_location": artifacts["labels"], "served": True, "status": TRAINED, "error": None}
     if core.repository.replace_builtin(model.key, doc.get("builtin_digest"), changes) is not None:
         old = doc.get("artifacts", {}).get("saved_model")
         if old and old != artifacts["saved_model"]:

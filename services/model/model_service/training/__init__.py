@@ -1,4 +1,12 @@
-"""Training models on the server from a project's tagged images (`method=create`).
+"""Training models on the server from a project's tagged images (`method=create`): what the
+trainer worker runs. Three names, three roles:
+
+    model_service/trainings.py  the model service's side (API process): checks a request, queues
+                                the training job, reads its status and progress, cancels, shows the log
+    model_service/trainer.py    the trainer worker process (`python -m model_service.trainer`):
+                                claims training jobs and hands each to this package
+    model_service/training/     this package: the parts of one training (parameters, dataset, recipes,
+                                sandbox, the job's handler), run by the worker
 
 The model service queues a training job; the trainer worker (`python -m model_service.trainer`)
 claims it and, module by module:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlstudio.common import errors, jobs
+from mlstudio.common.vocabulary import TRAINED
 
 from . import dataset as datasets
 from . import features, recipe, split
@@ -141,7 +142,7 @@ class TrainModelHandler:
         model = self.registrar.training_model(model_id)
         if model is None:
             raise jobs.JobCancelled(f"model {model_id} was deleted")
-        if model.get("status") == "Trained":  # registered by an attempt that died just after
+        if model.get("status") == TRAINED:  # registered by an attempt that died just after
             self.registrar.evaluate_held_out(model_id, job.checkpoint.get("history") or [])
             return {"metrics": model.get("metrics") or {}}
         with self._job_dir(job) as job_dir:

@@ -3,6 +3,7 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from mlstudio.common.http_app import body_fields, caller
+from mlstudio.common.vocabulary import CLASSIFICATION, PROJECT_TYPES
 
 from ..core import SETTINGS
 
@@ -19,7 +20,7 @@ def register_routes(api, core, settings):
         "title": fields.String(example="Light and dark"),
         "location": fields.String(description="storage prefix (kept for compatibility)", example="projects/1/"),
         "description": fields.String(example="my first project"),
-        "type": fields.String(enum=["Classification", "Detection"]),
+        "type": fields.String(enum=list(PROJECT_TYPES)),
         "user": fields.Integer(description="owner's user id", example=1),
         "create_time": fields.String(description="ISO 8601 UTC", example="2026-12-01T19:46:17.618Z"),
         "threshold": fields.Float(description="Detection: the score (0, 1] a detection needs when a prediction or "
@@ -33,7 +34,7 @@ def register_routes(api, core, settings):
     new_project = ns.model("NewProject", {
         "title": fields.String(required=True, example="Light and dark"),
         "description": fields.String(example="my first project"),
-        "type": fields.String(required=True, enum=["Classification", "Detection"], example="Classification"),
+        "type": fields.String(required=True, enum=list(PROJECT_TYPES), example=CLASSIFICATION),
         "threshold": fields.Float(description="optional, (0, 1]; default 0.4 (see Project)", example=0.4),
         "review_threshold": fields.Float(description="optional, 0 to 1; default 0.8 (see Project)", example=0.8),
     })

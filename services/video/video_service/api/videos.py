@@ -4,6 +4,7 @@ from flask_restx import Namespace, Resource, fields
 
 from mlstudio.common import detections as detection_forms, ids, media_files
 from mlstudio.common.http_app import caller
+from mlstudio.common.vocabulary import PROJECT_TYPES
 
 from ..core import UploadedFile
 from ..upload_form import upload_options
@@ -26,7 +27,7 @@ def build_namespace(core, settings) -> Namespace:
         "title": fields.String,
         "description": fields.String,
         "url": fields.String(description="signed URL of the video file; plays in a browser, honours Range"),
-        "type": fields.String(description="the project's type", enum=["Classification", "Detection"]),
+        "type": fields.String(description="the project's type", enum=list(PROJECT_TYPES)),
         "user": fields.Integer(description="owner's user id"),
         "project": fields.Integer,
         "create_time": fields.String(description="ISO 8601 UTC"),

@@ -1,9 +1,10 @@
 """The video service's settings, shared by its HTTP/gRPC process and its worker processes."""
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlstudio.common import jobs
-from mlstudio.common.settings import ServiceSettings, env
+from mlstudio.common.settings import ConfigError, ServiceSettings, env
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -27,6 +28,7 @@ class VideoSettings(ServiceSettings):
     job_max_dependency_delay_s: float = env("VIDEO_JOB_MAX_DEPENDENCY_DELAY_S", 60.0, help="longest delay between two tries of a job waiting for a service it needs")
     max_frame_pixels: int = env("VIDEO_MAX_FRAME_PIXELS", 50_000_000, help="largest accepted frame (width x height); keep it at most the image service's MAX_IMAGE_PIXELS, which refuses larger frames")
     worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 1.0, help="how often an idle worker looks for retries and expired leases (new jobs wake it at once)")
+    job_slots: int = env("VIDEO_JOB_SLOTS", 0, help="videos one worker process splits at once, each with its share of the CPUs; 0: one per CPU core the process may run on")
     worker_id: str = env("VIDEO_WORKER_ID", "", help="name of this worker in job leases (default host:pid)")
     cancel_wait_s: float = env("VIDEO_CANCEL_WAIT_S", 10.0, help="how long a delete waits for the worker of a video in progress to stop")
     delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="period of the sweep that finishes unfinished deletions and queues the job of an upload interrupted before queuing it")
@@ -35,6 +37,14 @@ class VideoSettings(ServiceSettings):
         """The service's job queue, as both the API process and the workers use it."""
         return jobs.JobQueue(collection, lease_s=self.job_lease_s, max_attempts=self.job_max_attempts, retry_delay_s=self.job_retry_delay_s,
                              dependency_wait_s=self.job_dependency_wait_s, max_dependency_delay_s=self.job_max_dependency_delay_s)
+
+    @property
+    def job_slot_count(self) -> int:
+        """`job_slots`, or one slot per core this process may use (its CPU affinity, which a
+        container's cpuset narrows; a CPU quota does not show here: set VIDEO_JOB_SLOTS then)."""
+        if self.job_slots < 0:
+            raise ConfigError(f"VIDEO_JOB_SLOTS must be 0 (one per core) or more, not {self.job_slots}")
+        return self.job_slots or len(os.sched_getaffinity(0))
 
     @property
     def worker_call_deadline_s(self) -> float:

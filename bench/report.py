@@ -14,7 +14,7 @@ from pathlib import Path
 
 SCENARIOS = (
     "footprint",  # first: the stack as it starts
-    "video_pipeline", "video_sparse", "predict", "gateway", "upload", "export", "detector_video", "fewshot_training",
+    "video_pipeline", "video_sparse", "video_queue", "predict", "gateway", "upload", "export", "detector_video", "fewshot_training",
     "list_images", "predict_concurrent",
 )
 # What each scenario's figures are, for the table: (key, label, unit).
@@ -83,6 +83,12 @@ FIGURES["list_images"] = (
     ("deep_after_id_page_ms", "by after_id", "ms"),
     ("tag_summary_ms", "tag summary", "ms"),
     ("images", "images", ""),
+)
+FIGURES["video_queue"] = (
+    ("single_s", "one video", "s"),
+    ("total_s", "five at once", "s"),
+    ("first_done_s", "first of the five done", "s"),
+    ("copies", "videos", ""),
 )
 FIGURES["footprint"] = (("idle_rss_mb", "whole stack idle", "MB"),)
 FIGURES["predict_concurrent"] = (
@@ -253,6 +259,17 @@ def _video_sparse(axis, scenario: dict) -> None:
     )
 
 
+def _video_queue(axis, scenario: dict) -> None:
+    copies = scenario["copies"]
+    rows = [
+        ("one video", [(scenario["single_s"], BASELINE, "")]),
+        (f"{copies} one after another (est.)", [(copies * scenario["single_s"], BASELINE, "")]),
+        (f"{copies} at once: last done", [(scenario["total_s"], STUDIO, "")]),
+    ]
+    rows += [(f"  copy {number} done", [(done, STUDIO, "")]) for number, done in enumerate(scenario.get("done_s", []), 1)]
+    _bars(axis, rows, "s")
+
+
 def _predict(axis, scenario: dict) -> None:
     _bars(
         axis,
@@ -397,6 +414,7 @@ def _footprint(axis, scenario: dict) -> None:
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
+    "video_queue": _video_queue,
     "predict": _predict,
     "gateway": _gateway,
     "upload": _upload,

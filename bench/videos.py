@@ -6,10 +6,13 @@
   `cv2.imwrite` and insert one MongoDB record for it.
 - `studio`: ML Studio itself, through the gateway: upload the video, then watch its status
   until `done`, noting when the worker started on it.
+- `studio_queue`: several copies of a video uploaded at once (a client each), watched until
+  every one is `done`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +101,20 @@ class StudioRun:
         return self.done_s - self.started_s
 
 
+def _upload(session, params: dict, model_id: int, path: Path, body: bytes, interval: int, content_type: str) -> int:
+    """Uploads one video through the gateway; its id."""
+    response = session.post(
+        "/videos/all",
+        params=params,
+        data={"model_id": str(model_id), "interval": str(interval)},
+        files={"file": (path.name, body, content_type)},
+        timeout=PROCESSING_TIMEOUT_S,
+    )
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"the upload answered {response.status_code}: {response.text[:500]}")
+    return int(response.json()["video"]["id"])
+
+
 def studio(
     account: Account, project_id: int, model_id: int, path: Path, interval: int, content_type: str = "video/mp4"
 ) -> StudioRun:
@@ -105,17 +122,8 @@ def studio(
     params = {"user_id": account.user_id, "project_id": project_id}
     body = path.read_bytes()
     started = time.perf_counter()
-    response = account.session.post(
-        "/videos/all",
-        params=params,
-        data={"model_id": str(model_id), "interval": str(interval)},
-        files={"file": (path.name, body, content_type)},
-        timeout=PROCESSING_TIMEOUT_S,
-    )
+    video_id = _upload(account.session, params, model_id, path, body, interval, content_type)
     uploaded = time.perf_counter() - started
-    if response.status_code not in (200, 202):
-        raise RuntimeError(f"the upload answered {response.status_code}: {response.text[:500]}")
-    video_id = int(response.json()["video"]["id"])
     processing_seen = None
     deadline = started + PROCESSING_TIMEOUT_S
     while True:
@@ -145,3 +153,63 @@ def video_status(account: Account, params: dict, video_id: int) -> tuple[str, st
         if video["id"] == video_id:
             return video["status"], video.get("error")
     raise RuntimeError(f"video {video_id} is not in its project's list")
+
+
+def studio_queue(
+    account: Account, project_id: int, model_id: int, path: Path, interval: int, copies: int, content_type: str = "video/mp4"
+) -> list[StudioRun]:
+    """Uploads `copies` copies of `path` at once (a thread and a session each, as that many users
+    would), then watches the project's list until all are done; each copy's times count from the
+    common start."""
+    from deploy.local.managed_stack import Api
+
+    params = {"user_id": account.user_id, "project_id": project_id}
+    body = path.read_bytes()
+    sessions = [Api(account.session.base_url, account.token) for _ in range(copies)]
+    uploaded: dict[int, tuple[int, float]] = {}
+    failures: list[BaseException] = []
+    started = time.perf_counter()
+
+    def upload(copy: int) -> None:
+        try:
+            video_id = _upload(sessions[copy], params, model_id, path, body, interval, content_type)
+            uploaded[copy] = (video_id, time.perf_counter() - started)
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(copy,)) for copy in range(copies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for session in sessions:
+        session.close()
+    if failures:
+        raise failures[0]
+    ids = {video_id: uploaded_s for video_id, uploaded_s in uploaded.values()}
+    processing_seen: dict[int, float] = {}
+    done: dict[int, float] = {}
+    deadline = started + PROCESSING_TIMEOUT_S
+    while len(done) < len(ids):
+        response = account.session.get("/videos/all", params=params)
+        if response.status_code != 200:
+            raise RuntimeError(f"listing videos answered {response.status_code}: {response.text[:300]}")
+        now = time.perf_counter() - started
+        for video in response.json():
+            video_id = video["id"]
+            if video_id not in ids or video_id in done:
+                continue
+            if video["status"] == "processing":
+                processing_seen.setdefault(video_id, now)
+            elif video["status"] == "done":
+                done[video_id] = now
+            elif video["status"] == "failed":
+                raise RuntimeError(f"video {video_id} failed: {video.get('error')}")
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{len(ids) - len(done)} of {len(ids)} videos were not done after {PROCESSING_TIMEOUT_S:.0f} s")
+        if len(done) < len(ids):
+            time.sleep(min(POLL_BOUNDS_S[1], max(POLL_BOUNDS_S[0], POLL_FRACTION * now)))
+    return [
+        StudioRun(video_id, uploaded_s, processing_seen.get(video_id, uploaded_s), done[video_id], images=0)
+        for video_id, uploaded_s in sorted(ids.items(), key=lambda item: done[item[0]])
+    ]

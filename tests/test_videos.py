@@ -413,6 +413,42 @@ def test_a_killed_worker_leaves_a_job_that_completes_without_duplicates(stack, o
     assert (job["attempts"], job["owner"], job["progress"]) == (2, None, {"done": 400, "total": 400})
 
 
+def test_a_killed_worker_with_two_slots_leaves_both_of_its_jobs_to_be_finished(stack, owner, media, tmp_path):
+    stack_worker = stack.state()["processes"]["video-worker"]
+    os.kill(stack_worker, signal.SIGSTOP)  # only our workers take jobs during this test
+    ours: list[subprocess.Popen] = []
+    try:
+        # Both videos are queued before the worker starts, so its two slots take them together.
+        video_ids = [owner.upload(media["long_light_dark"], interval=1).json()["video"]["id"] for _ in range(2)]
+        settings = {"VIDEO_BATCH_SIZE": "4", "VIDEO_JOB_LEASE_S": "2", "VIDEO_WORKER_ID": "doomed", "VIDEO_JOB_SLOTS": "2"}
+        ours.append(stack.start_component("video-worker", tmp_path / "doomed.log", **settings))
+        deadline = time.monotonic() + PROCESSING_TIMEOUT_S
+        # Both advance at once: each has stored frames while the other is still going.
+        while min(owner.video(video_id)["video"]["progress"]["done"] for video_id in video_ids) < 40:
+            assert time.monotonic() < deadline and ours[0].poll() is None, (tmp_path / "doomed.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.killpg(ours[0].pid, signal.SIGKILL)
+        ours[0].wait()
+        killed = [video_db(stack).jobs.find_one({"_id": f"video-{video_id}"}) for video_id in video_ids]
+        assert {job["owner"] for job in killed} == {"doomed", "doomed#1"}, killed
+        assert all(job["status"] == "running" and 40 <= job["progress"]["done"] < 400 for job in killed), killed
+
+        ours.append(stack.start_component("video-worker", tmp_path / "restarted.log", VIDEO_WORKER_ID="restarted"))
+        answers = [owner.wait_until_processed(video_id) for video_id in video_ids]
+    finally:
+        for process in ours:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
+        os.kill(stack_worker, signal.SIGCONT)
+    for video_id, answer in zip(video_ids, answers, strict=True):
+        assert answer["video"]["status"] == "done", answer["video"]
+        assert_light_dark_frames(answer["images"], video_id, step=1, frames=400)
+        assert len({image["id"] for image in answer["images"]}) == 400
+        job = video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})
+        assert (job["attempts"], job["owner"], job["progress"]) == (2, None, {"done": 400, "total": 400})
+
+
 # ---- a service the worker needs goes down in the middle of a video --------------------------------
 
 class Outage:

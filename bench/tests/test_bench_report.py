@@ -215,3 +215,22 @@ def test_the_list_footprint_and_concurrent_prediction_scenarios_are_reported(tmp
     assert "| footprint | whole stack idle 1,627 MB | `idle_rss_mb <= 1500` | 1.63e+03 | **no** |" in markdown
     assert "| predict_concurrent | in-process Keras (batch 64) 760 images/s, studio, 16 clients x 8 images 700 images/s" in markdown
     assert paths["png"].stat().st_size > 10_000
+
+
+def test_the_video_queue_scenario_is_reported_with_each_copy(tmp_path):
+    results = synthetic_results()
+    results["scenarios"] = {
+        "video_queue": {
+            "copies": 5, "single_s": 0.9, "total_s": 2.4, "first_done_s": 1.6, "done_s": [1.6, 1.7, 2.2, 2.3, 2.4],
+            "goals": [goal("total_s <= 3 * single_s", 2.67, 3, at_least=False)], "runs": {},
+        },
+    }
+    results["scenarios"]["video_queue"]["goal_met"] = True
+
+    paths = report.write_all(results, tmp_path)
+
+    markdown = paths["md"].read_text()
+    assert "| video_queue | one video 0.9 s, five at once 2.4 s, first of the five done 1.6 s, videos 5 |" in markdown
+    assert "`total_s <= 3 * single_s` | 2.67 | yes |" in markdown
+    assert {"single_s", "total_s"} <= set(json.loads(paths["json"].read_text())["scenarios"]["video_queue"])
+    assert paths["png"].stat().st_size > 10_000

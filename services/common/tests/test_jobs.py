@@ -2,6 +2,7 @@
 atomic updates and clock, which an in-memory fake would only pretend to have)."""
 from __future__ import annotations
 
+import datetime
 import shutil
 import socket
 import subprocess
@@ -511,3 +512,158 @@ def test_find_ids_matches_job_ids_by_pattern(queue):
     assert queue.find_ids("^evaluation-1-") == ["evaluation-1-project-4", "evaluation-1-training"]
     assert queue.find_ids("^evaluation-[0-9]+-project-4$") == ["evaluation-1-project-4", "evaluation-12-project-4"]
     assert queue.find_ids("^nothing") == []
+
+
+# ---- job slots: several jobs at once in one worker ------------------------------------------------
+
+class ByIdHandler:
+    """Runs the behaviour named by the job's id; records cleanups."""
+
+    def __init__(self, behaviours):
+        self.behaviours = behaviours
+        self.cleaned: list[str] = []
+
+    def run(self, job, context):
+        return self.behaviours[job.id](job, context)
+
+    def cleanup(self, job):
+        self.cleaned.append(job.id)
+
+
+class RunningWorker:
+    """A worker's `run_forever` in a thread, stopped (and joined) on leaving the block."""
+
+    def __init__(self, worker: jobs.Worker):
+        self.worker = worker
+        self.thread = threading.Thread(target=worker.run_forever, daemon=True)
+
+    def __enter__(self) -> jobs.Worker:
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc_info) -> None:
+        self.worker.stopping.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+def _slotted(queue, behaviours, slots=2, owner="w"):
+    return jobs.Worker(queue, {"video": ByIdHandler(behaviours)}, owner, poll_s=0.05, slots=slots)
+
+
+def test_two_slots_run_two_jobs_at_once_each_under_its_own_owner(queue):
+    both_going = threading.Barrier(2, timeout=30)  # broken (the job crashes) unless both run at once
+    owners = {}
+
+    def behaviour(job, context):
+        context.report(1, 2)
+        both_going.wait()
+        owners[job.id] = context.job.owner
+        context.report(2, 2)
+        return {"frames": 2}
+
+    for job_id in ("a", "b"):
+        queue.enqueue(job_id, "video", {})
+    with RunningWorker(_slotted(queue, {"a": behaviour, "b": behaviour})):
+        finished = [queue.wait(job_id, timeout_s=60, poll_s=0.05) for job_id in ("a", "b")]
+    assert [(job.status, job.progress, job.attempts) for job in finished] == [(jobs.DONE, {"done": 2, "total": 2}, 1)] * 2
+    assert sorted(owners.values()) == ["w", "w#1"]
+
+
+def test_a_slot_frees_when_its_job_ends_or_fails_while_the_other_slot_stays_busy(queue):
+    let_long_end = threading.Event()
+
+    def long(job, context):
+        assert let_long_end.wait(60), "the other jobs never finished beside this one"
+        return {}
+
+    def fails(job, context):
+        raise jobs.JobFailed("the video could not be decoded")
+
+    behaviours = {"a-long": long, "b-fails": fails, "c-ends": lambda job, context: {}, "d-last": lambda job, context: {}}
+    for job_id in behaviours:
+        queue.enqueue(job_id, "video", {})
+    worker = _slotted(queue, behaviours)
+    with RunningWorker(worker):
+        # The second slot takes b, then (b failed) c, then (c done) d, while a holds the first.
+        last = queue.wait("d-last", timeout_s=60, poll_s=0.05)
+        long_meanwhile = queue.get("a-long")
+        let_long_end.set()
+        long_job = queue.wait("a-long", timeout_s=60, poll_s=0.05)
+    assert (last.status, long_meanwhile.status, long_job.status) == (jobs.DONE, jobs.RUNNING, jobs.DONE)
+    assert (queue.get("b-fails").status, queue.get("c-ends").status) == (jobs.FAILED, jobs.DONE)
+    assert worker.handlers["video"].cleaned == ["b-fails"]
+
+
+def test_each_job_in_a_slot_keeps_its_own_lease(queue):
+    both_going = threading.Barrier(2, timeout=30)
+    stolen = {}
+
+    def outlive_the_first_lease(job, context):
+        both_going.wait()
+        # Wait until this job's lease has been renewed past the moment its first one ran out
+        # (the queue's lease is 1 s): only its own heartbeat can have done that.
+        deadline = time.monotonic() + 30
+        while queue.get(job.id).lease_expires < job.lease_expires + datetime.timedelta(seconds=queue.lease_s):
+            assert time.monotonic() < deadline, "the job's lease was not renewed"
+            time.sleep(0.05)
+        stolen[job.id] = queue.claim("thief")
+        context.check()
+        return {}
+
+    for job_id in ("a", "b"):
+        queue.enqueue(job_id, "video", {})
+    with RunningWorker(_slotted(queue, {"a": outlive_the_first_lease, "b": outlive_the_first_lease})):
+        finished = [queue.wait(job_id, timeout_s=60, poll_s=0.05) for job_id in ("a", "b")]
+    assert [job.status for job in finished] == [jobs.DONE, jobs.DONE]
+    assert stolen == {"a": None, "b": None}
+
+
+def test_a_stopping_worker_hands_back_every_job_in_its_slots(queue):
+    both_going = threading.Barrier(3, timeout=30)  # the two jobs and the test: stop once both run
+
+    def behaviour(job, context):
+        both_going.wait()
+        while True:  # until the worker stops: then report raises WorkerStopping
+            context.report(1, 5)
+            time.sleep(0.05)
+
+    for job_id in ("a", "b"):
+        queue.enqueue(job_id, "video", {})
+    with RunningWorker(_slotted(queue, {"a": behaviour, "b": behaviour})):
+        both_going.wait()
+    assert [(job.status, job.attempts, job.owner) for job in map(queue.get, ("a", "b"))] == [(jobs.QUEUED, 0, None)] * 2
+
+
+def test_a_cancelled_job_in_one_slot_stops_and_the_other_goes_on(queue):
+    both_going = threading.Barrier(3, timeout=30)  # the two jobs and the test: cancel once both run
+    let_other_end = threading.Event()
+
+    def until_cancelled(job, context):
+        both_going.wait()
+        while True:
+            context.report(1, 5)  # raises JobCancelled once the cancel is asked for
+            time.sleep(0.05)
+
+    def other(job, context):
+        both_going.wait()
+        assert let_other_end.wait(60)
+        return {}
+
+    queue.enqueue("a", "video", {})
+    queue.enqueue("b", "video", {})
+    worker = _slotted(queue, {"a": until_cancelled, "b": other})
+    with RunningWorker(worker):
+        both_going.wait()
+        queue.cancel("a")
+        cancelled = queue.wait("a", timeout_s=60, poll_s=0.05)
+        other_meanwhile = queue.get("b")
+        let_other_end.set()
+        other_job = queue.wait("b", timeout_s=60, poll_s=0.05)
+    assert (cancelled.status, other_meanwhile.status, other_job.status) == (jobs.CANCELLED, jobs.RUNNING, jobs.DONE)
+    assert worker.handlers["video"].cleaned == ["a"]
+
+
+def test_a_worker_needs_a_slot(queue):
+    with pytest.raises(ValueError, match="slot"):
+        jobs.Worker(queue, {}, "w", slots=0)

@@ -1,10 +1,13 @@
 """The video service's settings, shared by its HTTP/gRPC process and its worker processes."""
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlstudio.common import jobs
-from mlstudio.common.settings import ServiceSettings, env
+from mlstudio.common.settings import ConfigError, ServiceSettings, env
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -27,6 +30,7 @@ class VideoSettings(ServiceSettings):
     job_max_dependency_delay_s: float = env("VIDEO_JOB_MAX_DEPENDENCY_DELAY_S", 60.0, help="longest delay between two tries of a job waiting for a service it needs")
     max_frame_pixels: int = env("VIDEO_MAX_FRAME_PIXELS", 50_000_000, help="largest accepted frame (width x height); keep it at most the image service's MAX_IMAGE_PIXELS, which refuses larger frames")
     worker_poll_s: float = env("VIDEO_WORKER_POLL_S", 1.0, help="how often an idle worker looks for retries and expired leases (new jobs wake it at once)")
+    job_slots: int = env("VIDEO_JOB_SLOTS", 0, help="videos one worker process splits at once, each with its share of the CPUs; 0: one per CPU core the process may use (its affinity, at most its cgroup's CPU quota)")
     worker_id: str = env("VIDEO_WORKER_ID", "", help="name of this worker in job leases (default host:pid)")
     cancel_wait_s: float = env("VIDEO_CANCEL_WAIT_S", 10.0, help="how long a delete waits for the worker of a video in progress to stop")
     delete_retry_s: float = env("VIDEO_DELETE_RETRY_S", 30.0, help="period of the sweep that finishes unfinished deletions and queues the job of an upload interrupted before queuing it")
@@ -37,6 +41,13 @@ class VideoSettings(ServiceSettings):
                              dependency_wait_s=self.job_dependency_wait_s, max_dependency_delay_s=self.job_max_dependency_delay_s)
 
     @property
+    def job_slot_count(self) -> int:
+        """`job_slots`, or one slot per core this process may use."""
+        if self.job_slots < 0:
+            raise ConfigError(f"VIDEO_JOB_SLOTS must be 0 (one per core) or more, not {self.job_slots}")
+        return self.job_slots or usable_cores()
+
+    @property
     def worker_call_deadline_s(self) -> float:
         """The worker's gRPC deadline: a batch of frames takes longer than a one-record call."""
         return max(self.grpc_deadline_s, self.batch_deadline_s)
@@ -44,3 +55,17 @@ class VideoSettings(ServiceSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.upload_tmp_dir if str(self.upload_tmp_dir) not in ("", ".") else self.data_dir / "tmp" / "video"
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity (which a cpuset narrows), at most its
+    cgroup's CPU quota rounded up. A container limited to 2 CPUs on a 64-core node sees all 64
+    in its affinity; sizing by them would start 64 jobs in the memory of a 2-CPU pod."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores  # no cgroup v2 limit to read (not Linux, or cgroup v1)
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))

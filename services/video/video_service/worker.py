@@ -1,10 +1,12 @@
 """The video worker process (`python -m video_service.worker`): claims `split_video` jobs from
 the video service's database and splits each video into labelled frames.
 
-Run as many as the machine (or cluster) allows: jobs are claimed under a lease, so two workers
-never work on one video at once, and a worker that dies leaves its job to the others once the
-lease expires. SIGTERM (or Ctrl-C) stops the worker after the batch in progress and hands its job
-back to the queue at once.
+Each worker splits up to VIDEO_JOB_SLOTS videos at once (one per core by default), each in a
+thread of its own under its own lease. Run as many workers as the machine (or cluster) allows:
+jobs are claimed under a lease, so two workers never work on one video at once, and a worker
+that dies leaves each of its jobs to the others once that job's lease expires. SIGTERM (or
+Ctrl-C) stops the worker after the batches in progress and hands its jobs back to the queue at
+once.
 """
 import logging
 import os
@@ -36,7 +38,10 @@ def build_worker(settings: VideoSettings) -> jobs.Worker:
     pipeline = FramePipeline(models, images, batch_size=settings.batch_size, batch_bytes=settings.batch_bytes,
                              jpeg_quality=settings.jpeg_quality)
     handler = SplitVideoHandler(VideoRepository(db), storage.open_store(settings.object_storage_url), pipeline, images, settings.tmp_dir)
-    return jobs.Worker(job_queue, {SPLIT_JOB: handler}, worker_name(settings), poll_s=settings.worker_poll_s)
+    # The handler and its pipeline keep no per-job state: the slots' jobs share them (and the
+    # gRPC channels, which carry concurrent calls).
+    return jobs.Worker(job_queue, {SPLIT_JOB: handler}, worker_name(settings), poll_s=settings.worker_poll_s,
+                       slots=settings.job_slot_count)
 
 
 def main() -> None:

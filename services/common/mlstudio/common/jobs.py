@@ -29,10 +29,18 @@ is cancelled at once. Any other job is flagged `cancel_requested`: its live work
 next check; a job without one (queued again, or its worker died) is claimed by the next free
 worker only to run its handler's `cleanup`, and then it is cancelled. A cleanup that fails is
 tried again later, so a cancelled job is always a cleaned-up one.
+
+A worker runs up to `slots` jobs at once, each in a thread of its own with its own lease (a slot's
+owner name is the worker's, `#<slot>` appended past the first): a job's heartbeat, progress,
+cancel and release are its own, and a worker that dies leaves each of its jobs to be claimed
+again once that job's lease expires. The jobs of one worker share its process's CPUs; their
+threads get fair turns from the operating system (the work they do, decoding and gRPC calls,
+mostly runs outside the GIL).
 """
 from __future__ import annotations
 
 import logging
+import queue as queue_mod
 import signal
 import threading
 import time
@@ -455,13 +463,15 @@ def _describe_crash(exc: BaseException) -> str:
 
 @dataclass
 class Worker:
-    """Claims jobs of the handled kinds and runs them, one at a time, until `stopping` is set."""
+    """Claims jobs of the handled kinds and runs them, up to `slots` at once, until `stopping`
+    is set."""
 
     queue: JobQueue
     handlers: Mapping[str, JobHandler]
     owner: str
     poll_s: float = 1.0
     stopping: threading.Event = field(default_factory=threading.Event)
+    slots: int = 1  # jobs run at once, each in a thread of its own (1: in the calling thread)
     _arrivals: Any = field(default=None, init=False, repr=False)  # change stream of new jobs
     _arrivals_unsupported: bool = field(default=False, init=False, repr=False)
 
@@ -477,22 +487,69 @@ class Worker:
         signal.signal(signal.SIGINT, stop)
         self.run_forever()
 
+    def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ValueError("a worker needs at least one job slot")
+
     def run_forever(self) -> None:
-        log.info("worker started", extra={"owner": self.owner, "kinds": sorted(self.handlers)})
-        while not self.stopping.is_set():
-            try:
-                worked = self.run_once()
-            except errors.Unavailable as exc:
-                log.warning("worker: a dependency is unavailable: %s", exc.message)
-                worked = False
-            except Exception:  # noqa: BLE001 - one bad job must not stop the worker; its lease expires
-                log.exception("worker: a job could not be handled")
-                worked = False
-            if not worked:
-                self._wait_for_work()
+        log.info("worker started", extra={"owner": self.owner, "kinds": sorted(self.handlers), "slots": self.slots})
+        if self.slots == 1:
+            while not self.stopping.is_set():
+                if not self._guarded(self.run_once):
+                    self._wait_for_work()
+        else:
+            self._run_slots()
         if self._arrivals is not None:
             self._arrivals.close()
         log.info("worker stopped", extra={"owner": self.owner})
+
+    @staticmethod
+    def _guarded(work: Callable[[], Any]) -> Any:
+        """What `work` answers; None when it failed, which is logged, never raised: one bad job
+        must not stop the worker (its lease expires and it is claimed again)."""
+        try:
+            return work()
+        except errors.Unavailable as exc:
+            log.warning("worker: a dependency is unavailable: %s", exc.message)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("worker: a job could not be handled")
+        return None
+
+    def slot_owner(self, slot: int) -> str:
+        """The owner name a slot's leases carry: distinct per slot, so that a job whose lease ran
+        out in one slot and was claimed again by another is no longer the first slot's to write."""
+        return self.owner if slot == 0 else f"{self.owner}#{slot}"
+
+    def _run_slots(self) -> None:
+        """Claims a job whenever a slot is free and runs it in a thread of its own; on stop, waits
+        for the running jobs, which see `stopping` and go back to the queue."""
+        free: queue_mod.SimpleQueue[int] = queue_mod.SimpleQueue()
+        for slot in range(self.slots):
+            free.put(slot)
+        running: list[threading.Thread] = []
+        while not self.stopping.is_set():
+            try:
+                slot = free.get(timeout=self.poll_s)  # every slot busy: wait for one to free
+            except queue_mod.Empty:
+                continue
+            if self.stopping.is_set():  # a slot freed by a job handed back as the worker stops
+                break
+            job = self._guarded(lambda: self.queue.claim(self.slot_owner(slot), self.handlers.keys()))
+            if job is None:
+                free.put(slot)
+                self._wait_for_work()
+                continue
+            thread = threading.Thread(target=self._run_in_slot, args=(job, slot, free), name=f"job-slot-{slot}", daemon=True)
+            running = [item for item in running if item.is_alive()] + [thread]
+            thread.start()
+        for thread in running:
+            thread.join()
+
+    def _run_in_slot(self, job: Job, slot: int, free: queue_mod.SimpleQueue) -> None:
+        try:
+            self._guarded(lambda: self.handle(job))
+        finally:
+            free.put(slot)  # whatever became of the job, the slot takes the next one
 
     def _wait_for_work(self) -> None:
         """Idles until a job is queued (a change stream on the jobs collection wakes the worker at
@@ -521,14 +578,19 @@ class Worker:
             self.stopping.wait(self.poll_s)
 
     def run_once(self) -> bool:
-        """Claims and runs one job; False when there was none."""
+        """Claims and runs one job in the calling thread; False when there was none."""
         job = self.queue.claim(self.owner, self.handlers.keys())
         if job is None:
             return False
+        self.handle(job)
+        return True
+
+    def handle(self, job: Job) -> None:
+        """Runs a claimed job (or cleans up after it, or gives it up) under a heartbeat."""
         handler = self.handlers[job.kind]
         if job.exhausted and not job.cancel_requested:
             self._give_up(job, handler)
-            return True
+            return
         log.info("job claimed", extra={"job": job.id, "attempt": job.attempts, "cancel_requested": job.cancel_requested})
         context = JobContext(self.queue, job, self.stopping)
         try:
@@ -539,7 +601,6 @@ class Worker:
                     self._run(handler, context)
         except LeaseLost:
             log.warning("job %s: lease lost; another worker carries on", job.id)
-        return True
 
     def _run(self, handler: JobHandler, context: JobContext) -> None:
         started, outcome = time.monotonic(), "lease_lost"  # unless it settles: LeaseLost goes on up

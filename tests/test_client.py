@@ -248,6 +248,8 @@ def test_every_typed_call_against_the_stack(stack, tmp_path):
     assert [image["type"] for image in cats] == ["cat"] * 3
     assert [t["name"] for t in client.tags(project["id"])] == ["cat"]
     assert client.get_image(cats[0]["id"])["id"] == cats[0]["id"]
+    assert [i["id"] for i in client.list_images(project["id"], after_id=cats[0]["id"])] == [c["id"] for c in cats[1:]]
+    assert client.review_list(project["id"]) == [] and client.confirm_image(cats[2]["id"])["isTrain"] is True  # a person's
     assert client.retag_image(cats[0]["id"], "dog")["type"] == "dog"
     assert len(client.list_images(project["id"], "cat")) == 2 and len(client.list_images(project["id"], limit=1)) == 1
     with pytest.raises(BadRequest) as same:

@@ -1,8 +1,9 @@
 """The Python client (`client/`, package `mlstudio_client`) and its `mlstudio` command line against
 the real stack: the README's walk-through done with CLI commands (log in, a project, folders of
 images uploaded under tags, a training and a video split followed with progress that moves,
-predictions), every typed call of the client, and the API's errors shown as its own message and
-code with a non-zero exit status."""
+predictions), the review loop (a model's uncertain labels listed least sure first, confirmed,
+re-labelled, the model evaluated with progress and a chart), every typed call of the client, and
+the API's errors shown as its own message and code with a non-zero exit status."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 
 from mlstudio_client import ApiError, BadRequest, Client, Conflict, NotFound
 from mlstudio_client.cli import cli
+from model_service import sample_models
+from test_evaluation import grey_png
 from test_training import BLUE, KERAS_SCRIPT, RED, colour_png
 
 pytestmark = pytest.mark.integration
@@ -31,6 +34,12 @@ def write_colour_video(path, colours, frames_each: int = 20):
             writer.write(np.full((48, 64, 3), rgb[::-1], np.uint8))  # OpenCV writes BGR
     writer.release()
     return path
+
+
+def job_progress(stderr: str, name: str, unit: str) -> list[tuple[str, int, int]]:
+    """The (status, done, total) lines the CLI printed for a followed job called `name`."""
+    line = re.compile(rf"^{re.escape(name)} (\w+): (\d+)/(\d+) {unit}$")
+    return [(m[1], int(m[2]), int(m[3])) for m in map(line.match, stderr.splitlines()) if m]
 
 
 def progress_of(stderr: str, what: str) -> list[tuple[str, int, int]]:
@@ -129,6 +138,68 @@ def test_the_walk_through_with_the_cli(stack, mlstudio, tmp_path):
         assert token not in result_text
 
 
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("models")
+    sample_models.write_samples(directory)
+    return directory
+
+
+def test_the_review_loop_with_the_cli(stack, mlstudio, register, samples, tmp_path):
+    # the sample light/dark model's scores are exact (model_service.sample_models): a grey level of
+    # 250 is 0.99 sure (light), 145 0.67 (light), 100 0.75 (dark), 128 0.50
+    _, token = register(stack, f"cli-{uuid.uuid4().hex[:8]}")
+    mlstudio.env.update(MLSTUDIO_TOKEN=token, MLSTUDIO_URL=stack.url)
+    project = mlstudio.json("projects", "create", "Greys", "--review-threshold", "0.9")
+    assert project["review_threshold"] == 0.9
+    assert mlstudio.json("projects", "update", project["id"], "--threshold", "0.3")["threshold"] == 0.3
+    for tag, levels in (("light", (255, 220)), ("dark", (0, 20))):
+        folder = tmp_path / tag
+        folder.mkdir()
+        for level in levels:
+            (folder / f"{level}.png").write_bytes(grey_png(level))
+        mlstudio("images", "upload", folder, "--tag", tag, "-p", project["id"])
+    model = mlstudio.json("models", "upload", samples / "light_dark.h5", samples / "classLabel.txt", "-p", project["id"],
+                          "--title", "light-dark")
+
+    unsure = tmp_path / "unsure"
+    unsure.mkdir()
+    for level in (250, 145, 100, 128):
+        (unsure / f"grey{level}.png").write_bytes(grey_png(level))
+    predicted = {image["title"]: image for image in mlstudio.json("predict", unsure, "-p", project["id"], "-m", model["id"])}
+    assert {title: image["isTrain"] for title, image in predicted.items()} == {
+        "grey100.png": False, "grey128.png": False, "grey145.png": False, "grey250.png": True}  # under 0.9: to review
+
+    def review() -> list[str]:
+        return [image["title"] for image in mlstudio.json("images", "review", "-p", project["id"])]
+
+    assert review() == ["grey128.png", "grey145.png", "grey100.png"]  # least sure first; a person's uploads are checked
+    confirmed = mlstudio.json("images", "confirm", predicted["grey100.png"]["id"])
+    assert [(image["type"], image["isTrain"]) for image in confirmed] == [("dark", True)]
+    assert mlstudio.json("images", "retag", predicted["grey128.png"]["id"], "dark")["isTrain"] is True
+    assert review() == ["grey145.png"]
+
+    relabelled = mlstudio("relabels", "start", "-p", project["id"], "--model", model["id"], "--follow")
+    run = json.loads(relabelled.stdout)
+    assert run["status"] == "done" and run["progress"] == {"done": 1, "total": 1}, relabelled.output
+    assert job_progress(relabelled.stderr, f"relabel {run['id']}", "images")[-1] == ("done", 1, 1), relabelled.stderr
+    assert [r["id"] for r in mlstudio.json("relabels", "list", "-p", project["id"])] == [run["id"]]
+    assert review() == ["grey145.png"]  # a model's label stays a model's: still waiting for a person
+
+    checked = sum(image.get("isTrain", True) for image in mlstudio.json("images", "list", "-p", project["id"]))
+    assert checked == 7  # 4 uploads, the sure prediction, the confirmed and the retagged ones
+    chart = tmp_path / "chart.png"
+    evaluated = mlstudio("models", "evaluate", model["id"], "-p", project["id"], "--follow", "--chart", chart)
+    evaluation = json.loads(evaluated.stdout)
+    assert evaluation["status"] == "Done" and evaluation["images"] == checked, evaluated.output
+    steps = job_progress(evaluated.stderr, f"evaluation of model {model['id']}", "images")
+    assert steps[0][0] in ("Pending", "Running") and steps[-1] == ("Done", checked, checked), evaluated.stderr
+    assert [done for _, done, _ in steps] == sorted(done for _, done, _ in steps)
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    shown = mlstudio.json("models", "evaluation", model["id"], "-p", project["id"])
+    assert shown["accuracy"] == evaluation["accuracy"] and shown["confusion_matrix"]["labels"] == ["dark", "light"]
+
+
 def test_errors_are_the_apis_message_with_a_non_zero_exit(stack, mlstudio, register, tmp_path):
     _, token = register(stack, f"cli-{uuid.uuid4().hex[:8]}")
     mlstudio.env.update(MLSTUDIO_TOKEN=token, MLSTUDIO_URL=stack.url)
@@ -150,6 +221,13 @@ def test_errors_are_the_apis_message_with_a_non_zero_exit(stack, mlstudio, regis
         Client(stack.url, token).get_project(987654321)
     assert raised.value.code == "not_found" and raised.value.status == 404
 
+    # a new command's refusal: evaluating a model the caller cannot read, on a project without images
+    unreadable = mlstudio("models", "evaluate", "987654321", "-p", project["id"], "--follow", ok=False)
+    assert unreadable.exit_code == 1 and unreadable.stdout == "", unreadable.output
+    assert unreadable.stderr.strip() == "Error: model 987654321 not found (not_found)"
+    no_run = mlstudio("relabels", "show", "987654321", "-p", project["id"], ok=False)
+    assert no_run.exit_code == 1 and no_run.stdout == "" and no_run.stderr.strip().endswith("(not_found)"), no_run.output
+
 
 def test_every_typed_call_against_the_stack(stack, tmp_path):
     client = Client(stack.url)
@@ -170,6 +248,8 @@ def test_every_typed_call_against_the_stack(stack, tmp_path):
     assert [image["type"] for image in cats] == ["cat"] * 3
     assert [t["name"] for t in client.tags(project["id"])] == ["cat"]
     assert client.get_image(cats[0]["id"])["id"] == cats[0]["id"]
+    assert [i["id"] for i in client.list_images(project["id"], after_id=cats[0]["id"])] == [c["id"] for c in cats[1:]]
+    assert client.review_list(project["id"]) == [] and client.confirm_image(cats[2]["id"])["isTrain"] is True  # a person's
     assert client.retag_image(cats[0]["id"], "dog")["type"] == "dog"
     assert len(client.list_images(project["id"], "cat")) == 2 and len(client.list_images(project["id"], limit=1)) == 1
     with pytest.raises(BadRequest) as same:

@@ -1,7 +1,7 @@
 """`mlstudio`: the command line of the ML Studio API, on `Client`. Results are printed as JSON on
 stdout (for people and for `jq`); progress and messages go to stderr. An error answer of the API
-exits 1 with the API's own message and code; a video or training that fails while followed
-exits 1 with its `error`."""
+exits 1 with the API's own message and code; a video, training, evaluation or job that fails while
+followed exits 1 with its `error`."""
 from __future__ import annotations
 
 import functools
@@ -68,6 +68,10 @@ def with_client(command):
 
 
 project_option = click.option("--project", "-p", "project_id", type=int, required=True, help="the project's id")
+threshold_option = click.option("--threshold", type=float, help="Detection: the score (0, 1] a detection needs (default 0.4)")
+review_threshold_option = click.option("--review-threshold", type=float,
+                                       help="a model's label scoring at least this (0 to 1) is checked; below, it waits for review "
+                                            "(default 0.8)")
 
 
 @click.group(cls=Cli)
@@ -138,10 +142,12 @@ def projects_list(client: Client):
 @click.argument("title")
 @click.option("--type", "type_", type=click.Choice(["Classification", "Detection"]), default="Classification", show_default=True)
 @click.option("--description", default="")
+@threshold_option
+@review_threshold_option
 @with_client
-def projects_create(client: Client, title, type_, description):
+def projects_create(client: Client, title, type_, description, threshold, review_threshold):
     """Create a project."""
-    show(client.create_project(title, type=type_, description=description))
+    show(client.create_project(title, type=type_, description=description, threshold=threshold, review_threshold=review_threshold))
 
 
 @projects.command("show")
@@ -154,11 +160,14 @@ def projects_show(client: Client, project_id):
 
 @projects.command("update")
 @click.argument("project_id", type=int)
-@click.option("--description", required=True)
+@click.option("--description")
+@click.option("--title")
+@threshold_option
+@review_threshold_option
 @with_client
-def projects_update(client: Client, project_id, description):
-    """Change a project's description."""
-    show(client.update_project(project_id, description))
+def projects_update(client: Client, project_id, description, title, threshold, review_threshold):
+    """Change a project's description, title or settings (a new review threshold applies to labels filed afterwards)."""
+    show(client.update_project(project_id, description, title=title, threshold=threshold, review_threshold=review_threshold))
 
 
 @projects.command("delete")
@@ -200,12 +209,45 @@ def images_upload(client: Client, paths, tag, project_id, batch):
 @click.option("--tag", "-t", help="only this tag's images")
 @click.option("--limit", type=int)
 @click.option("--offset", type=int)
+@click.option("--after-id", type=int, help="the page after this id (the last of the previous page)")
 @click.option("--review", is_flag=True, default=None, help="only images waiting for review")
-@click.option("--sort", type=click.Choice(["score"]))
+@click.option("--sort", type=click.Choice(["score", "id"]), help="score: lowest first; id: oldest first (the default)")
 @with_client
-def images_list(client: Client, project_id, tag, limit, offset, review, sort):
+def images_list(client: Client, project_id, tag, limit, offset, after_id, review, sort):
     """List the project's images (or a tag's)."""
-    show(client.list_images(project_id, tag, limit=limit, offset=offset, review="true" if review else None, sort=sort))
+    show(client.list_images(project_id, tag, limit=limit, offset=offset, after_id=after_id, review=review, sort=sort))
+
+
+@images.command("review")
+@project_option
+@click.option("--tag", "-t", help="only this tag's images")
+@click.option("--limit", type=int, default=20, show_default=True)
+@with_client
+def images_review(client: Client, project_id, tag, limit):
+    """The images waiting for review (a model's label under the project's review threshold), least sure first."""
+    show(client.review_list(project_id, tag, limit=limit))
+
+
+@images.command("confirm")
+@click.argument("image_ids", nargs=-1, type=int, required=True)
+@click.option("--uncheck", is_flag=True, help="send the images back to review instead")
+@with_client
+def images_confirm(client: Client, image_ids, uncheck):
+    """Confirm images' current labels: checked, off the review list, into the training set."""
+    show([client.confirm_image(image_id, checked=not uncheck) for image_id in image_ids])
+
+
+@images.command("boxes")
+@click.argument("image_id", type=int)
+@click.option("--box", "boxes", multiple=True, type=(str, float, float, float, float), metavar="LABEL X1 Y1 X2 Y2",
+              help="a box in pixels (repeatable); the boxes given replace all the image's boxes")
+@click.option("--clear", is_flag=True, help="remove every box")
+@with_client
+def images_boxes(client: Client, image_id, boxes, clear):
+    """Replace a Detection image's boxes (the image becomes checked)."""
+    if bool(boxes) == clear:
+        raise click.UsageError("give --box LABEL X1 Y1 X2 Y2 (one or more), or --clear")
+    show(client.set_detections(image_id, [{"label": label, "box": list(box)} for label, *box in boxes]))
 
 
 @images.command("tags")
@@ -271,10 +313,12 @@ def images_delete_all(client: Client, project_id):
 
 @images.command("by-video")
 @click.argument("video_id", type=int)
+@click.option("--review", is_flag=True, default=None, help="only frames waiting for review")
+@click.option("--sort", type=click.Choice(["score", "id"]), help="score: lowest first; id: frame order (the default)")
 @with_client
-def images_by_video(client: Client, video_id):
+def images_by_video(client: Client, video_id, review, sort):
     """The images made from a video."""
-    show(client.images_by_video(video_id))
+    show(client.images_by_video(video_id, review=review, sort=sort))
 
 
 @cli.command()
@@ -480,31 +524,60 @@ def models_delete(client: Client, model_id):
     show(client.delete_model(model_id))
 
 
+chart_option = click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+                            help="save the evaluation's chart (PNG) here")
+
+
+def follow_evaluation(client: Client, evaluation: dict, model_id: int, project_id: int | None) -> dict:
+    states = _states(evaluation, client.follow_evaluation(model_id, project_id))
+    return follow_job(f"evaluation of model {model_id}", "images", states, failed="Failed")
+
+
+def save_chart(client: Client, evaluation: dict, chart: Path | None) -> None:
+    if chart is None:
+        return
+    if not evaluation.get("chart_url"):
+        raise click.ClickException(f"the evaluation is {evaluation.get('status')}: it has a chart once Done (use --follow)")
+    client.download(evaluation["chart_url"], chart)
+    click.echo(f"saved {chart}", err=True)
+
+
 @models.command("evaluation")
 @click.argument("model_id", type=int)
+@click.option("--project", "-p", "project_id", type=int, help="its evaluation on this project (default: the held-out images of its training)")
+@chart_option
 @with_client
-def models_evaluation(client: Client, model_id):
-    """A model's held-out metrics."""
-    show(client.model_evaluation(model_id))
+def models_evaluation(client: Client, model_id, project_id, chart):
+    """A model's evaluation: metrics per class, confusion matrix or AP, and a chart."""
+    evaluation = client.model_evaluation(model_id, project_id)
+    save_chart(client, evaluation, chart)
+    show(evaluation)
 
 
 @models.command("evaluate")
 @click.argument("model_id", type=int)
 @project_option
+@click.option("--follow", "-f", is_flag=True, help="show its progress until it ends")
+@chart_option
 @with_client
-def models_evaluate(client: Client, model_id, project_id):
-    """Evaluate a model on a project's checked images."""
-    show(client.evaluate_model(model_id, project_id))
+def models_evaluate(client: Client, model_id, project_id, follow, chart):
+    """Evaluate a model on a project's checked images (in the background)."""
+    evaluation = client.evaluate_model(model_id, project_id)
+    if follow or chart:
+        evaluation = follow_evaluation(client, evaluation, model_id, project_id)
+    save_chart(client, evaluation, chart)
+    show(evaluation)
 
 
 # -- exports and imports --------------------------------------------------------------------
 
-def follow_job(name: str, states) -> dict:
-    with ProgressView(name, "items") as view:
+def follow_job(name: str, unit: str, states, failed: str = "failed") -> dict:
+    """Draws the `progress` {done, total} of each state until the last; a `failed` one exits 1."""
+    with ProgressView(name, unit) as view:
         for job in states:
             progress = job.get("progress") or {}
             view.update(job.get("status", "?"), progress.get("done", 0), progress.get("total"))
-    if job.get("status") == "failed":
+    if job.get("status") == failed:
         raise click.ClickException(f"{name} failed: {job.get('error')}")
     return job
 
@@ -519,7 +592,7 @@ def export(client: Client, project_id, format_, follow, download):
     """Export the project's dataset as a zip."""
     job = client.start_export(project_id, format_)
     if follow or download:
-        job = follow_job(f"export {job['id']}", _states(job, client.follow_export(project_id, job["id"])))
+        job = follow_job(f"export {job['id']}", "images", _states(job, client.follow_export(project_id, job["id"])))
     if download:
         client.download(job["url"], download)
         click.echo(f"saved {download}", err=True)
@@ -535,8 +608,70 @@ def import_(client: Client, file, project_id, follow):
     """Import a dataset zip into the project."""
     job = client.start_import(project_id, file)
     if follow:
-        job = follow_job(f"import {job['id']}", _states(job, client.follow_import(project_id, job["id"])))
+        job = follow_job(f"import {job['id']}", "files", _states(job, client.follow_import(project_id, job["id"])))
     show(job)
+
+
+# -- re-labelling --------------------------------------------------------------------------
+
+@cli.group()
+def relabels():
+    """Re-label a project's images with a (better) model; a person's labels are never changed."""
+
+
+def follow_relabel(client: Client, project_id: int, run: dict) -> dict:
+    return follow_job(f"relabel {run['id']}", "images", _states(run, client.follow_relabel(project_id, run["id"])))
+
+
+@relabels.command("start")
+@project_option
+@click.option("--model", "-m", "model_id", type=int, required=True, help="a model of the project's type")
+@click.option("--scope", type=click.Choice(["review", "all"]), default="review", show_default=True,
+              help="review: the images waiting for review; all: every image whose label is a model's")
+@click.option("--tag", "-t", help="only this tag's images")
+@click.option("--video", "video_id", type=int, help="only this video's frames")
+@threshold_option
+@click.option("--follow", "-f", is_flag=True, help="show its progress until it ends")
+@with_client
+def relabels_start(client: Client, project_id, model_id, scope, tag, video_id, threshold, follow):
+    """Start re-labelling (in the background)."""
+    run = client.start_relabel(project_id, model_id, scope=scope, tag=tag, video_id=video_id, threshold=threshold)
+    show(follow_relabel(client, project_id, run) if follow else run)
+
+
+@relabels.command("list")
+@project_option
+@with_client
+def relabels_list(client: Client, project_id):
+    """The project's runs, newest first."""
+    show(client.list_relabels(project_id))
+
+
+@relabels.command("show")
+@click.argument("relabel_id", type=int)
+@project_option
+@with_client
+def relabels_show(client: Client, relabel_id, project_id):
+    """One run: status, progress, images changed."""
+    show(client.get_relabel(project_id, relabel_id))
+
+
+@relabels.command("follow")
+@click.argument("relabel_id", type=int)
+@project_option
+@with_client
+def relabels_follow(client: Client, relabel_id, project_id):
+    """Show a run's progress until it ends."""
+    show(follow_relabel(client, project_id, client.get_relabel(project_id, relabel_id)))
+
+
+@relabels.command("cancel")
+@click.argument("relabel_id", type=int)
+@project_option
+@with_client
+def relabels_cancel(client: Client, relabel_id, project_id):
+    """Stop a run at its next batch (what it wrote stays)."""
+    show(client.cancel_relabel(project_id, relabel_id))
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """`Client`: one typed method per public route of the ML Studio REST API (../shared/API.md),
 over `requests`. Error answers raise `ApiError` subclasses carrying the API's message and code;
-long operations (video splitting, training, exports) have `follow_*` generators that yield each
+long operations (video splitting, training, evaluations, re-labelling, exports and imports) have
+`follow_*` generators that yield each
 state the API reports, which is what the command line's progress bars draw."""
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from typing import Any, BinaryIO
 import requests
 
 from .errors import error_from_response
-from .types import (Image, ImagesByVideo, Job, Login, Message, Model, Project, Tag, User, Video, VideoWithImages)
+from .types import (Detection, Evaluation, Image, ImagesByVideo, Job, Login, Message, Model, Project, Relabel, Tag, User, Video,
+                    VideoWithImages)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_DONE = ("done", "failed")
 MODEL_DONE = ("Trained", "Failed")
-JOB_DONE = ("done", "failed")
+JOB_DONE = ("done", "failed", "cancelled")  # exports, imports, re-labelling runs
+EVALUATION_DONE = ("Done", "Failed")
 DEFAULT_TIMEOUT_S = 60.0
 # Uploads of models wait for TF Serving to load them, and `wait=true` videos for every frame.
 UPLOAD_TIMEOUT_S = 600.0
@@ -108,23 +111,41 @@ class Client:
     def list_projects(self) -> list[Project]:
         return self._json("GET", "/projects/all", params=self._me())
 
-    def create_project(self, title: str, type: str = "Classification", description: str = "") -> Project:
-        return self._json("POST", "/projects/all", params=self._me(), json={"title": title, "description": description, "type": type})
+    def create_project(self, title: str, type: str = "Classification", description: str = "", *,
+                       threshold: float | None = None, review_threshold: float | None = None) -> Project:
+        """`threshold`: the score (0, 1] a detection needs; `review_threshold`: the score (0 to 1) at
+        which a model's label counts as checked. Omitted, the project's defaults apply."""
+        body = {"title": title, "description": description, "type": type,
+                **_given(threshold=threshold, review_threshold=review_threshold)}
+        return self._json("POST", "/projects/all", params=self._me(), json=body)
 
     def get_project(self, project_id: int) -> Project:
         return self._json("GET", f"/projects/{project_id}")
 
-    def update_project(self, project_id: int, description: str) -> Project:
-        return self._json("PUT", f"/projects/{project_id}", params={"description": description})
+    def update_project(self, project_id: int, description: str | None = None, *, title: str | None = None,
+                       threshold: float | None = None, review_threshold: float | None = None) -> Project:
+        """Changes what is given; a new `review_threshold` applies to labels filed afterwards."""
+        changes = _given(description=description, title=title, threshold=threshold, review_threshold=review_threshold)
+        if not changes:
+            raise ValueError("nothing to change: give a description, title, threshold or review_threshold")
+        return self._json("PUT", f"/projects/{project_id}", json=changes)
 
     def delete_project(self, project_id: int) -> Message:
         return self._json("DELETE", f"/projects/{project_id}")
 
     # -- images ---------------------------------------------------------------------------
 
-    def list_images(self, project_id: int, tag: str | None = None, **filters: Any) -> list[Image]:
-        """The project's images, or one tag's; `filters`: review, sort, limit, offset, after_id."""
-        return self._json("GET", f"/images/{tag or 'all'}", params=self._in(project_id, **filters))
+    def list_images(self, project_id: int, tag: str | None = None, *, review: bool | None = None, sort: str | None = None,
+                    limit: int | None = None, offset: int | None = None, after_id: int | None = None) -> list[Image]:
+        """The project's images, or one tag's. `review`: only those waiting for review (a model's
+        label under the project's `review_threshold`); `sort`: "score" (lowest first) or "id";
+        `after_id`: the page after this id (the last of the previous page)."""
+        return self._json("GET", f"/images/{tag or 'all'}", params=self._in(
+            project_id, review=_flag(review), sort=sort, limit=limit, offset=offset, after_id=after_id))
+
+    def review_list(self, project_id: int, tag: str | None = None, *, limit: int | None = None) -> list[Image]:
+        """The images waiting for review, least sure first: what a person should look at next."""
+        return self.list_images(project_id, tag, review=True, sort="score", limit=limit)
 
     def upload_images(self, project_id: int, tag: str, files: str | Path | Iterable[str | Path], *,
                       batch_size: int = DEFAULT_BATCH, on_progress: Callable[[int, int], None] | None = None) -> list[Image]:
@@ -164,8 +185,8 @@ class Client:
     def tags(self, project_id: int) -> list[Tag]:
         return self._json("GET", "/images/type", params=self._in(project_id))
 
-    def images_by_video(self, video_id: int) -> ImagesByVideo:
-        return self._json("GET", f"/images/byVideo/{video_id}")
+    def images_by_video(self, video_id: int, *, review: bool | None = None, sort: str | None = None) -> ImagesByVideo:
+        return self._json("GET", f"/images/byVideo/{video_id}", params={"review": _flag(review), "sort": sort})
 
     def get_image(self, image_id: int) -> Image:
         return self._json("GET", f"/images/{image_id}")
@@ -173,9 +194,23 @@ class Client:
     def retag_image(self, image_id: int, tag: str) -> Image:
         return self._json("PUT", f"/images/{image_id}", params={"type": tag})
 
-    def set_detections(self, image_id: int, detections: list[Mapping[str, Any]]) -> Image:
-        """Replaces a Detection image's boxes: `[{"label": ..., "box": [x1, y1, x2, y2]}]`."""
-        return self._json("PUT", f"/images/{image_id}", json={"detections": list(detections)})
+    def set_detections(self, image_id: int, detections: Iterable[Detection | Mapping[str, Any]]) -> Image:
+        """Replaces a Detection image's boxes: `[{"label": ..., "box": [x1, y1, x2, y2]}]` (pixels; an
+        empty list removes them); the image becomes checked."""
+        return self.change_labels(image_id, detections=detections)
+
+    def confirm_image(self, image_id: int, checked: bool = True) -> Image:
+        """Confirms the image's current labels (off the review list); `checked=False` sends it back."""
+        return self.change_labels(image_id, checked=checked)
+
+    def change_labels(self, image_id: int, *, type: str | None = None, detections: Iterable[Mapping[str, Any]] | None = None,
+                      checked: bool | None = None) -> Image:
+        """One update of an image's labels: a new tag, new boxes and/or its checked state (a new tag or
+        boxes check it unless `checked=False`)."""
+        body = _given(type=type, checked=checked, detections=None if detections is None else [dict(d) for d in detections])
+        if not body:
+            raise ValueError("nothing to change: give a type, detections or checked")
+        return self._json("PUT", f"/images/{image_id}", json=body)
 
     def delete_image(self, image_id: int) -> Message:
         return self._json("DELETE", f"/images/{image_id}")
@@ -251,11 +286,49 @@ class Client:
         """Yields the model's state (status, `progress` {epoch, epochs, metrics}) until Trained or Failed."""
         return _follow(lambda: self.get_model(model_id), lambda m: m["status"] in MODEL_DONE, poll_s, timeout_s)
 
-    def model_evaluation(self, model_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/models/{model_id}/evaluation")
+    def model_evaluation(self, model_id: int, project_id: int | None = None) -> Evaluation:
+        """The model's evaluation on a project's checked images, or without `project_id` on the images
+        its training held out."""
+        return self._json("GET", f"/models/{model_id}/evaluation", params={"project_id": project_id})
 
-    def evaluate_model(self, model_id: int, project_id: int) -> dict[str, Any]:
+    def evaluate_model(self, model_id: int, project_id: int) -> Evaluation:
+        """Starts evaluating a `Trained` model on a project's checked images; answers at once (`Pending`)."""
         return self._json("POST", f"/models/{model_id}/evaluate", params={"project_id": project_id})
+
+    def follow_evaluation(self, model_id: int, project_id: int | None = None, poll_s: float = 0.5,
+                          timeout_s: float | None = None) -> Iterator[Evaluation]:
+        """Yields the evaluation's state (status, `progress` {done, total} images) until Done or Failed."""
+        return _follow(lambda: self.model_evaluation(model_id, project_id), lambda e: e.get("status") in EVALUATION_DONE,
+                       poll_s, timeout_s)
+
+    def download_evaluation_chart(self, model_id: int, to: str | Path, project_id: int | None = None) -> Path:
+        """Saves a finished evaluation's chart (PNG) to a file."""
+        url = self.model_evaluation(model_id, project_id).get("chart_url")
+        if not url:
+            raise ValueError(f"model {model_id}'s evaluation has no chart yet (it has one once Done)")
+        return self.download(url, to)
+
+    # -- re-labelling a project's images with a model -------------------------------------
+
+    def start_relabel(self, project_id: int, model_id: int, *, scope: str = "review", tag: str | None = None,
+                      video_id: int | None = None, threshold: float | None = None) -> Relabel:
+        """Runs a model over the images waiting for review (`scope="review"`), or every image whose
+        label is a model's (`"all"`); a label a person gave or checked is never changed."""
+        body = {"model_id": model_id, "scope": scope, **_given(tag=tag, video_id=video_id, threshold=threshold)}
+        return self._json("POST", f"/projects/{project_id}/relabels", json=body)
+
+    def list_relabels(self, project_id: int) -> list[Relabel]:
+        return self._json("GET", f"/projects/{project_id}/relabels")
+
+    def get_relabel(self, project_id: int, relabel_id: int) -> Relabel:
+        return self._json("GET", f"/projects/{project_id}/relabels/{relabel_id}")
+
+    def cancel_relabel(self, project_id: int, relabel_id: int) -> Relabel:
+        """Stops a run at its next batch; what it wrote stays."""
+        return self._json("POST", f"/projects/{project_id}/relabels/{relabel_id}/cancel")
+
+    def follow_relabel(self, project_id: int, relabel_id: int, poll_s: float = 0.5, timeout_s: float | None = None) -> Iterator[Relabel]:
+        return _follow(lambda: self.get_relabel(project_id, relabel_id), lambda j: j.get("status") in JOB_DONE, poll_s, timeout_s)
 
     # -- exports and imports of a project's dataset ---------------------------------------
 
@@ -275,6 +348,9 @@ class Client:
     def start_import(self, project_id: int, file: str | Path | BinaryIO) -> Job:
         with _opened(file) as part:
             return self._json("POST", f"/projects/{project_id}/imports", files=[("file", part)], timeout_s=UPLOAD_TIMEOUT_S)
+
+    def list_imports(self, project_id: int) -> list[Job]:
+        return self._json("GET", f"/projects/{project_id}/imports")
 
     def get_import(self, project_id: int, import_id: int) -> Job:
         return self._json("GET", f"/projects/{project_id}/imports/{import_id}")
@@ -302,6 +378,15 @@ def image_files(files: str | Path | Iterable[str | Path]) -> list[Path]:
             return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         return [path]
     return [Path(p) for p in files]
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values that were given: an omitted option leaves the server's default or current value."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _flag(value: bool | None) -> str | None:
+    return None if value is None else ("true" if value else "false")
 
 
 @contextlib.contextmanager

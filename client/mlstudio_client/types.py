@@ -26,6 +26,8 @@ class Project(TypedDict):
     type: str  # Classification | Detection
     user: int
     create_time: str
+    threshold: float  # Detection: the score (0, 1] a detection needs
+    review_threshold: float  # a model's label scoring at least this is checked
 
 
 class VideoProgress(TypedDict):
@@ -51,10 +53,10 @@ class Video(TypedDict, total=False):
     error: str | None
 
 
-class Detection(TypedDict):
+class Detection(TypedDict, total=False):
     label: str
-    score: float
-    box: list[float]
+    score: float | None  # None for a box a person drew
+    box: list[float]  # [x1, y1, x2, y2], pixels
 
 
 class Image(TypedDict, total=False):
@@ -66,7 +68,8 @@ class Image(TypedDict, total=False):
     type: str
     user: int
     project: int
-    isTrain: bool
+    isTrain: bool  # checked: a person's label, or a model's scoring at least the project's review_threshold
+    model_label: bool
     captions: str | None
     boxes: str | None
     video: int | None
@@ -129,6 +132,62 @@ class Job(TypedDict, total=False):
     progress: dict[str, int]
     url: str
     error: str | None
+
+
+class Progress(TypedDict):
+    done: int
+    total: int
+
+
+class EvaluationClass(TypedDict, total=False):
+    label: str
+    precision: float
+    recall: float
+    support: int
+    f1: float  # Classification
+    ap50: float  # Detection
+    ap: float
+
+
+class Evaluation(TypedDict, total=False):
+    """A model's evaluation (docs/models.md, Evaluation)."""
+
+    model: int
+    project: int | None
+    scope: str  # held_out | project
+    type: str
+    status: str  # Pending | Running | Done | Failed
+    progress: Progress
+    error: str | None
+    images: int
+    evaluated_at: str
+    classes: list[EvaluationClass]
+    accuracy: float
+    macro_avg: dict[str, float]
+    weighted_avg: dict[str, float]
+    confusion_matrix: dict[str, Any]
+    map50: float
+    map: float
+    threshold: float
+    curves: dict[str, Any] | None
+    chart_url: str | None
+
+
+class Relabel(TypedDict, total=False):
+    """A re-labelling run of a project's images (docs/images.md)."""
+
+    id: int
+    project: int
+    model_id: int
+    scope: str  # review | all
+    tag: str | None
+    video_id: int | None
+    status: str  # queued | running | done | failed | cancelled
+    progress: Progress
+    changed: int
+    error: str | None
+    create_time: str
+    expires_at: str
 
 
 class Message(TypedDict):

@@ -155,3 +155,22 @@ def test_the_environment_overrides_the_saved_profile(home, monkeypatch):
 def test_a_bad_training_parameter_is_a_usage_error(home):
     result = CliRunner().invoke(cli, ["models", "train", "--project", "1", "--title", "t", "--param", "epochs"])
     assert result.exit_code == 2 and "NAME=VALUE" in result.stderr
+
+
+def test_review_commands_send_the_labels_as_one_json_update(api_url, home):
+    runner = CliRunner()
+    env = {"MLSTUDIO_TOKEN": TOKEN}
+    boxes = runner.invoke(cli, ["--url", api_url, "images", "boxes", "5", "--box", "bottle", "10", "5", "40", "30",
+                                "--box", "can", "0", "0", "64", "48"], env=env)
+    assert boxes.exit_code == 0, boxes.output
+    method, path, _, body = FakeApi.seen[-1]
+    assert (method, path) == ("PUT", "/images/5") and json.loads(body) == {
+        "detections": [{"label": "bottle", "box": [10.0, 5.0, 40.0, 30.0]}, {"label": "can", "box": [0.0, 0.0, 64.0, 48.0]}]}
+    assert runner.invoke(cli, ["--url", api_url, "images", "confirm", "5", "6", "--uncheck"], env=env).exit_code == 0
+    assert [(p, json.loads(b)) for _, p, _, b in FakeApi.seen[-2:]] == [("/images/5", {"checked": False}), ("/images/6", {"checked": False})]
+    sent = len(FakeApi.seen)
+    neither = runner.invoke(cli, ["--url", api_url, "images", "boxes", "5"], env=env)  # nothing asked: nothing sent
+    assert neither.exit_code == 2 and "--clear" in neither.stderr and len(FakeApi.seen) == sent
+    with pytest.raises(ValueError, match="nothing to change"):
+        Client(api_url, TOKEN).update_project(3)
+    assert len(FakeApi.seen) == sent

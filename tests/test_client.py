@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from mlstudio_client import ApiError, BadRequest, Client, Conflict, NotFound
 from mlstudio_client.cli import cli
 from model_service import sample_models
-from test_evaluation import grey_png
+from test_model_evaluation import grey_png
 from test_training import BLUE, KERAS_SCRIPT, RED, colour_png
 
 pytestmark = pytest.mark.integration

@@ -26,6 +26,7 @@ from mlstudio.common.storage import ObjectStore
 from mlstudio.common.tags import normalize_tag
 
 from .dataset_formats import FORMATS, WRITERS, ExportItem, formats_for
+from .project_jobs import ProjectJobCore
 from .splits import SplitPlan
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,10 @@ def parse_request(body: dict, project_type: str) -> dict:
             "val_fraction": float(fraction), "seed": seed}
 
 
-class ExportCore:
+class ExportCore(ProjectJobCore):
     """The export routes' rules: ownership, the request, what a person sees of an export."""
+
+    noun = "export"
 
     def __init__(self, images, repository, queue: jobs.JobQueue, store: ObjectStore, signer, *, ttl_s: float,
                  clock: Callable[[], float] = time.time):
@@ -106,22 +109,6 @@ class ExportCore:
         job = self.queue.enqueue(doc["job"], KIND, {"export_id": export_id, "project_id": project_id})
         return self.present(doc, job)
 
-    def get(self, user_id: int, project_id: int, export_id: int) -> dict:
-        doc = self._owned(user_id, project_id, export_id)
-        return self.present(doc, self.queue.get(doc["job"]))
-
-    def list(self, user_id: int, project_id: int) -> list[dict]:
-        self.images.project(project_id, user_id)
-        docs = [doc for doc in self.repository.list(project_id) if doc["user"] == user_id]
-        found = self.queue.get_many(doc["job"] for doc in docs)
-        return [self.present(doc, found.get(doc["job"])) for doc in docs]
-
-    def _owned(self, user_id: int, project_id: int, export_id: int) -> dict:
-        self.images.project(project_id, user_id)
-        doc = self.repository.get(export_id)
-        if doc is None or doc["project"] != project_id or doc["user"] != user_id:
-            raise errors.NotFound(f"export {export_id} not found in project {project_id}")
-        return doc
 
     def present(self, doc: dict, job: jobs.Job | None) -> dict:
         status = job.status if job else "failed"

@@ -33,6 +33,7 @@ from .archive_checks import ArchiveLimits, open_checked, read_entry
 from .dataset_formats import formats_for
 from .dataset_readers import ImportEntry, list_dataset
 from .exports import cancel_records, sweep_records
+from .project_jobs import ProjectJobCore
 from .uploads import CheckedImage, UploadedFile, check_bytes
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def import_key(project_id: int, import_id: int) -> str:
     return f"imports/{project_id}/{import_id}.zip"
 
 
-class ImportCore:
+class ImportCore(ProjectJobCore):
     """The import routes' rules: ownership, the archive's checks, what a person sees."""
+
+    noun = "import"
 
     def __init__(self, images, repository, queue: jobs.JobQueue, store: ObjectStore, limits: ArchiveLimits, *,
                  max_annotation_bytes: int, ttl_s: float, clock: Callable[[], float] = time.time):
@@ -96,18 +99,6 @@ class ImportCore:
             raise
         return self.present(doc, job)
 
-    def get(self, user_id: int, project_id: int, import_id: int) -> dict:
-        self.images.project(project_id, user_id)
-        doc = self.repository.get(import_id)
-        if doc is None or doc["project"] != project_id or doc["user"] != user_id:
-            raise errors.NotFound(f"import {import_id} not found in project {project_id}")
-        return self.present(doc, self.queue.get(doc["job"]))
-
-    def list(self, user_id: int, project_id: int) -> list[dict]:
-        self.images.project(project_id, user_id)
-        docs = [doc for doc in self.repository.list(project_id) if doc["user"] == user_id]
-        found = self.queue.get_many(doc["job"] for doc in docs)
-        return [self.present(doc, found.get(doc["job"])) for doc in docs]
 
     def present(self, doc: dict, job: jobs.Job | None) -> dict:
         report = (job.result if job and job.status == jobs.DONE else (job.checkpoint.get("report") if job else None)) or None

@@ -27,6 +27,7 @@ from mlstudio.common.tags import normalize_tag
 from mlstudio.common.vocabulary import DETECTION
 
 from . import detections as detections_mod
+from .project_jobs import ProjectJobCore
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def in_scope(scope: str) -> dict:
     return selector
 
 
-class RelabelCore:
+class RelabelCore(ProjectJobCore):
     """The re-labelling routes' rules: ownership, the request, what a person sees of a run."""
+
+    noun = "re-labelling"
 
     def __init__(self, images, repository, queue: jobs.JobQueue, *, ttl_s: float, clock: Callable[[], float] = time.time):
         self.images = images  # the ImageCore: projects, models
@@ -93,16 +96,6 @@ class RelabelCore:
         job = self.queue.enqueue(doc["job"], KIND, {"relabel_id": relabel_id, "project_id": project_id})
         return self.present(doc, job)
 
-    def get(self, user_id: int, project_id: int, relabel_id: int) -> dict:
-        doc = self._owned(user_id, project_id, relabel_id)
-        return self.present(doc, self.queue.get(doc["job"]))
-
-    def list(self, user_id: int, project_id: int) -> list[dict]:
-        self.images.project(project_id, user_id)
-        docs = [doc for doc in self.repository.list(project_id) if doc["user"] == user_id]
-        found = self.queue.get_many(doc["job"] for doc in docs)
-        return [self.present(doc, found.get(doc["job"])) for doc in docs]
-
     def cancel(self, user_id: int, project_id: int, relabel_id: int) -> dict:
         """Asks the run to stop at its next batch; 406 when it has finished."""
         doc = self._owned(user_id, project_id, relabel_id)
@@ -110,13 +103,6 @@ class RelabelCore:
         if job is None or job.finished:
             raise errors.NotAcceptable(f"re-labelling {relabel_id} has finished", code="not_running")
         return self.present(doc, self.queue.cancel(doc["job"]) or job)
-
-    def _owned(self, user_id: int, project_id: int, relabel_id: int) -> dict:
-        self.images.project(project_id, user_id)
-        doc = self.repository.get(relabel_id)
-        if doc is None or doc["project"] != project_id or doc["user"] != user_id:
-            raise errors.NotFound(f"re-labelling {relabel_id} not found in project {project_id}")
-        return doc
 
     @staticmethod
     def present(doc: dict, job: jobs.Job | None) -> dict:

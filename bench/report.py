@@ -14,7 +14,7 @@ from pathlib import Path
 
 SCENARIOS = (
     "footprint",  # first: the stack as it starts
-    "video_pipeline", "video_sparse", "video_queue", "predict", "gateway", "upload", "export", "detector_video", "fewshot_training",
+    "video_pipeline", "video_sparse", "video_dense", "video_queue", "predict", "gateway", "upload", "export", "detector_video", "fewshot_training",
     "list_images", "predict_concurrent",
 )
 # What each scenario's figures are, for the table: (key, label, unit).
@@ -31,6 +31,12 @@ FIGURES = {
         ("studio_s", "studio", "s"),
         ("frames", "frames", ""),
         ("sampled", "sampled", ""),
+    ),
+    "video_dense": (
+        ("decode_encode_s", "decode and encode", "s"),
+        ("studio_s", "studio", "s"),
+        ("frames", "frames", ""),
+        ("sampled", "stored", ""),
     ),
     "predict": (
         ("in_process_s", "in-process Keras", "s"),
@@ -259,6 +265,14 @@ def _video_sparse(axis, scenario: dict) -> None:
     )
 
 
+def _video_dense(axis, scenario: dict) -> None:
+    _bars(
+        axis,
+        [("decode and encode", [(scenario["decode_encode_s"], BASELINE, "")]), ("studio", _studio_segments(scenario))],
+        "s",
+    )
+
+
 def _video_queue(axis, scenario: dict) -> None:
     copies = scenario["copies"]
     rows = [
@@ -414,6 +428,7 @@ def _footprint(axis, scenario: dict) -> None:
 PANELS = {
     "video_pipeline": _video_pipeline,
     "video_sparse": _video_sparse,
+    "video_dense": _video_dense,
     "video_queue": _video_queue,
     "predict": _predict,
     "gateway": _gateway,

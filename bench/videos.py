@@ -1,6 +1,8 @@
 """The three ways of turning a video into labelled frames that the video scenarios compare.
 
 - `decode_only`: `grab()` through the whole file, the floor any splitter pays.
+- `decode_encode`: `read()` every frame and JPEG-encode it as the worker does (quality 90), the
+  floor of a splitter that keeps every frame.
 - `seed_style`: the original backend's approach, reproduced: load the Keras model, `read()`
   (decode and convert) every frame, predict each sampled frame on its own, write it with
   `cv2.imwrite` and insert one MongoDB record for it.
@@ -36,6 +38,21 @@ def decode_only(path: Path) -> int:
     capture = cv2.VideoCapture(str(path))
     frames = 0
     while capture.grab():
+        frames += 1
+    capture.release()
+    return frames
+
+
+def decode_encode(path: Path, quality: int = 90) -> int:
+    """Frames in the file, each decoded and encoded as a JPEG (the worker's default quality)."""
+    capture = cv2.VideoCapture(str(path))
+    params = [int(cv2.IMWRITE_JPEG_QUALITY), quality]
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        ok, _encoded = cv2.imencode(".jpg", frame, params)
         frames += 1
     capture.release()
     return frames

@@ -221,3 +221,37 @@ def test_cleanup_removes_the_partial_frames(handler_world):
     assert len(images.of_video(5)) == 16  # the second batch was stored when the cancel was seen
     handler.cleanup(job())
     assert images.of_video(5) == []
+
+
+def test_labelling_the_next_batch_overlaps_storing_the_previous_one_and_order_is_kept(light_dark_video):
+    import threading
+
+    second_batch_labelled = threading.Event()
+    overlapped = []
+
+    class SlowImages(FakeImages):
+        def create_images(self, project_id, user_id, images):
+            if self.create_calls == 0:  # the first batch waits until the next one is at the model
+                overlapped.append(second_batch_labelled.wait(timeout=30))
+            return super().create_images(project_id, user_id, images)
+
+    class RecordingLabeller(FakeLabeller):
+        def classify(self, model_id, user_id, images):
+            if len(self.calls) == 1:
+                second_batch_labelled.set()
+            return super().classify(model_id, user_id, images)
+
+    _, images, labeller, reports = run_pipeline(light_dark_video, images=SlowImages(), labeller=RecordingLabeller(), batch_size=8)
+    assert overlapped == [True]
+    assert [image.frame_index for image in images.sent] == list(range(0, 200, 10))
+    assert reports == [(8, 20, 70), (16, 20, 150), (20, 20, 190), (20, 20, 190)]
+
+
+def test_a_store_that_fails_stops_the_pipeline_and_nothing_after_it_is_stored(light_dark_video):
+    images = FakeImages()
+    images.fail_with = errors.InvalidArgument("project 10 is gone")
+    from video_service.pipeline import FramesRefused
+
+    with pytest.raises(FramesRefused, match="project 10 is gone"):
+        run_pipeline(light_dark_video, images=images, interval=1)
+    assert images.create_calls == 1 and images.images == {}

@@ -1,10 +1,12 @@
 """The frame pipeline: decode sampled frames, label them in batches, store them in batches.
 
-Two threads keep both cores busy: a decoding thread fills a small bounded queue with batches of
-JPEG frames while the calling thread sends the previous batch to the model service (one
-`Classify` or `Detect` call per batch) and then to the image service (one `CreateImages` call
-per batch). The bounded queue keeps memory flat whatever the video's length: decoding waits
-when labelling falls behind.
+Three threads keep both cores busy: a decoding thread fills a small bounded queue with batches of
+JPEG frames; the calling thread sends each batch to the model service (one `Classify` or
+`Detect` call per batch) and hands the labelled batch to a storing thread, which sends it to the
+image service (one `CreateImages` call per batch) and saves progress, while the next batch is
+being labelled. Both queues are bounded, which keeps memory flat whatever the video's length:
+decoding waits when labelling falls behind, labelling when storing does. Batches are stored,
+and progress saved, in frame order.
 
 With `dedupe`, the decoder leaves out sampled frames nearly identical to the last one kept
 (see `frames`); progress counts them (`skipped`) and the total estimate drops by them.
@@ -121,19 +123,26 @@ class FramePipeline:
         estimate = sampler.estimate(request.frame_count_estimate, request.duration_ms_estimate)
         decoder = FrameDecoder(path, sampler, jpeg_quality=self.jpeg_quality, resume_after=resume.after_frame,
                                dedupe=request.dedupe)
-        done = resume.done
-        last_index = resume.after_frame
 
         def skipped() -> int:
             return resume.skipped + decoder.skipped
 
-        with _DecodingThread(decoder, self.batch_size, self.batch_bytes, self.queue_depth) as decoding:
+        state = {"done": resume.done, "last_index": resume.after_frame}
+
+        def store(batch: list[Frame], results: list) -> None:
+            self._store(request, batch, results)
+            state["done"] += len(batch)
+            state["last_index"] = batch[-1].index
+            # Skipped frames leave the estimate: the total falls as duplicates are found.
+            report(state["done"], max(estimate - skipped(), state["done"]), state["last_index"], skipped())
+
+        with _DecodingThread(decoder, self.batch_size, self.batch_bytes, self.queue_depth) as decoding, \
+                _StoringThread(store) as storing:
             for batch in decoding.batches():
-                self._store(request, batch, self._label(request, batch))
-                done += len(batch)
-                last_index = batch[-1].index
-                # Skipped frames leave the estimate: the total falls as duplicates are found.
-                report(done, max(estimate - skipped(), done), last_index, skipped())
+                results = self._label(request, batch)
+                storing.put(batch, results)
+            storing.finish()
+        done, last_index = state["done"], state["last_index"]
         report(done, done, last_index, skipped())
         return SplitSummary(frames_decoded=decoder.decoded, images=done, fps=decoder.fps, skipped=skipped())
 
@@ -190,6 +199,71 @@ def detection_frame(request: SplitRequest, frame: Frame, result) -> image_pb2.Ne
     `detections.filed_under`), with its most confident object's score."""
     detections = [image_pb2.Detection(label=b.label, score=b.score, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2) for b in result.boxes]
     return _new_image(request, frame, detections=detections)
+
+
+class _StoringThread:
+    """Stores labelled batches (and saves progress after each) in its own thread, in the order
+    they were put, while the caller labels the next batch. The queue holds one batch: labelling
+    runs at most one batch ahead of storing, so memory stays flat. The first error stops storing
+    (nothing after the failed batch is stored) and is raised to the caller at its next `put` or
+    at `finish`."""
+
+    def __init__(self, store: Callable[[list[Frame], list], None]):
+        self.store = store
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.failed: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._consume, name="frame-store", daemon=True)
+
+    def _consume(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            try:
+                self.store(*item)
+            except BaseException as exc:  # noqa: BLE001 - raised in the labelling thread by `_raise_failure`
+                self.failed = exc
+                self.stop.set()
+                return
+
+    def _raise_failure(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def put(self, batch: list[Frame], results: list) -> None:
+        """Hands a labelled batch over; waits while the previous one is still being stored."""
+        while True:
+            self._raise_failure()
+            try:
+                self.queue.put((batch, results), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Waits until every batch put is stored; raises the storing error, if any."""
+        self._close()
+        self._raise_failure()
+
+    def _close(self) -> None:
+        if self.thread.is_alive():
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self.thread.join()
+
+    def __enter__(self) -> _StoringThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        # On an error in the labelling thread, the batches already handed over are still
+        # stored (they were labelled), then the thread ends.
+        self._close()
 
 
 class _DecodingThread:

@@ -29,7 +29,7 @@ from mlstudio.common.vocabulary import DETECTION
 
 from . import detections as detections_mod
 from . import near_duplicates
-from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes
+from .uploads import CheckedImage, UploadedFile, UploadLimits, check_all, check_bytes, check_frame
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,8 @@ class ImageCore:
                     seen.add(key)
         review_threshold = review.project_threshold(project)
         facts = [_frame_facts(project.type, frame, position, self.detection_filing, review_threshold) for position, frame in todo]
-        checked = [check_bytes(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
+        # Frames come from the video worker, an internal peer: checked cheaply (`check_frame`).
+        checked = [check_frame(frame.content, frame.title or _frame_title(frame), self.limits, position) for position, frame in todo]
         created, _ = self._create(project, checked, facts, frames=True)
         by_key = {**existing, **{(doc["video"], doc["frame_index"]): doc for doc in created if doc.get("video")}}
         uploads = iter(doc for doc in created if not doc.get("video"))

@@ -4,6 +4,12 @@ Every file of a request is checked first (count, size, pixel count, a full decod
 restricted to JPEG, PNG, WebP and BMP), so a request with one bad file stores nothing, and the
 error names the file. The checked file keeps its stream (Werkzeug spools large uploads to disk),
 so storing it later streams from there instead of holding every upload in memory.
+
+Frames that the video worker (an internal peer over gRPC) sends are checked more cheaply
+(`check_frame`): the same limits, formats and errors, but a JPEG is decoded at 1/8 scale in
+grayscale (libjpeg's DCT scaling), which still reads every byte of the file, so a truncated or
+corrupt frame is refused, yet skips most of a full decode's work; the perceptual hash is taken
+from that small picture. Every other format, and every user upload, gets the full decode.
 """
 from __future__ import annotations
 
@@ -85,7 +91,12 @@ def check_bytes(content: bytes, title: str, limits: UploadLimits, position: int 
     return check_one(UploadedFile(title, io.BytesIO(content)), position, limits)
 
 
-def check_one(upload: UploadedFile, position: int, limits: UploadLimits) -> CheckedImage:
+def check_frame(content: bytes, title: str, limits: UploadLimits, position: int = 1) -> CheckedImage:
+    """`check_bytes` for a frame from the video worker: a JPEG decoded at 1/8 scale (see above)."""
+    return check_one(UploadedFile(title, io.BytesIO(content)), position, limits, reduced=True)
+
+
+def check_one(upload: UploadedFile, position: int, limits: UploadLimits, *, reduced: bool = False) -> CheckedImage:
     title = title_of(upload.name)
     label = f"file {position} ({title!r})"
     stream = _seekable(upload.stream, limits.max_bytes)
@@ -95,7 +106,7 @@ def check_one(upload: UploadedFile, position: int, limits: UploadLimits) -> Chec
     if size > limits.max_bytes:
         raise errors.PayloadTooLarge(f"{label} is larger than the limit of {limits.max_bytes} bytes", code="file_too_large")
     digest = _sha256(stream)
-    image_format, width, height, phash = _decode(stream, label, limits.max_pixels)
+    image_format, width, height, phash = _decode(stream, label, limits.max_pixels, reduced=reduced)
     content_type, extension = FORMATS[image_format]
     return CheckedImage(title, stream, size, digest, content_type, extension, width, height, phash)
 
@@ -147,9 +158,11 @@ def perceptual_hash(image: Image.Image) -> str:
     return image_hash.from_thumbnail(rows).encode()
 
 
-def _decode(stream: BinaryIO, label: str, max_pixels: int) -> tuple[str, int, int, str]:
+def _decode(stream: BinaryIO, label: str, max_pixels: int, *, reduced: bool = False) -> tuple[str, int, int, str]:
     """(Pillow format, width, height, perceptual hash) after a full decode, which catches
-    truncated files. Only the accepted formats' parsers ever see the bytes."""
+    truncated files. Only the accepted formats' parsers ever see the bytes. With `reduced`, a
+    JPEG is decoded at 1/8 scale in grayscale: every byte is still read (truncation is still
+    caught), the full-size pixels are never made."""
     stream.seek(0)
     try:
         with warnings.catch_warnings():
@@ -159,6 +172,9 @@ def _decode(stream: BinaryIO, label: str, max_pixels: int) -> tuple[str, int, in
                 if width * height > max_pixels:
                     raise errors.PayloadTooLarge(f"{label} has {width}x{height} pixels, more than the limit of {max_pixels}",
                                                  code="too_many_pixels")
+                if reduced and image.format == "JPEG":
+                    # The smallest scale libjpeg offers that still covers the hash's thumbnail.
+                    image.draft("L", (max(image_hash.WIDTH, width // 8), max(image_hash.HEIGHT, height // 8)))
                 image.load()
                 return image.format, width, height, perceptual_hash(image)
     except UnidentifiedImageError:

@@ -534,3 +534,15 @@ def test_predict_past_its_deadline_stores_nothing_and_asks_no_further_batch():
                            deadline=Deadline(60, clock=lambda: now["t"]))
     assert world.models.calls == [("classify", 2)]
     assert world.store.objects == {} and world.repository.list(project_id=10) == []
+
+
+def test_frames_are_checked_at_a_reduced_scale_and_uploads_in_full(world, monkeypatch):
+    from image_service import uploads
+
+    decoded = []
+    original = uploads.perceptual_hash
+    monkeypatch.setattr(uploads, "perceptual_hash", lambda image: decoded.append(image.size) or original(image))
+    data = image_bytes("JPEG", size=(80, 64))
+    world.core.create_frames(1, 10, [NewFrame(content=data, tag="cat", video_id=5, frame_index=0)])
+    world.core.upload(1, 10, "cat", files(("user.jpg", image_bytes("JPEG", size=(80, 64)))))
+    assert decoded == [(10, 8), (80, 64)]

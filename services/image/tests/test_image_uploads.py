@@ -115,3 +115,56 @@ def test_bytes_from_grpc_get_the_same_checks():
 ])
 def test_titles_come_from_the_file_name_without_paths(name, title):
     assert title_of(name) == title
+
+
+# ---- frames from the video worker --------------------------------------------------------------
+
+def scene_jpeg(size=(320, 240)) -> bytes:
+    """A JPEG with structure (a bright square on dark), as a video frame has."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", size, (20, 20, 20))
+    ImageDraw.Draw(canvas).rectangle((size[0] // 8, size[1] // 4, size[0] // 2, size[1] * 3 // 4), fill=(230, 230, 230))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+FRAME_LIMITS = UploadLimits(max_bytes=1 << 20, max_files=3, max_pixels=1 << 20)
+
+
+def test_a_frame_is_checked_at_a_reduced_scale_and_gets_the_same_facts():
+    from image_service import uploads
+    from mlstudio.common.image_hash import PerceptualHash
+
+    data = scene_jpeg()
+    full, frame = check_bytes(data, "f", FRAME_LIMITS), uploads.check_frame(data, "f", FRAME_LIMITS)
+    assert (frame.content_type, frame.width, frame.height, frame.size, frame.sha256) == \
+        (full.content_type, full.width, full.height, full.size, full.sha256) == ("image/jpeg", 320, 240, len(data), full.sha256)
+    assert PerceptualHash.decode(frame.phash).near(PerceptualHash.decode(full.phash))
+
+
+def test_a_frame_is_decoded_at_one_eighth_and_an_upload_in_full(monkeypatch):
+    from image_service import uploads
+
+    decoded = []
+    original = uploads.perceptual_hash
+    monkeypatch.setattr(uploads, "perceptual_hash", lambda image: decoded.append(image.size) or original(image))
+    uploads.check_frame(scene_jpeg(), "f", FRAME_LIMITS)
+    check_bytes(scene_jpeg(), "f", FRAME_LIMITS)
+    assert decoded == [(40, 30), (320, 240)]
+
+
+def test_a_bad_frame_is_refused_as_an_upload_is():
+    from image_service.uploads import check_frame
+
+    data = scene_jpeg()
+    with pytest.raises(errors.Unprocessable):
+        check_frame(data[: len(data) // 2], "f", FRAME_LIMITS)
+    with pytest.raises(errors.UnsupportedMediaType):
+        check_frame(b"garbage", "f", FRAME_LIMITS)
+    with pytest.raises(errors.PayloadTooLarge):
+        check_frame(scene_jpeg((1200, 1000)), "f", FRAME_LIMITS)
+    with pytest.raises(errors.InvalidArgument):
+        check_frame(b"", "f", FRAME_LIMITS)
+    assert check_frame(image_bytes("PNG"), "f", FRAME_LIMITS).content_type == "image/png"  # other formats: in full

@@ -94,6 +94,81 @@ def test_put_stream_then_read(backend, tmp_path):
     assert (tmp_path / "copy").read_bytes() == data
 
 
+def test_put_file_stores_the_file_and_local_path_reads_it(backend, tmp_path):
+    store, ns = backend
+    data = data_of(2 * MiB + 3)
+    spooled = tmp_path / "spool" / "upload-1"
+    spooled.parent.mkdir()
+    spooled.write_bytes(data)
+    info = store.put_file(ns + "videos/2.mp4", spooled, "video/mp4")
+    assert info.size == len(data) == store.stat(ns + "videos/2.mp4").size
+    assert store.get_bytes(ns + "videos/2.mp4") == data
+    downloads = tmp_path / "downloads"
+    with store.local_path(ns + "videos/2.mp4", downloads) as path:
+        assert path.read_bytes() == data
+    assert not downloads.exists() or not list(downloads.iterdir())  # a download, where there is one, is removed after
+    with pytest.raises(errors.NotFound):
+        with store.local_path(ns + "videos/missing.mp4", downloads):
+            pass
+
+
+def test_the_local_store_takes_a_file_by_rename(tmp_path):
+    """No copy: the spooled file becomes the object (same inode) and no spool file is left."""
+    store = LocalObjectStore(tmp_path / "objects")
+    spooled = tmp_path / "spool"
+    spooled.write_bytes(b"video bytes")
+    inode = spooled.stat().st_ino
+    store.put_file("videos/1.mp4", spooled)
+    assert not spooled.exists()
+    assert (tmp_path / "objects" / "videos" / "1.mp4").stat().st_ino == inode
+    assert store.get_bytes("videos/1.mp4") == b"video bytes"
+    assert sorted(p.name for p in (tmp_path / "objects" / "videos").iterdir()) == ["1.mp4"]  # no temporary file
+    with store.local_path("videos/1.mp4", tmp_path / "downloads") as path:
+        assert path.stat().st_ino == inode  # read where it lies
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_a_failed_put_file_stores_nothing_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put_bytes("videos/1.mp4", b"the old object")
+    spooled = tmp_path / "spool"
+    spooled.write_bytes(b"new bytes")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("1.mp4"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(errors.Unavailable):
+        store.put_file("videos/1.mp4", spooled)
+    monkeypatch.undo()
+    assert store.get_bytes("videos/1.mp4") == b"the old object"
+    assert sorted(p.name for p in (tmp_path / "objects" / "videos").iterdir()) == ["1.mp4"]
+    with pytest.raises(errors.Unavailable):
+        store.put_file("videos/2.mp4", tmp_path / "never-spooled")
+    assert sorted(p.name for p in (tmp_path / "objects" / "videos").iterdir()) == ["1.mp4"]
+
+
+def test_put_file_copies_across_filesystems(tmp_path, monkeypatch):
+    store = LocalObjectStore(tmp_path / "objects")
+    spooled = tmp_path / "spool"
+    spooled.write_bytes(b"elsewhere")
+    real_replace = os.replace
+
+    def cross_device(src, dst):
+        if str(src) == str(spooled):
+            raise OSError(18, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    store.put_file("videos/3.mp4", spooled)
+    monkeypatch.undo()
+    assert store.get_bytes("videos/3.mp4") == b"elsewhere"
+    assert sorted(p.name for p in (tmp_path / "objects" / "videos").iterdir()) == ["3.mp4"]
+
+
 def test_empty_object(backend):
     store, ns = backend
     assert store.put_bytes(ns + "empty", b"").size == 0

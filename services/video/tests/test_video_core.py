@@ -37,6 +37,16 @@ def test_upload_stores_the_file_records_the_video_and_queues_its_job(world, ligh
     assert (video["dedupe"], video["duplicates_skipped"]) == (False, None)
 
 
+def test_the_local_store_takes_the_spooled_upload_by_rename(world, light_dark_video, tmp_path):
+    """The video is not copied again: the spooled file becomes the stored object."""
+    spooled = uploaded(light_dark_video, tmp_path)
+    inode = spooled.path.stat().st_ino
+    video = world.core.upload(1, 10, options(), spooled)["video"]
+    key = world.repository.docs[video["id"]]["key"]
+    assert not spooled.path.exists()
+    assert (world.store.root / key).stat().st_ino == inode
+
+
 def test_an_upload_with_dedupe_keeps_it_for_its_job_and_shows_the_skipped_count(world, light_dark_video, tmp_path):
     video = world.core.upload(1, 10, options(dedupe="true"), uploaded(light_dark_video, tmp_path))["video"]
     assert world.repository.docs[video["id"]]["dedupe"] is True

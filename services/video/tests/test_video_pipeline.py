@@ -4,7 +4,7 @@ import pytest
 from video_fakes import FakeImages, FakeLabeller, FakeRepository, RecordingContext
 
 from mlstudio.common import errors, jobs
-from mlstudio.common.storage import LocalObjectStore
+from mlstudio.common.storage import LocalObjectStore, ObjectStore
 from video_service.pipeline import FramePipeline, Resume, SplitRequest
 from video_service.split_job import SplitVideoHandler
 
@@ -130,7 +130,30 @@ def test_the_handler_splits_the_stored_video_and_records_the_decoded_count(handl
     assert repository.docs[5]["frame_count"] == 200  # the container's 190 was only an estimate
     # progress totals are the estimate (190 / 10) until the end says the truth
     assert context.reports[0] == (8, 19, {"frame_index": 70}) and context.reports[-1] == (20, 20, {"frame_index": 190})
-    assert list((tmp_path / "spool").iterdir()) == []  # the download is gone
+    assert not (tmp_path / "spool").exists()  # nothing downloaded: the local object is read where it lies
+
+
+def test_the_handler_reads_a_locally_stored_video_where_it_lies(handler_world, monkeypatch):
+    """The local backend's object is the file the pipeline decodes: no copy in the spool."""
+    handler, _, _, _, store, tmp_path = handler_world
+    read = []
+    real_run = handler.pipeline.run
+    monkeypatch.setattr(handler.pipeline, "run", lambda request, path, *rest: read.append(path) or real_run(request, path, *rest))
+    handler.run(job(), RecordingContext())
+    assert read == [tmp_path / "objects" / "videos" / "10" / "5.mp4"]
+    assert not (tmp_path / "spool").exists()
+
+
+def test_a_remote_store_s_video_is_downloaded_and_the_copy_removed(handler_world, monkeypatch):
+    """Backends that do not keep objects as local files (S3) still download a copy."""
+    handler, _, images, _, store, tmp_path = handler_world
+    monkeypatch.setattr(type(store), "local_path", ObjectStore.local_path)
+    read = []
+    real_run = handler.pipeline.run
+    monkeypatch.setattr(handler.pipeline, "run", lambda request, path, *rest: read.append(path) or real_run(request, path, *rest))
+    assert handler.run(job(), RecordingContext())["images"] == 20
+    assert read[0].parent == tmp_path / "spool"
+    assert list((tmp_path / "spool").iterdir()) == []
 
 
 def test_dedupe_stores_one_frame_per_static_shot_and_counts_the_rest(light_dark_video):

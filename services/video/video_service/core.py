@@ -246,8 +246,8 @@ class VideoCore:
         key = video_key(project.id, video_id, info.content_type)
         # The client's word for the type when it names a video type, else the probe's.
         content_type = upload.content_type if _VIDEO_TYPE.match(upload.content_type) else info.content_type
-        with open(upload.path, "rb") as stream:
-            stored = self.store.put_stream(key, stream, content_type)
+        # The store takes the spooled file (the local store by rename: the video is written once).
+        stored = self.store.put_file(key, upload.path, content_type)
         doc = {
             "_id": video_id,
             "title": options.title,

@@ -8,8 +8,7 @@ a peer that is down (`Unavailable`) makes the job wait and retry.
 from __future__ import annotations
 
 import logging
-import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from mlstudio.common import errors, jobs
@@ -62,10 +61,11 @@ class SplitVideoHandler:
 
     @contextmanager
     def _downloaded(self, video: dict):
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix=f"split-{video['_id']}-", suffix=Path(video["key"]).suffix) as handle:
+        """The video as a file on this machine: the stored object itself on the local backend
+        (no copy), a download into the spool directory elsewhere (S3)."""
+        with ExitStack() as held:
             try:
-                self.store.download_to(video["key"], Path(handle.name))
+                path = held.enter_context(self.store.local_path(video["key"], self.tmp_dir))
             except errors.NotFound:
                 raise jobs.JobFailed("the video's file is missing from storage") from None
             except errors.DomainError:
@@ -73,7 +73,7 @@ class SplitVideoHandler:
             except Exception as exc:
                 log.warning("object storage failed: %s", exc)
                 raise errors.Unavailable("object storage is unavailable") from exc
-            yield Path(handle.name)
+            yield path
 
     def cleanup(self, job: jobs.Job) -> None:
         """Removes the frames of a job that failed or was cancelled (idempotent)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -91,6 +92,24 @@ class ObjectStore(abc.ABC):
     def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> ObjectInfo:
         """Stores everything `stream` yields under `key`, without holding it all in memory."""
 
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> ObjectInfo:
+        """Stores the file at `path` under `key` and takes it: once this returns, `path` may be
+        gone (the local store moves it into place rather than copying it). On failure nothing
+        is stored under `key`; `path` is left for its owner to remove."""
+        with open(path, "rb") as stream:
+            return self.put_stream(key, stream, content_type)
+
+    @contextlib.contextmanager
+    def local_path(self, key: str, tmp_dir: Path) -> Iterator[Path]:
+        """A path on this machine that holds `key`'s bytes while the block runs: a copy
+        downloaded into `tmp_dir` (removed afterwards), or the object itself where the backend
+        keeps it as a file (read it, never write it). NotFound when `key` is missing."""
+        tmp_dir = Path(tmp_dir)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="object-", suffix=Path(key).suffix) as handle:
+            self.download_to(key, Path(handle.name))
+            yield Path(handle.name)
+
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
         import io
 
@@ -160,6 +179,40 @@ class LocalObjectStore(ObjectStore):
             Path(tmp).unlink(missing_ok=True)
             raise
         return self.stat(key)
+
+    def put_file(self, key, path, content_type="application/octet-stream"):
+        with backend_failures("local", OSError):
+            return self._put_file(key, Path(path))
+
+    def _put_file(self, key, source: Path):
+        """Renames `source` into place when it is on the store's filesystem (no byte is copied:
+        a multi-GB upload spooled by the HTTP layer is written once), else copies it. The
+        rename goes through a temporary file beside the object, as a stream's write does, so
+        that the object appears whole or not at all and a concurrent delete cannot remove its
+        folder in between."""
+        path = self._path(key)
+        fd, tmp = self._temporary_file_beside(key, path)
+        os.close(fd)
+        try:
+            try:
+                os.replace(source, tmp)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                with open(source, "rb") as stream, open(tmp, "wb") as out:  # another filesystem
+                    shutil.copyfileobj(stream, out, CHUNK)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.stat(key)
+
+    @contextlib.contextmanager
+    def local_path(self, key, tmp_dir):
+        # The object is already a file here: read where it lies, no download.
+        path = self._path(key)
+        self.stat(key)  # NotFound, as a download would say
+        yield path
 
     def _temporary_file_beside(self, key: str, path: Path) -> tuple[int, str]:
         """A new temporary file in `path`'s folder, made with the folders above it. A delete

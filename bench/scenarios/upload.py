@@ -22,7 +22,7 @@ from ..goals import all_met, goal
 from ..measure import CpuMeter, RssSampler, Runs, mean_cpu, paired_ratio
 
 MB = 1_000_000
-RAW_WRITE_GOAL = 0.5
+RAW_WRITE_GOAL = 0.25  # an upload through the studio takes at most 4 times a raw write of the same bytes
 RSS_GROWTH_GOAL_MB = 100.0
 CHUNK = 1 << 20
 CONTENT_TYPE = "video/x-msvideo"

@@ -1,7 +1,8 @@
 """The idle stack's footprint: the processes that never run a graph themselves (the model
 service and the trainer, which convert and train in child processes and serve through TF
 Serving) do not load TensorFlow; the TF Serving stand-in, which runs the models, does, but not
-Keras or h5py; the video service and its worker load OpenCV only when a video needs it.
+Keras or h5py; the video service and its worker load OpenCV, the model service and the trainer
+numpy, only when a request or a job needs it.
 
 Observed from the outside, as the running processes are: a package's shared libraries are mapped
 into a process (`/proc/<pid>/maps`) exactly when the process imported it. Keras itself is pure
@@ -55,7 +56,7 @@ def test_only_the_serving_process_loads_tensorflow_while_the_stack_idles(stack, 
 KERAS_AND_HDF5 = {"cv2", "matplotlib", "PIL", "optree", "h5py"}
 
 
-def test_the_idle_stand_in_serves_without_keras_and_the_video_processes_without_opencv(stack, api):
+def test_idle_processes_leave_out_the_libraries_only_work_needs(stack, api):
     assert api(stack).get("/healthz").status_code == 200
     processes = stack.state()["processes"]
     serving = mapped_packages(processes["tfserving"])
@@ -63,3 +64,5 @@ def test_the_idle_stand_in_serves_without_keras_and_the_video_processes_without_
     assert not serving & KERAS_AND_HDF5, f"the TF Serving stand-in imported {sorted(serving & KERAS_AND_HDF5)}"
     for name in ("video", "video-worker"):
         assert "cv2" not in mapped_packages(processes[name]), f"the idle {name} process imported OpenCV"
+    for name in ("model", "model-trainer"):
+        assert "numpy" not in mapped_packages(processes[name]), f"the idle {name} process imported numpy"

@@ -9,6 +9,7 @@ from flask_restx import Namespace, Resource, fields
 from mlstudio.common import detections as detection_forms, errors, ids, media_files
 from mlstudio.common.deadlines import Deadline
 from mlstudio.common.http_app import body_fields, caller, json_response
+from mlstudio.common.vocabulary import CLASSIFICATION
 
 from ..core import LabelChanges, Page, Selection, sort_by_score
 from ..uploads import UploadedFile
@@ -65,7 +66,7 @@ def declare_models(ns: Namespace):
         "avatarImage": fields.Nested(image_model, description="the tag's oldest image"),
     })
     video_images_model = ns.model("VideoImages", {
-        "type": fields.String(example="Classification", description="the project's type: Classification or Detection"),
+        "type": fields.String(example=CLASSIFICATION, description="the project's type: Classification or Detection"),
         "date": fields.List(fields.Nested(image_model), description="the original API's key"),
         "images": fields.List(fields.Nested(image_model), description="the same list"),
     })

@@ -60,3 +60,18 @@ def test_the_gateway_configuration_serves_it():
     body = route["direct_response"]["body"]["inline_string"]
     assert json.loads(body) == json.loads(openapi_doc.OUTPUT.read_text())
     assert manager["route_config"]["max_direct_response_body_size_bytes"] >= len(body.encode())
+
+
+def _lacks_example(schema: dict) -> bool:
+    if "example" in schema or "$ref" in schema or "allOf" in schema:  # a nested definition has its own
+        return False
+    return schema.get("type") != "array" or _lacks_example(schema.get("items", {}))
+
+
+def test_every_field_of_the_requests_and_answers_has_an_example(documents):
+    """Swagger UI builds each request body and answer shown on the docs page from its fields'
+    examples; a field without one shows as "string" or 0."""
+    missing = [f"{service}: {name}.{field}" for service, document in documents.items()
+               for name, schema in document.get("definitions", {}).items()
+               for field, property_schema in schema.get("properties", {}).items() if _lacks_example(property_schema)]
+    assert not missing, missing

@@ -19,11 +19,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mlstudio.common.deadlines import NONE, Deadline
+from mlstudio.common.lazy import lazy_module
 
-Predict = Callable[..., dict[str, np.ndarray]]
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
+
+Predict = Callable[..., "dict[str, np.ndarray]"]  # a string: np is only imported when used
 WAIT_STEP_S = 0.05  # how often a waiting member looks at its own deadline
 
 

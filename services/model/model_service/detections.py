@@ -10,8 +10,9 @@ Because boxes are normalised, they map back onto the original image whatever siz
 from __future__ import annotations
 
 from dataclasses import dataclass
+from mlstudio.common.lazy import lazy_module
 
-import numpy as np
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 DEFAULT_THRESHOLD = 0.5
 

@@ -16,10 +16,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlstudio.common import errors
+from mlstudio.common.lazy import lazy_module
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ smaller than floats); `apply` is the same map in numpy, for tests and for docume
 """
 from __future__ import annotations
 
-import numpy as np
-
 from mlstudio.common import errors
+from mlstudio.common.lazy import lazy_module
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 # mode -> (scale, offset)
 MODES = {

@@ -14,14 +14,15 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-
 from mlstudio.common import errors
 from mlstudio.common.deadlines import NONE, Deadline
+from mlstudio.common.lazy import lazy_module
 
 from .batching import PredictBatcher
 from .tfserving_client import ModelLoadFailed
 from .tfserving_repository import ServedVersion, TFServingRepository
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 log = logging.getLogger(__name__)
 

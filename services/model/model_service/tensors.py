@@ -7,26 +7,29 @@ The messages come from TensorFlow's protobuf modules, loaded without the rest of
 """
 from __future__ import annotations
 
-import numpy as np
+from mlstudio.common.lazy import lazy_module
 
 from .tf_protos import load
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 tensor_pb2, tensor_shape_pb2, types_pb2 = load(
     "tensorflow.core.framework.tensor_pb2", "tensorflow.core.framework.tensor_shape_pb2", "tensorflow.core.framework.types_pb2")
 
-_BY_NUMPY = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT,
-    np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.float16): types_pb2.DT_HALF,
-    np.dtype(np.uint8): types_pb2.DT_UINT8,
-    np.dtype(np.int8): types_pb2.DT_INT8,
-    np.dtype(np.uint16): types_pb2.DT_UINT16,
-    np.dtype(np.int16): types_pb2.DT_INT16,
-    np.dtype(np.int32): types_pb2.DT_INT32,
-    np.dtype(np.int64): types_pb2.DT_INT64,
-    np.dtype(np.bool_): types_pb2.DT_BOOL,
+# numpy dtype name -> TensorProto dtype: names, so that numpy loads with the first tensor converted.
+_BY_DTYPE_NAME = {
+    "float32": types_pb2.DT_FLOAT,
+    "float64": types_pb2.DT_DOUBLE,
+    "float16": types_pb2.DT_HALF,
+    "uint8": types_pb2.DT_UINT8,
+    "int8": types_pb2.DT_INT8,
+    "uint16": types_pb2.DT_UINT16,
+    "int16": types_pb2.DT_INT16,
+    "int32": types_pb2.DT_INT32,
+    "int64": types_pb2.DT_INT64,
+    "bool": types_pb2.DT_BOOL,
 }
-_BY_PROTO = {proto: dtype for dtype, proto in _BY_NUMPY.items()}
+_BY_PROTO_DTYPE = {proto: name for name, proto in _BY_DTYPE_NAME.items()}
 # Which repeated field holds the values when `tensor_content` is empty.
 _VALUE_FIELD = {
     types_pb2.DT_FLOAT: "float_val",
@@ -45,18 +48,18 @@ _VALUE_FIELD = {
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     """`array` as a TensorProto with its bytes in `tensor_content`."""
     array = np.asarray(array, order="C")  # (ascontiguousarray would make scalars 1-d)
-    if array.dtype not in _BY_NUMPY:
+    if array.dtype.name not in _BY_DTYPE_NAME:
         raise TypeError(f"cannot send a tensor of dtype {array.dtype}")
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape])
-    return tensor_pb2.TensorProto(dtype=_BY_NUMPY[array.dtype], tensor_shape=shape, tensor_content=little.tobytes())
+    return tensor_pb2.TensorProto(dtype=_BY_DTYPE_NAME[array.dtype.name], tensor_shape=shape, tensor_content=little.tobytes())
 
 
 def from_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """The numpy array a TensorProto holds."""
-    if proto.dtype not in _BY_PROTO:
+    if proto.dtype not in _BY_PROTO_DTYPE:
         raise TypeError(f"cannot read a tensor of dtype {types_pb2.DataType.Name(proto.dtype)}")
-    dtype = _BY_PROTO[proto.dtype]
+    dtype = np.dtype(_BY_PROTO_DTYPE[proto.dtype])
     shape = tuple(dim.size for dim in proto.tensor_shape.dim)
     count = int(np.prod(shape)) if shape else 1
     if proto.tensor_content:

@@ -15,14 +15,16 @@ import logging
 import time
 
 import grpc
-import numpy as np
 from tensorflow_serving.config import model_server_config_pb2
 
 from mlstudio.common import errors
 from mlstudio.common.deadlines import NONE, Deadline
+from mlstudio.common.lazy import lazy_module
 
 from . import tensors
 from .tf_protos import load
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 # TF Serving's API messages import TensorFlow's; loaded without the rest of TensorFlow.
 (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,

@@ -11,6 +11,19 @@ import threading
 from concurrent import futures
 from pathlib import Path
 
+# Modules `import tensorflow` pulls in that serving a SavedModel never uses: Keras (with OpenCV,
+# Matplotlib, Pillow and optree behind it, about 64 MB resident) and h5py (Keras' HDF5 files, about
+# 10 MB). `tf.saved_model.load` revives any SavedModel, Keras-exported ones included, from its
+# graph and variables alone; TensorFlow imports both modules optionally and goes on without them.
+NOT_NEEDED = ("keras", "h5py")
+
+
+def skip_unneeded_imports() -> None:
+    """Makes `import keras` and `import h5py` fail in this process (a None entry in sys.modules
+    reads as "not installed"); must run before anything imports TensorFlow."""
+    for name in NOT_NEEDED:
+        sys.modules.setdefault(name, None)
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="tfserving_standin", description="Local stand-in for TensorFlow Serving's gRPC API.")
@@ -57,6 +70,7 @@ def poll(period_s: float, stop: threading.Event, work) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    skip_unneeded_imports()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s tfserving-standin %(levelname)s %(message)s")
     import grpc

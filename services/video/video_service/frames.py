@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 from mlstudio.common import image_hash
+from mlstudio.common.lazy import lazy_module
 
 from .probe import frame_count, open_capture, records_frame_count
+
+cv2 = lazy_module("cv2")  # OpenCV loads with the first frame, not with the service (see probe.py)
 
 
 class Undecodable(Exception):

@@ -21,9 +21,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 from mlstudio.common import errors
+from mlstudio.common.lazy import lazy_module
+
+# OpenCV and numpy (about 33 MB resident) load with the first upload probed, not when the video
+# service starts: an idle service never needs them.
+cv2 = lazy_module("cv2")
 
 # (offset, magic bytes, container name, content type) of the video containers FFmpeg reads.
 _VIDEO_SIGNATURES = [

@@ -9,6 +9,7 @@ from flask_restx import Namespace, Resource, fields
 from mlstudio.common import detections as detection_forms, errors, ids, media_files
 from mlstudio.common.deadlines import Deadline
 from mlstudio.common.http_app import body_fields, caller, json_response
+from mlstudio.common.vocabulary import CLASSIFICATION
 
 from ..core import LabelChanges, Page, Selection, sort_by_score
 from ..uploads import UploadedFile
@@ -31,41 +32,41 @@ def declare_models(ns: Namespace):
     answer `core.public_image`'s dicts as they are (`json_response`), which the tests check
     against these models (a field added to one must be added to the other)."""
     detection_model = ns.model("Detection", {
-        "label": fields.String,
-        "score": fields.Float(description="the model's confidence; null for a box a person drew"),
-        "box": fields.List(fields.Float, description="[x1, y1, x2, y2] in pixels"),
+        "label": fields.String(example="bottle"),
+        "score": fields.Float(example=0.91, description="the model's confidence; null for a box a person drew"),
+        "box": fields.List(fields.Float, example=[12.0, 30.5, 118.0, 210.0], description="[x1, y1, x2, y2] in pixels"),
     })
     image_model = ns.model("Image", {
-        "id": fields.Integer,
-        "title": fields.String(description="the uploaded file's name, or the frame's"),
-        "location": fields.String(description="object-store key of the bytes (kept for compatibility)"),
-        "description": fields.String,
-        "url": fields.String(description="signed, expiring URL of the bytes through the gateway; needs no token"),
-        "type": fields.String(description="the tag"),
-        "user": fields.Integer(description="owner's user id"),
-        "project": fields.Integer,
-        "isTrain": fields.Boolean(description="checked: a person gave or confirmed the label, or a model's score reached "
+        "id": fields.Integer(example=81234),
+        "title": fields.String(example="frame_000120.jpg", description="the uploaded file's name, or the frame's"),
+        "location": fields.String(example="projects/1/images/81234.jpg", description="object-store key of the bytes (kept for compatibility)"),
+        "description": fields.String(example=""),
+        "url": fields.String(example="/files/images/81234?expires=1796162400&signature=3f9c2a...", description="signed, expiring URL of the bytes through the gateway; needs no token"),
+        "type": fields.String(example="bottle", description="the tag"),
+        "user": fields.Integer(example=1, description="owner's user id"),
+        "project": fields.Integer(example=1),
+        "isTrain": fields.Boolean(example=True, description="checked: a person gave or confirmed the label, or a model's score reached "
                                               "the project's review_threshold; false while waiting for review. Training "
                                               "uses checked images only (unless include_unchecked)"),
-        "captions": fields.String(description="Detection: ',<label> <score>' per object; else null"),
-        "boxes": fields.String(description="Detection: ',[<x1> <y1> <x2> <y2>]' per object; else null"),
-        "video": fields.Integer(description="video the frame was cut from, or null"),
-        "frame_index": fields.Integer,
-        "timestamp_ms": fields.Integer,
-        "score": fields.Float(description="the model's confidence in the tag, when predicted"),
+        "captions": fields.String(example=",bottle 0.91", description="Detection: ',<label> <score>' per object; else null"),
+        "boxes": fields.String(example=",[12 30 118 210]", description="Detection: ',[<x1> <y1> <x2> <y2>]' per object; else null"),
+        "video": fields.Integer(example=3, description="video the frame was cut from, or null"),
+        "frame_index": fields.Integer(example=120),
+        "timestamp_ms": fields.Integer(example=4000),
+        "score": fields.Float(example=0.97, description="the model's confidence in the tag, when predicted"),
         "detections": fields.List(fields.Nested(detection_model), description="Detection projects; else null"),
-        "content_type": fields.String,
-        "width": fields.Integer,
-        "height": fields.Integer,
-        "create_time": fields.String(description="ISO 8601 UTC"),
+        "content_type": fields.String(example="image/jpeg"),
+        "width": fields.Integer(example=640),
+        "height": fields.Integer(example=360),
+        "create_time": fields.String(example="2026-12-01T19:46:17.618Z", description="ISO 8601 UTC"),
     })
     tag_model = ns.model("Tag", {
-        "name": fields.String,
-        "count": fields.Integer,
+        "name": fields.String(example="bottle"),
+        "count": fields.Integer(example=119),
         "avatarImage": fields.Nested(image_model, description="the tag's oldest image"),
     })
     video_images_model = ns.model("VideoImages", {
-        "type": fields.String(description="the project's type: Classification or Detection"),
+        "type": fields.String(example=CLASSIFICATION, description="the project's type: Classification or Detection"),
         "date": fields.List(fields.Nested(image_model), description="the original API's key"),
         "images": fields.List(fields.Nested(image_model), description="the same list"),
     })
@@ -75,15 +76,15 @@ def declare_models(ns: Namespace):
 def declare_label_changes(ns: Namespace):
     """The body of `PUT /images/<id>` (a person's change to one image), declared on `ns`."""
     person_box_model = ns.model("PersonBox", {
-        "label": fields.String(required=True, description="a valid tag (lower-cased like one)"),
-        "box": fields.List(fields.Float, required=True, description="[x1, y1, x2, y2] in pixels, x1 < x2, y1 < y2, "
+        "label": fields.String(example="bottle", required=True, description="a valid tag (lower-cased like one)"),
+        "box": fields.List(fields.Float, example=[12.0, 30.5, 118.0, 210.0], required=True, description="[x1, y1, x2, y2] in pixels, x1 < x2, y1 < y2, "
                                                                       "inside the image"),
     })
     label_changes_model = ns.model("LabelChanges", {
-        "type": fields.String(description="a new tag (also accepted as a query parameter, as in the original)"),
+        "type": fields.String(example="bottle", description="a new tag (also accepted as a query parameter, as in the original)"),
         "detections": fields.List(fields.Nested(person_box_model), description="Detection projects: the image's boxes, "
                                   "replacing all of them (a person's boxes have no score)"),
-        "checked": fields.Boolean(description="true confirms the current labels (leaves the review list); false sends "
+        "checked": fields.Boolean(example=True, description="true confirms the current labels (leaves the review list); false sends "
                                               "the image back to review. Default with type or detections: true"),
     })
     return label_changes_model

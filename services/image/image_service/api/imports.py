@@ -13,16 +13,16 @@ from ..uploads import UploadedFile
 def register_routes(api, imports, settings):
     ns = Namespace("imports", path="/projects", description="Dataset imports into a project (zip: ImageNet folders, COCO, YOLO, VOC, CSV)")
     import_model = ns.model("Import", {
-        "id": fields.Integer,
-        "project": fields.Integer,
-        "format": fields.String(description="told from the zip's content: imagenet, coco, yolo, voc or csv"),
-        "file_name": fields.String,
-        "status": fields.String(description="queued, running, done, failed or cancelled"),
-        "progress": fields.Raw(description="{done, total} images"),
-        "error": fields.String,
-        "report": fields.Raw(description="{imported, existing (bytes already in the project), skipped_count, skipped: [{file, reason}]}"),
-        "create_time": fields.String,
-        "expires_at": fields.String(description="when this record is removed"),
+        "id": fields.Integer(example=4),
+        "project": fields.Integer(example=1),
+        "format": fields.String(example="yolo", description="told from the zip's content: imagenet, coco, yolo, voc or csv"),
+        "file_name": fields.String(example="bottles.zip"),
+        "status": fields.String(example="done", description="queued, running, done, failed or cancelled"),
+        "progress": fields.Raw(example={"done": 120, "total": 120}, description="{done, total} images"),
+        "error": fields.String(example="the zip holds no images in a format the studio reads"),
+        "report": fields.Raw(example={"imported": 118, "existing": 1, "skipped_count": 1, "skipped": [{"file": "notes.txt", "reason": "not an image"}]}, description="{imported, existing (bytes already in the project), skipped_count, skipped: [{file, reason}]}"),
+        "create_time": fields.String(example="2026-12-01T19:46:17.618Z"),
+        "expires_at": fields.String(example="2026-12-02T19:46:17.618Z", description="when this record is removed"),
     })
 
     def who() -> int:

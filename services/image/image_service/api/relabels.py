@@ -12,27 +12,27 @@ from mlstudio.common.http_app import caller
 def register_routes(api, relabels, settings):
     ns = Namespace("relabels", path="/projects", description="Re-labelling a project's images with a model")
     request_model = ns.model("RelabelRequest", {
-        "model_id": fields.Integer(required=True, description="a model the caller may use, of the project's type"),
+        "model_id": fields.Integer(example=5, required=True, description="a model the caller may use, of the project's type"),
         "scope": fields.String(enum=["review", "all"], default="review",
                                description="review: the images waiting for review; all: every image whose label is a "
                                            "model's. A label a person gave or checked is never changed"),
-        "tag": fields.String(description="only this tag's images"),
-        "video_id": fields.Integer(description="only this video's frames"),
-        "threshold": fields.Float(description="Detection: the score a box needs (0, 1]; default the model's"),
+        "tag": fields.String(example="bottle", description="only this tag's images"),
+        "video_id": fields.Integer(example=3, description="only this video's frames"),
+        "threshold": fields.Float(example=0.5, description="Detection: the score a box needs (0, 1]; default the model's"),
     })
     relabel_model = ns.model("Relabel", {
-        "id": fields.Integer,
-        "project": fields.Integer,
-        "model_id": fields.Integer,
-        "scope": fields.String,
-        "tag": fields.String,
-        "video_id": fields.Integer,
-        "status": fields.String(description="queued, running, done, failed or cancelled"),
-        "progress": fields.Raw(description="{done, total} images"),
-        "changed": fields.Integer(description="images whose labels were written so far"),
-        "error": fields.String,
-        "create_time": fields.String,
-        "expires_at": fields.String(description="when this record is removed"),
+        "id": fields.Integer(example=7),
+        "project": fields.Integer(example=1),
+        "model_id": fields.Integer(example=5),
+        "scope": fields.String(example="review"),
+        "tag": fields.String(example="bottle"),
+        "video_id": fields.Integer(example=3),
+        "status": fields.String(example="running", description="queued, running, done, failed or cancelled"),
+        "progress": fields.Raw(example={"done": 40, "total": 119}, description="{done, total} images"),
+        "changed": fields.Integer(example=12, description="images whose labels were written so far"),
+        "error": fields.String(example="model 5 is not available: it is still training"),
+        "create_time": fields.String(example="2026-12-01T19:46:17.618Z"),
+        "expires_at": fields.String(example="2026-12-02T19:46:17.618Z", description="when this record is removed"),
     })
 
     def who() -> int:

@@ -9,37 +9,37 @@ from mlstudio.common.vocabulary import MODEL_TYPES
 from ..evaluation.service import EVALUATION_STATUSES
 
 CLASS_FIELDS = {
-    "label": fields.String,
-    "precision": fields.Float(description="of the predictions of this class, the share that were right (Detection: at IoU 0.5, "
+    "label": fields.String(example="bottle"),
+    "precision": fields.Float(example=0.96, description="of the predictions of this class, the share that were right (Detection: at IoU 0.5, "
                                           "boxes scoring at least `threshold`; null when none)"),
-    "recall": fields.Float(description="of the images (Detection: true boxes) of this class, the share found"),
-    "f1": fields.Float(description="Classification: harmonic mean of precision and recall"),
-    "ap50": fields.Float(description="Detection: average precision at IoU 0.5 (COCO, pycocotools)"),
-    "ap": fields.Float(description="Detection: average precision over IoU 0.5:0.95 (COCO)"),
-    "support": fields.Integer(description="true images (Detection: true boxes) of this class"),
+    "recall": fields.Float(example=0.98, description="of the images (Detection: true boxes) of this class, the share found"),
+    "f1": fields.Float(example=0.97, description="Classification: harmonic mean of precision and recall"),
+    "ap50": fields.Float(example=0.91, description="Detection: average precision at IoU 0.5 (COCO, pycocotools)"),
+    "ap": fields.Float(example=0.64, description="Detection: average precision over IoU 0.5:0.95 (COCO)"),
+    "support": fields.Integer(example=60, description="true images (Detection: true boxes) of this class"),
 }
 EVALUATION_FIELDS = {
-    "model": fields.Integer,
-    "project": fields.Integer(description="the project whose images were used"),
+    "model": fields.Integer(example=5),
+    "project": fields.Integer(example=1, description="the project whose images were used"),
     "scope": fields.String(enum=["held_out", "project"], description="held_out: the images its training held out; project: all the "
                                                                      "project's tagged (Classification) or boxed (Detection) images"),
     "status": fields.String(enum=list(EVALUATION_STATUSES)),
-    "error": fields.String(description="Failed: why"),
-    "progress": fields.Raw(description="{done, total}: images predicted"),
-    "evaluated_at": fields.String(description="ISO 8601 UTC, once Done"),
+    "error": fields.String(example="the project has no checked images to evaluate on", description="Failed: why"),
+    "progress": fields.Raw(example={"done": 24, "total": 24}, description="{done, total}: images predicted"),
+    "evaluated_at": fields.String(example="2026-12-01T19:46:17.618Z", description="ISO 8601 UTC, once Done"),
     "type": fields.String(enum=list(MODEL_TYPES)),
-    "images": fields.Integer(description="images evaluated on"),
-    "accuracy": fields.Float(description="Classification: share of images whose predicted label is their tag"),
+    "images": fields.Integer(example=24, description="images evaluated on"),
+    "accuracy": fields.Float(example=0.958, description="Classification: share of images whose predicted label is their tag"),
     "classes": fields.Raw(description="per class (every true class, then the predicted ones that are no true class): "
                                       "label, precision, recall, f1 (Classification), ap50, ap (Detection), support"),
-    "macro_avg": fields.Raw(description="Classification: precision, recall, f1 averaged over the true classes"),
-    "weighted_avg": fields.Raw(description="Classification: the same, weighted by support"),
-    "confusion_matrix": fields.Raw(description="Classification: {labels, matrix}; matrix[i][j]: images of labels[i] predicted labels[j]"),
-    "threshold": fields.Float(description="Detection: the score a box needs to count in precision and recall (the model's)"),
-    "map50": fields.Float(description="Detection: mean over the true classes of ap50"),
-    "map": fields.Float(description="Detection: mean over the true classes of ap"),
-    "curves": fields.Raw(description="held_out: {epochs, metrics: {name: [value per epoch]}}, what the training reported each epoch"),
-    "chart_url": fields.String(description="signed URL of the chart (PNG: confusion matrix or AP per class, and the curves), once Done"),
+    "macro_avg": fields.Raw(example={"precision": 0.96, "recall": 0.96, "f1": 0.96}, description="Classification: precision, recall, f1 averaged over the true classes"),
+    "weighted_avg": fields.Raw(example={"precision": 0.96, "recall": 0.96, "f1": 0.96}, description="Classification: the same, weighted by support"),
+    "confusion_matrix": fields.Raw(example={"labels": ["bottle", "no bottle"], "matrix": [[12, 0], [1, 11]]}, description="Classification: {labels, matrix}; matrix[i][j]: images of labels[i] predicted labels[j]"),
+    "threshold": fields.Float(example=0.5, description="Detection: the score a box needs to count in precision and recall (the model's)"),
+    "map50": fields.Float(example=0.91, description="Detection: mean over the true classes of ap50"),
+    "map": fields.Float(example=0.64, description="Detection: mean over the true classes of ap"),
+    "curves": fields.Raw(example={"epochs": 2, "metrics": {"accuracy": [0.81, 0.95], "val_accuracy": [0.79, 0.93]}}, description="held_out: {epochs, metrics: {name: [value per epoch]}}, what the training reported each epoch"),
+    "chart_url": fields.String(example="/files/evaluations/5?expires=1796162400&signature=a41b9f...", description="signed URL of the chart (PNG: confusion matrix or AP per class, and the curves), once Done"),
 }
 PROJECT_PARAM = {"project_id": "a project of yours: its images judge the model (GET: without it, the evaluation of the model's "
                                "training on its held-out images, for the model's owner)"}

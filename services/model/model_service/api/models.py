@@ -10,28 +10,28 @@ from ..uploads import Upload
 from . import evaluations
 
 MODEL_FIELDS = {
-    "id": fields.Integer,
-    "title": fields.String,
-    "location": fields.String(description="object-storage key of the uploaded model file"),
-    "label_location": fields.String(description="object-storage key of the label file"),
-    "description": fields.String,
-    "url": fields.String(description="signed URL of the model file (null until the model is Trained)"),
+    "id": fields.Integer(example=5),
+    "title": fields.String(example="bottles v2"),
+    "location": fields.String(example="models/5/model.zip", description="object-storage key of the uploaded model file"),
+    "label_location": fields.String(example="models/5/labels.txt", description="object-storage key of the label file"),
+    "description": fields.String(example="trained on the bottle frames"),
+    "url": fields.String(example="/files/models/5?expires=1796162400&signature=8b1d0e...", description="signed URL of the model file (null until the model is Trained)"),
     "type": fields.String(enum=list(MODEL_TYPES)),
-    "user": fields.Integer(description="owner's user id"),
-    "project": fields.Integer(description="project id"),
-    "isPublic": fields.Boolean,
-    "create_time": fields.String(description="ISO 8601 UTC"),
+    "user": fields.Integer(example=1, description="owner's user id"),
+    "project": fields.Integer(example=1, description="project id"),
+    "isPublic": fields.Boolean(example=False),
+    "create_time": fields.String(example="2026-12-01T19:46:17.618Z", description="ISO 8601 UTC"),
     "status": fields.String(enum=list(MODEL_STATUSES)),
-    "labels": fields.List(fields.String, description="class names in index order"),
-    "input_shape": fields.List(fields.Integer, description="height, width, channels"),
+    "labels": fields.List(fields.String, example=["bottle", "no bottle"], description="class names in index order"),
+    "input_shape": fields.List(fields.Integer, example=[64, 64, 3], description="height, width, channels"),
     "preprocessing": fields.String(enum=["raw", "unit", "symmetric"]),
-    "version": fields.Integer,
-    "metrics": fields.Raw(description="trained models: accuracy, loss, val_accuracy, val_loss (and what a script returned)"),
-    "error": fields.String,
-    "progress": fields.Raw(description="trained models: {epoch, epochs, metrics} of the training (null for uploads)"),
-    "training": fields.Raw(description="trained models: {params, script}, the training's parameters and whether a script was uploaded"),
-    "builtin": fields.Boolean(description="true for the studio's built-in pretrained models: public, owned by no user (user 0), never deleted"),
-    "threshold": fields.Float(description="Detection: the score a detection needs when a Detect call names none "
+    "version": fields.Integer(example=1),
+    "metrics": fields.Raw(example={"accuracy": 0.97, "loss": 0.09, "val_accuracy": 0.95, "val_loss": 0.14}, description="trained models: accuracy, loss, val_accuracy, val_loss (and what a script returned)"),
+    "error": fields.String(example="the uploaded file is neither a SavedModel nor a Keras model"),
+    "progress": fields.Raw(example={"epoch": 10, "epochs": 10, "metrics": {"accuracy": 0.97, "loss": 0.09}}, description="trained models: {epoch, epochs, metrics} of the training (null for uploads)"),
+    "training": fields.Raw(example={"params": {"epochs": 10, "batch_size": 32}, "script": False}, description="trained models: {params, script}, the training's parameters and whether a script was uploaded"),
+    "builtin": fields.Boolean(example=False, description="true for the studio's built-in pretrained models: public, owned by no user (user 0), never deleted"),
+    "threshold": fields.Float(example=0.5, description="Detection: the score a detection needs when a Detect call names none "
                                           "(null: 0.5); /images/predict and videos use the project's threshold instead"),
 }
 LIST_PARAMS = {
@@ -75,7 +75,7 @@ def register_routes(api, core, settings):
     ns = Namespace("models", path="/models", description="Uploaded models, served by TensorFlow Serving")
     model_model = ns.model("Model", MODEL_FIELDS)
     created_model = ns.clone("CreatedModel", model_model,
-                             {"message": fields.String(description='"success" (method=create; the original UI tests for it)')})
+                             {"message": fields.String(example="success", description='"success" (method=create; the original UI tests for it)')})
 
     def who(model_id: int | None = None) -> int:
         """The caller; on a route naming a model, legacy mode's requests without a user act for its owner."""

@@ -3,14 +3,15 @@ one Predict call per batch, outputs to labels and boxes; stops as soon as the ca
 """
 from __future__ import annotations
 
-import numpy as np
-
 from mlstudio.common import errors, metrics
 from mlstudio.common.deadlines import NONE, Deadline
+from mlstudio.common.lazy import lazy_module
 
 from .. import detections, pixels
 from ..tfserving_repository import serving_name
 from .shared import CLASSIFICATION, DETECTION, KEEP_ASPECT, TRAINED
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 class Inference:
     """Classify and Detect (a part of `ModelCore`)."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
+from mlstudio.common.lazy import lazy_module
+
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 MAX_ANNOTATED_CLASSES = 25  # past it, cells are too small to print their counts
 

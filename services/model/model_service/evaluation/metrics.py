@@ -13,8 +13,9 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from mlstudio.common.lazy import lazy_module
 
-import numpy as np
+np = lazy_module("numpy")  # loaded by the first request that needs it, not while the process idles
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

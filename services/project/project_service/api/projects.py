@@ -29,7 +29,7 @@ def register_routes(api, core, settings):
                                                      "(isTrain); below it, it waits for review. Default 0.8", example=0.8),
     })
     updated_model = ns.clone("UpdatedProject", project_model, {
-        "message": fields.String(description='"success" (the original UI tests for it)'),
+        "message": fields.String(example="success", description='"success" (the original UI tests for it)'),
     })
     new_project = ns.model("NewProject", {
         "title": fields.String(required=True, example="Light and dark"),

@@ -15,42 +15,43 @@ user_params = {"user_id": "the caller's user id (must match the token)", "projec
 
 def build_namespace(core, settings) -> Namespace:
     ns = Namespace("videos", path="/videos", description="Videos split into auto-labelled frames")
-    progress = ns.model("Progress", {"done": fields.Integer(description="frames labelled and stored"),
-                                     "total": fields.Integer(description="frames expected (an estimate until done)")})
+    progress = ns.model("Progress", {"done": fields.Integer(example=60, description="frames labelled and stored"),
+                                     "total": fields.Integer(example=119, description="frames expected (an estimate until done)")})
     waiting = ns.model("Waiting", {
-        "reason": fields.String(description="the service the processing waits for, and what it answered"),
-        "since": fields.String(description="ISO 8601 UTC: when the wait began (it ends with the next progress)"),
-        "retry_at": fields.String(description="ISO 8601 UTC: the next try"),
+        "reason": fields.String(example="the model service is unavailable: connection refused", description="the service the processing waits for, and what it answered"),
+        "since": fields.String(example="2026-12-01T19:46:17.618Z", description="ISO 8601 UTC: when the wait began (it ends with the next progress)"),
+        "retry_at": fields.String(example="2026-12-01T19:46:27.618Z", description="ISO 8601 UTC: the next try"),
     })
     video = ns.model("Video", {
-        "id": fields.Integer,
-        "title": fields.String,
-        "description": fields.String,
-        "url": fields.String(description="signed URL of the video file; plays in a browser, honours Range"),
+        "id": fields.Integer(example=3),
+        "title": fields.String(example="bottle-detection.mp4"),
+        "description": fields.String(example=""),
+        "url": fields.String(example="/files/videos/3?expires=1796162400&signature=c07e41...", description="signed URL of the video file; plays in a browser, honours Range"),
         "type": fields.String(description="the project's type", enum=list(PROJECT_TYPES)),
-        "user": fields.Integer(description="owner's user id"),
-        "project": fields.Integer,
-        "create_time": fields.String(description="ISO 8601 UTC"),
-        "submittedAt": fields.String(description="the upload time, ISO 8601 UTC (the original UI's name for create_time)"),
+        "user": fields.Integer(example=1, description="owner's user id"),
+        "project": fields.Integer(example=1),
+        "create_time": fields.String(example="2026-12-01T19:46:17.618Z", description="ISO 8601 UTC"),
+        "submittedAt": fields.String(example="2026-12-01T19:46:17.618Z", description="the upload time, ISO 8601 UTC (the original UI's name for create_time)"),
         "status": fields.String(enum=["queued", "processing", "done", "failed"]),
         "progress": fields.Nested(progress),
-        "frame_count": fields.Integer(description="frames in the video (the container's estimate until decoded)"),
-        "fps": fields.Float,
-        "interval": fields.Integer(description="every interval-th frame is sampled (null when sampling by time)"),
-        "interval_ms": fields.Integer(description="one frame per interval_ms milliseconds (null when sampling by count)"),
-        "dedupe": fields.Boolean(description="sampled frames nearly identical to the last one kept are skipped"),
-        "duplicates_skipped": fields.Integer(description="with dedupe: sampled frames skipped so far as near-duplicates; else null"),
-        "model": fields.Integer(description="the model that labels the frames"),
-        "error": fields.String(description="why processing failed, for a person"),
+        "frame_count": fields.Integer(example=1189, description="frames in the video (the container's estimate until decoded)"),
+        "fps": fields.Float(example=29.97),
+        "interval": fields.Integer(example=10, description="every interval-th frame is sampled (null when sampling by time)"),
+        "interval_ms": fields.Integer(example=500, description="one frame per interval_ms milliseconds (null when sampling by count)"),
+        "dedupe": fields.Boolean(example=False, description="sampled frames nearly identical to the last one kept are skipped"),
+        "duplicates_skipped": fields.Integer(example=0, description="with dedupe: sampled frames skipped so far as near-duplicates; else null"),
+        "model": fields.Integer(example=5, description="the model that labels the frames"),
+        "error": fields.String(example="the video is damaged: its frames end at frame 812 of 1189", description="why processing failed, for a person"),
         "waiting": fields.Nested(waiting, allow_null=True, description="set while processing waits for a service that is down (no attempt is used up); null otherwise"),
-        "content_type": fields.String,
-        "size": fields.Integer(description="bytes"),
-        "width": fields.Integer,
-        "height": fields.Integer,
+        "content_type": fields.String(example="video/mp4"),
+        "size": fields.Integer(example=2312044, description="bytes"),
+        "width": fields.Integer(example=640),
+        "height": fields.Integer(example=360),
     })
     video_with_images = ns.model("VideoWithImages", {
         "video": fields.Nested(video),
-        "images": fields.List(fields.Raw, description="the Images made from the video's frames, in frame order"),
+        "images": fields.List(fields.Raw, example=[{"id": 81234, "title": "frame_000120.jpg", "type": "bottle", "frame_index": 120}],
+                              description="the Images made from the video's frames, in frame order"),
     })
     upload_parser = ns.parser()
     upload_parser.add_argument("file", location="files", type="file", required=True, help="the video")

@@ -446,7 +446,9 @@ def test_a_killed_worker_with_two_slots_leaves_both_of_its_jobs_to_be_finished(s
         assert_light_dark_frames(answer["images"], video_id, step=1, frames=400)
         assert len({image["id"] for image in answer["images"]}) == 400
         job = video_db(stack).jobs.find_one({"_id": f"video-{video_id}"})
-        assert (job["attempts"], job["owner"], job["progress"]) == (2, None, {"done": 400, "total": 400})
+        # Two attempts at least (the killed one and the restarted worker's); a busy machine can let a
+        # 2-second lease lapse before the kill, which adds one without changing the outcome.
+        assert job["attempts"] >= 2 and (job["owner"], job["progress"]) == (None, {"done": 400, "total": 400}), job
 
 
 # ---- a service the worker needs goes down in the middle of a video --------------------------------

@@ -1,9 +1,10 @@
 """A module imported on first use, for heavy libraries a process may never need while it idles.
 
 `cv2 = lazy_module("cv2")` at the top of a file reads like the import it replaces; the real
-import happens at the first attribute looked up (`cv2.VideoCapture`), once per process, under
-Python's own import lock, so concurrent first uses are safe. Later lookups cost one dictionary
-lookup in `sys.modules`.
+import happens at the first attribute looked up (`cv2.VideoCapture`), once per process, through
+`importlib.import_module`: a thread that comes while another is still importing waits for the
+module to be whole (Python's per-module import lock), where `sys.modules` alone would hand it the
+half-initialised module. Later lookups find the module on the instance.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ class LazyModule:
         self.__name = name
 
     def __getattr__(self, attribute: str):
-        module = sys.modules.get(self.__name)
+        module = self.__dict__.get("_module")
         if module is None:
             module = importlib.import_module(self.__name)
+            self._module = module
         return getattr(module, attribute)
 
     def __repr__(self) -> str:

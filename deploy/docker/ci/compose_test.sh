@@ -65,7 +65,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 timed() {  # timed NAME COMMAND...: runs it and records its seconds
-  local t0=$SECONDS; "${@:2}"; times+=("$1|$((SECONDS - t0))")
+  # Logged as each step ends, so that a run that fails later still shows what the builds cost.
+  local t0=$SECONDS; "${@:2}"; times+=("$1|$((SECONDS - t0))"); say "$1: $((SECONDS - t0)) s"
 }
 times=()
 timed "base image (mmdebstrap + docker import)" deploy/docker/ci/base-image.sh

@@ -56,7 +56,9 @@ def test_only_the_serving_process_loads_tensorflow_while_the_stack_idles(stack, 
 KERAS_AND_HDF5 = {"cv2", "matplotlib", "PIL", "optree", "h5py"}
 
 
-def test_idle_processes_leave_out_the_libraries_only_work_needs(stack, api):
+def test_idle_processes_leave_out_the_libraries_only_work_needs(private_stack, api):
+    # A stack of its own: the shared one has split videos and answered predictions by now.
+    stack = private_stack().start()
     assert api(stack).get("/healthz").status_code == 200
     processes = stack.state()["processes"]
     serving = mapped_packages(processes["tfserving"])

@@ -138,16 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.configuration_doc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the page differs from the declarations")
     args = parser.parse_args(argv)
-    current = PAGE.read_text()
-    wanted = updated(current)
-    if args.check:
-        if wanted != current:
-            print(f"{PAGE.relative_to(REPO)} is out of date with the settings declarations: run `make docs`", file=sys.stderr)
-            return 1
+    return write_or_check(PAGE, updated(PAGE.read_text()), check=args.check, source="the settings declarations")
+
+
+def write_or_check(path: Path, wanted: str, *, check: bool, source: str) -> int:
+    """A generated file's `main`: with `check`, 1 (saying so) when `path` differs from `wanted`;
+    else writes it when it differs. 0 otherwise."""
+    current = path.read_text() if path.exists() else ""
+    if wanted == current:
         return 0
-    if wanted != current:
-        PAGE.write_text(wanted)
-        print(f"wrote {PAGE.relative_to(REPO)}")
+    if check:
+        print(f"{path.relative_to(REPO)} is out of date with {source}: run `make docs`", file=sys.stderr)
+        return 1
+    path.write_text(wanted)
+    print(f"wrote {path.relative_to(REPO)}")
     return 0
 
 

@@ -99,17 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.openapi_doc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when gateway/openapi.json differs from the services' documents")
     args = parser.parse_args(argv)
-    wanted = render()
-    current = OUTPUT.read_text() if OUTPUT.exists() else ""
-    if args.check:
-        if wanted != current:
-            print(f"{OUTPUT.relative_to(REPO)} is out of date with the services' documents: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        OUTPUT.write_text(wanted)
-        print(f"wrote {OUTPUT.relative_to(REPO)}")
-    return 0
+    return configuration_doc.write_or_check(OUTPUT, render(), check=args.check, source="the services' documents")
 
 
 if __name__ == "__main__":

@@ -102,9 +102,12 @@ def test_job_queue_and_prediction_metrics_move_with_a_training(stack, api, regis
     wait_for(lambda: session.get(f"/models/{model_id}").json()["status"] in ("Trained", "Failed"), timeout_s=420, what="trained")
     model = session.get(f"/models/{model_id}").json()
     assert model["status"] == "Trained", model.get("error")
-    trainer_after = scrape(trainer_port)
-    assert total(trainer_after, "mlstudio_job_duration_seconds_count", outcome="done") - \
-        total(trainer_before, "mlstudio_job_duration_seconds_count", outcome="done") == 1
+    # The model reads Trained a moment before its job ends (the trainer queues the held-out
+    # evaluation after registering it): the job's outcome is counted once it has.
+    done_before = total(trainer_before, "mlstudio_job_duration_seconds_count", outcome="done")
+    wait_for(lambda: total(scrape(trainer_port), "mlstudio_job_duration_seconds_count", outcome="done") > done_before,
+             what="the training job counted done")
+    assert total(scrape(trainer_port), "mlstudio_job_duration_seconds_count", outcome="done") - done_before == 1
 
     # the evaluation of its held-out images predicts too (in the background): counted before ours
     wait_for(lambda: session.get(f"/models/{model_id}/evaluation").json().get("status") in ("Done", "Failed"), timeout_s=120,

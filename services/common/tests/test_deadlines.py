@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from mlstudio.common import errors
-from mlstudio.common.deadlines import Deadline
+from mlstudio.common.deadlines import CLIENT_DISCONNECTED, Deadline
 from mlstudio.common.grpc_client import Client
 
 
@@ -109,7 +109,7 @@ def test_the_doors_build_the_deadline_from_what_they_know():
     assert grpc_deadline.left() == "the client disconnected"
 
     connected = {"yes": True}
-    wsgi_deadline = Deadline.of_wsgi({"waitress.client_disconnected": lambda: not connected["yes"]}, 600)
+    wsgi_deadline = Deadline.of_wsgi({CLIENT_DISCONNECTED: lambda: not connected["yes"]}, 600)
     assert wsgi_deadline.left() == ""
     connected["yes"] = False
     assert wsgi_deadline.left() == "the client disconnected"

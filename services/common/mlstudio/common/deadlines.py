@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from . import errors
 
+# The WSGI environ key of the server's "has the client hung up?" probe (`runner` sets it).
+CLIENT_DISCONNECTED = "mlstudio.client_disconnected"
+
 
 def _never() -> bool:
     return False
@@ -34,10 +37,9 @@ class Deadline:
     def of_wsgi(cls, environ, seconds: float | None) -> Deadline:
         """`seconds` from now for the HTTP request of `environ`, gone once its client hung up.
 
-        Waitress says so through `waitress.client_disconnected` (`runner.serve` turns on the
-        read-ahead it needs); behind Envoy, a client that leaves makes Envoy reset the request,
-        which closes the connection waitress watches. Other servers: the deadline alone."""
-        return cls(seconds, gone=environ.get("waitress.client_disconnected") or _never)
+        The services' server (`runner`) puts its probe at `CLIENT_DISCONNECTED`; under another
+        server, the deadline alone."""
+        return cls(seconds, gone=environ.get(CLIENT_DISCONNECTED) or _never)
 
     @classmethod
     def of_grpc(cls, context) -> Deadline:

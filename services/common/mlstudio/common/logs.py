@@ -56,4 +56,3 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -28,6 +28,13 @@ began=$SECONDS
 say() { echo "[compose-test] $(date -u +%T) $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "compose-test runs Docker itself: run it as root" >&2; exit 1; }
+# The daemon's data root holds every image and its build cache: about 22 GB at the peak.
+need_gb="${COMPOSE_TEST_DISK_GB:-25}"
+free_gb=$(( $(df --output=avail -k "$(dirname "$DATA_ROOT")" | tail -1) / 1048576 ))
+if [ "$free_gb" -lt "$need_gb" ]; then
+  echo "compose-test needs about $need_gb GB free under $(dirname "$DATA_ROOT") for Docker's images and build cache; $free_gb GB are free" >&2
+  exit 1
+fi
 if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v mmdebstrap >/dev/null; then
   say "installing docker.io docker-compose mmdebstrap"
   export DEBIAN_FRONTEND=noninteractive

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +111,62 @@ def test_a_bind_inside_a_private_directory_is_reachable_by_an_unprivileged_user(
                                  argv=["/usr/bin/stat", "-c", "%a", "/in"])
     finished = subprocess.run(command, capture_output=True, timeout=60)
     assert finished.stdout.strip() == b"755", finished.stderr
+
+
+MASKED_PROC_CHECK = textwrap.dedent("""
+    import json, os, subprocess, sys
+    sys.path.insert(0, sys.argv[1])
+    import bubblewrap
+    payload = '''
+    import json, os
+    pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    secrets = []
+    for pid in pids:
+        try:
+            secrets.append(open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace"))
+        except OSError:
+            pass
+    try:
+        open("/proc/self/comm", "w").write("x")
+        written = True
+    except OSError:
+        written = False
+    print(json.dumps({"pids": len(pids), "secrets": [s for s in secrets if "SECRET" in s], "exe": os.readlink("/proc/self/exe"), "written": written}))
+    '''
+    command = bubblewrap.command("bwrap", privileged=False, env={}, tmp=sys.argv[2], chdir="/",
+                                 argv=["/usr/bin/python3", "-c", payload])
+    finished = subprocess.run(command, capture_output=True, timeout=60)
+    print(json.dumps({"fresh_proc": bubblewrap.fresh_proc("bwrap", False), "code": finished.returncode,
+                      "stderr": finished.stderr.decode(), "inside": finished.stdout.decode()}))
+""")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a container-like /proc (mount namespace, masked path) needs root")
+def test_where_a_new_proc_is_refused_the_sandbox_sees_the_containers_read_only():
+    """As in a container whose runtime masks paths of /proc (Docker's /proc/kcore...), an
+    unprivileged bwrap cannot mount a /proc of its own: the sandbox then gets the container's,
+    read-only, where it lists processes but reads no other process's environment."""
+    shared = Path(tempfile.mkdtemp(prefix="masked-proc-"))  # pytest's base directory is private to root
+    (shared / "tmp").mkdir()
+    (shared / "bubblewrap.py").write_text(Path(bubblewrap.__file__).read_text())
+    (shared / "check.py").write_text(MASKED_PROC_CHECK)
+    shared.chmod(0o755)
+    (shared / "tmp").chmod(0o777)
+    nobody = "setpriv --reuid 65534 --regid 65534 --clear-groups"
+    script = (f"mount --bind /dev/null /proc/cpuinfo && "  # a masked path, as a container runtime's
+              f"({nobody} env SECRET=hunter2 /usr/bin/python3 -c 'import time; time.sleep(120)' &) && "
+              f"exec {nobody} /usr/bin/python3 {shared}/check.py {shared} {shared}/tmp")
+    try:
+        finished = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+                                   "sh", "-c", script], capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert finished.returncode == 0, finished.stderr.decode()
+    report = json.loads(finished.stdout)
+    assert report["fresh_proc"] is False
+    assert report["code"] == 0, report["stderr"]
+    inside = json.loads(report["inside"])
+    assert inside["pids"] >= 3  # the namespace's own processes, the secret holder among them
+    assert inside["secrets"] == []
+    assert inside["exe"] == "/usr/bin/python3" or inside["exe"].startswith("/usr/bin/python3")
+    assert inside["written"] is False

@@ -6,7 +6,7 @@ What `command` makes: a new, empty root in which only what the child needs is bo
 path: the system's /usr (and the top-level links into it), the few files of /etc the dynamic
 loader reads, the Python installation read-only (`python_paths`: at the paths it is reached by
 and behind its symbolic links), the caller's code read-only, and the binds the caller names;
-a fresh /proc, a minimal /dev, the root and /dev read-only. New network (a loopback of its own,
+a fresh /proc (see `proc_args`), a minimal /dev, the root and /dev read-only. New network (a loopback of its own,
 none of the host's interfaces), PID, IPC, UTS and cgroup namespaces; a new session (no terminal
 to inject keystrokes into); the child dies with the process that started bwrap
 (`--die-with-parent`), and its PID namespace takes every process it started with it. The
@@ -22,6 +22,7 @@ This module imports nothing of the stack: confined children import it from insid
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def command(bwrap: str, *, privileged: bool, env: dict[str, str], readable: Iter
         args += ["--perms", "0755", "--dir", directory]
     for bind in binds:
         args += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.dest]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += [*proc_args(bwrap, privileged), "--dev", "/dev"]
     if shm is not None:
         args += ["--bind", str(shm), "/dev/shm"]
     args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", chdir, "--", *argv]
@@ -177,6 +178,31 @@ def probe(bwrap: str, privileged: bool | None = None) -> str | None:
         return None
     words = result.stderr.decode("utf-8", "replace").strip().splitlines()
     return (words[-1] if words else f"bwrap exited with code {result.returncode}").removeprefix("bwrap: ")
+
+
+@functools.cache
+def fresh_proc(bwrap: str, privileged: bool) -> bool:
+    """Whether bwrap can mount a /proc of the sandbox's own here. The kernel refuses one in a new
+    user namespace while the /proc it would replace has masked paths, as a container runtime's
+    has (Docker's, unless the container's /proc is unmasked: `systempaths=unconfined`)."""
+    try:
+        result = subprocess.run([bwrap, *namespace_flags(privileged), "--ro-bind", "/", "/", "--proc", "/proc", "--", "/bin/true"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                timeout=PROBE_TIMEOUT_S, close_fds=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def proc_args(bwrap: str, privileged: bool) -> list[str]:
+    """The sandbox's /proc: its own, showing only its processes; where that is refused (see
+    `fresh_proc`), the container's, read-only. Then the sandbox lists the container's processes,
+    but cannot read their environment, memory or open files: its user namespace holds no
+    capability over them, and the processes that hold credentials are not dumpable
+    (`make_undumpable`)."""
+    if fresh_proc(bwrap, privileged):
+        return ["--proc", "/proc"]
+    return ["--ro-bind", "/proc", "/proc"]
 
 
 def drop_privileges(uid: int | None, gid: int | None, required: bool, hint: str = "") -> None:

@@ -9,8 +9,9 @@ what the platform allows, and says what it applied:
   empty root in which only what the training needs is bound at its own path, the Python
   installation, the runner's package and the shared library's read-only, the job's working directory
   read-write (its dataset read-only), the working directory's `tmp/` as `/tmp` and `/dev/shm`
-  (so the disk quota the trainer watches covers everything it can write), a fresh `/proc` and a
-  minimal `/dev`; nothing else of the host (no other checkout, no data of the stack, no `/sys`).
+  (so the disk quota the trainer watches covers everything it can write), a fresh `/proc` (the
+  container's, read-only, where its runtime refuses a new one) and a minimal `/dev`; nothing else
+  of the host (no other checkout, no data of the stack, no `/sys`).
   New network (no interfaces but a loopback of its own), PID, IPC, UTS and cgroup namespaces; a
   new session; it dies with this process (`--die-with-parent`), and the PID namespace takes every
   process the script started with it. As root, bwrap runs privileged (no user namespace) and
@@ -284,8 +285,12 @@ def confine(spec: dict) -> int:
     if spec["isolate"]:
         missing = _probe(spec["bwrap"], privileged=os.getuid() == 0)
         if missing is None:
+            privileged = os.getuid() == 0
             report += ["network: none (bubblewrap: a network namespace of its own, without the host's interfaces)",
                        "processes: a PID namespace of their own (every process ends with the training)",
+                       "/proc: the sandbox's own" if bubblewrap.fresh_proc(spec["bwrap"], privileged) else
+                       "/proc: the container's, read-only (its runtime refuses a new one): its processes are listed, "
+                       "their environment and memory cannot be read",
                        "files: only this job's working directory (dataset read-only) and Python, read-only; a private /tmp"]
         else:
             report.append(f"namespaces: unavailable ({missing}); the network and other data are not isolated here")

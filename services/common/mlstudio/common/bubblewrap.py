@@ -6,9 +6,9 @@ What `command` makes: a new, empty root in which only what the child needs is bo
 path: the system's /usr (and the top-level links into it), the few files of /etc the dynamic
 loader reads, the Python installation read-only (`python_paths`: at the paths it is reached by
 and behind its symbolic links), the caller's code read-only, and the binds the caller names;
-a fresh /proc (see `proc_args`), a minimal /dev, the root and /dev read-only. New network (a loopback of its own,
-none of the host's interfaces), PID, IPC, UTS and cgroup namespaces; a new session (no terminal
-to inject keystrokes into); the child dies with the process that started bwrap
+a fresh /proc (`proc_args`), a minimal /dev, the root and /dev read-only. New network (a loopback
+of its own, none of the host's interfaces), PID, IPC, UTS and cgroup namespaces; a new session
+(no terminal to inject keystrokes into); the child dies with the process that started bwrap
 (`--die-with-parent`), and its PID namespace takes every process it started with it. The
 environment is only what the caller passes (`--clearenv`): never the parent's credentials.
 

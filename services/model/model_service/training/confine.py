@@ -283,9 +283,9 @@ def confine(spec: dict) -> int:
     workdir = Path(spec["workdir"])
     _prepare_workdir(workdir, user)
     if spec["isolate"]:
-        missing = _probe(spec["bwrap"], privileged=os.getuid() == 0)
+        privileged = os.getuid() == 0
+        missing = _probe(spec["bwrap"], privileged=privileged)
         if missing is None:
-            privileged = os.getuid() == 0
             report += ["network: none (bubblewrap: a network namespace of its own, without the host's interfaces)",
                        "processes: a PID namespace of their own (every process ends with the training)",
                        "/proc: the sandbox's own" if bubblewrap.fresh_proc(spec["bwrap"], privileged) else

@@ -137,15 +137,17 @@ MASKED_PROC_CHECK = textwrap.dedent("""
                                  argv=["/usr/bin/python3", "-c", payload])
     finished = subprocess.run(command, capture_output=True, timeout=60)
     print(json.dumps({"fresh_proc": bubblewrap.fresh_proc("bwrap", False), "code": finished.returncode,
+                      "nested_userns_blocked": bubblewrap.nested_userns_blocked("bwrap"),
                       "stderr": finished.stderr.decode(), "inside": finished.stdout.decode()}))
 """)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="making a container-like /proc (mount namespace, masked path) needs root")
 def test_where_a_new_proc_is_refused_the_sandbox_sees_the_containers_read_only():
-    """As in a container whose runtime masks paths of /proc (Docker's /proc/kcore...), an
-    unprivileged bwrap cannot mount a /proc of its own: the sandbox then gets the container's,
-    read-only, where it lists processes but reads no other process's environment."""
+    """As in a container whose runtime masks paths of /proc (Docker's /proc/kcore...) and mounts
+    /proc/sys read-only, an unprivileged bwrap can neither mount a /proc of its own nor forbid
+    nested user namespaces: the sandbox still runs, with the container's /proc read-only, where it
+    lists processes but reads no other process's environment."""
     shared = Path(tempfile.mkdtemp(prefix="masked-proc-"))  # pytest's base directory is private to root
     (shared / "tmp").mkdir()
     (shared / "bubblewrap.py").write_text(Path(bubblewrap.__file__).read_text())
@@ -154,6 +156,7 @@ def test_where_a_new_proc_is_refused_the_sandbox_sees_the_containers_read_only()
     (shared / "tmp").chmod(0o777)
     nobody = "setpriv --reuid 65534 --regid 65534 --clear-groups"
     script = (f"mount --bind /dev/null /proc/cpuinfo && "  # a masked path, as a container runtime's
+              f"mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && "  # and a read-only /proc/sys
               f"({nobody} env SECRET=hunter2 /usr/bin/python3 -c 'import time; time.sleep(120)' &) && "
               f"exec {nobody} /usr/bin/python3 {shared}/check.py {shared} {shared}/tmp")
     try:
@@ -164,6 +167,7 @@ def test_where_a_new_proc_is_refused_the_sandbox_sees_the_containers_read_only()
     assert finished.returncode == 0, finished.stderr.decode()
     report = json.loads(finished.stdout)
     assert report["fresh_proc"] is False
+    assert report["nested_userns_blocked"] is False  # --disable-userns writes to /proc/sys
     assert report["code"] == 0, report["stderr"]
     inside = json.loads(report["inside"])
     assert inside["pids"] >= 3  # the namespace's own processes, the secret holder among them

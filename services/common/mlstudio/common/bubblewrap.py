@@ -64,15 +64,36 @@ class Bind:
     writable: bool = False
 
 
-def namespace_flags(privileged: bool) -> list[str]:
+def namespace_flags(privileged: bool, bwrap: str) -> list[str]:
     """Every namespace bwrap makes. Privileged (root), no user namespace: the child's own setuid
     to the unprivileged user is what takes root away, and it needs the two capabilities bwrap
-    otherwise drops; unprivileged, the user namespace is what lets bwrap make the others."""
+    otherwise drops; unprivileged, the user namespace is what lets bwrap make the others, and the
+    sandbox may not make user namespaces of its own where bwrap can forbid it (`nested_userns_blocked`)."""
     common = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
               "--die-with-parent", "--new-session"]
     if privileged:
         return [*common, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    return ["--unshare-user", "--disable-userns", *common]
+    return ["--unshare-user", *(["--disable-userns"] if nested_userns_blocked(bwrap) else []), *common]
+
+
+@functools.cache
+def nested_userns_blocked(bwrap: str) -> bool:
+    """Whether bwrap can keep the sandbox from making user namespaces of its own
+    (`--disable-userns`). It sets the limit through /proc/sys, which a container runtime mounts
+    read-only: there the sandbox could nest user namespaces (a larger kernel surface, no more of
+    the host: they would hold nothing but what the sandbox already has), and the container's own
+    seccomp profile bounds which namespaces can be made at all."""
+    return _runs([bwrap, "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--", "/bin/true"])
+
+
+def _runs(argv: list[str]) -> bool:
+    """Whether `argv` (a bwrap probe) runs and exits 0 within PROBE_TIMEOUT_S."""
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                timeout=PROBE_TIMEOUT_S, close_fds=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
 
 
 def outermost(paths: Iterable) -> list[Path]:
@@ -142,7 +163,7 @@ def command(bwrap: str, *, privileged: bool, env: dict[str, str], readable: Iter
     modes of the host's directories above the source (a private temporary directory's 0700
     would keep an unprivileged user out). `env` is the whole environment inside. `info_fd`:
     where bwrap writes the host PID of the sandbox's PID 1."""
-    args = [bwrap, *namespace_flags(privileged), "--clearenv"]
+    args = [bwrap, *namespace_flags(privileged, bwrap), "--clearenv"]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     for name, value in sorted(env.items()):
@@ -167,7 +188,7 @@ def probe(bwrap: str, privileged: bool | None = None) -> str | None:
     `privileged`: as it will run (default: as root)."""
     privileged = os.getuid() == 0 if privileged is None else privileged
     try:
-        result = subprocess.run([bwrap, *namespace_flags(privileged), "--ro-bind", "/", "/", "--", "/bin/true"],
+        result = subprocess.run([bwrap, *namespace_flags(privileged, bwrap), "--ro-bind", "/", "/", "--", "/bin/true"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 timeout=PROBE_TIMEOUT_S, close_fds=True)
     except FileNotFoundError:
@@ -185,13 +206,7 @@ def fresh_proc(bwrap: str, privileged: bool) -> bool:
     """Whether bwrap can mount a /proc of the sandbox's own here. The kernel refuses one in a new
     user namespace while the /proc it would replace has masked paths, as a container runtime's
     has (Docker's, unless the container's /proc is unmasked: `systempaths=unconfined`)."""
-    try:
-        result = subprocess.run([bwrap, *namespace_flags(privileged), "--ro-bind", "/", "/", "--proc", "/proc", "--", "/bin/true"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                timeout=PROBE_TIMEOUT_S, close_fds=True)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
+    return _runs([bwrap, *namespace_flags(privileged, bwrap), "--ro-bind", "/", "/", "--proc", "/proc", "--", "/bin/true"])
 
 
 def proc_args(bwrap: str, privileged: bool) -> list[str]:

@@ -291,6 +291,9 @@ def confine(spec: dict) -> int:
                        "/proc: the sandbox's own" if bubblewrap.fresh_proc(spec["bwrap"], privileged) else
                        "/proc: the container's, read-only (its runtime refuses a new one): its processes are listed, "
                        "their environment and memory cannot be read",
+                       *([] if privileged or bubblewrap.nested_userns_blocked(spec["bwrap"]) else
+                         ["user namespaces: the script may nest its own (this runtime's /proc/sys is read-only); "
+                          "they hold nothing beyond the sandbox"]),
                        "files: only this job's working directory (dataset read-only) and Python, read-only; a private /tmp"]
         else:
             report.append(f"namespaces: unavailable ({missing}); the network and other data are not isolated here")

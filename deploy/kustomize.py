@@ -5,7 +5,8 @@ Debian 12 (its `kubernetes-client` package carries a kubectl from 2021 with kust
 predates `patches` and `labels`). Where a recent `kubectl` is installed, the tests also compare
 this renderer's output with `kubectl kustomize`, object by object.
 
-Supported, in kustomize's order: `resources` (files and directories), `configMapGenerator` and
+Supported, in kustomize's order: `resources` (files and directories), `components` (directories
+whose kustomization is a `Component`, applied to what the resources gave), `configMapGenerator` and
 `secretGenerator` (literals and files; behavior create, merge or replace), `patches` (strategic
 merge, from a file or inline, with an optional `target` by kind and name), `namespace`,
 `labels` (metadata only), `replicas` and `images`. Generated names carry no hash suffix
@@ -26,7 +27,7 @@ import yaml
 
 SUPPORTED_FIELDS = {
     "apiVersion", "kind", "resources", "namespace", "labels", "images", "replicas", "patches",
-    "configMapGenerator", "secretGenerator", "generatorOptions",
+    "configMapGenerator", "secretGenerator", "generatorOptions", "components",
 }
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # Kinds that live outside namespaces (of those a kustomization here could hold).
@@ -290,11 +291,22 @@ def _apply_images(resources: list[Resource], entries: list[dict]) -> None:
 def build(directory: Path | str) -> list[Resource]:
     """The resources that `kustomize build directory` outputs (order aside)."""
     directory = Path(directory)
+    resources: list[Resource] = []
+    _apply(resources, _load(directory), directory)
+    return resources
+
+
+def _load(directory: Path) -> dict:
     kustomization = yaml.safe_load(_kustomization_file(directory).read_text()) or {}
     unknown = set(kustomization) - SUPPORTED_FIELDS
     if unknown:
         raise KustomizeError(f"{directory}: unsupported kustomization fields {sorted(unknown)}")
-    resources: list[Resource] = []
+    return kustomization
+
+
+def _apply(resources: list[Resource], kustomization: dict, directory: Path) -> None:
+    """Adds the kustomization's resources to `resources`, then applies its components, generators
+    and transformers to all of them."""
     for entry in kustomization.get("resources", []):
         path = (directory / entry).resolve()
         loaded = build(path) if path.is_dir() else load_documents(path)
@@ -303,13 +315,18 @@ def build(directory: Path | str) -> list[Resource]:
                 kind, name = _key(resource)
                 raise KustomizeError(f"{directory}: {kind} {name} is declared twice")
             resources.append(resource)
+    for entry in kustomization.get("components", []):
+        path = (directory / entry).resolve()
+        component = _load(path)
+        if component.get("kind") != "Component":
+            raise KustomizeError(f"{path}: a component's kustomization has kind Component")
+        _apply(resources, component, path)
     _apply_generators(resources, kustomization, directory)
     _apply_patches(resources, kustomization, directory)
     _apply_namespace(resources, kustomization.get("namespace"))
     _apply_labels(resources, kustomization.get("labels", []))
     _apply_replicas(resources, kustomization.get("replicas", []))
     _apply_images(resources, kustomization.get("images", []))
-    return resources
 
 
 def main(argv: list[str]) -> int:

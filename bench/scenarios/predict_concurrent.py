@@ -5,9 +5,9 @@ images in this process in batches of 64. Goal: `studio_images_per_s / in_process
 
 Each client sends its requests one after another (`predict_images` images in all, 256: two
 requests per client); `studio_images_per_s` is all the images over the time from the first
-request to the last answer. The model service joins concurrent requests of one model into one
-Predict call (`PREDICT_BATCH_WINDOW_MS`; `--stack-env PREDICT_BATCH_WINDOW_MS=0` measures it
-without). `in_process_images_per_s` starts from decoded pixels, as `model.predict` does.
+request to the last answer. The model service can join concurrent requests of one model into
+one Predict call (`PREDICT_BATCH_WINDOW_MS`, off by default; `--stack-env
+PREDICT_BATCH_WINDOW_MS=5` measures it on). `in_process_images_per_s` starts from decoded pixels, as `model.predict` does.
 """
 
 from __future__ import annotations

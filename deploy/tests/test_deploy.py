@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -375,6 +376,41 @@ def _pod_containers(resource, include_init=True):
         yield from spec.get("containers", [])
         if include_init:
             yield from spec.get("initContainers", [])
+
+
+def test_the_trainer_sandbox_component_gives_the_trainer_alone_the_compose_seccomp_profile(rendered, tmp_path):
+    """Opt-in (`components/trainer-sandbox`): the trainer pod names the seccomp profile compose
+    gives its trainer, as a Localhost profile; nothing else of any object changes, and the pod
+    still passes the schemas."""
+    components = inventory.KUBERNETES_DIR / "components"
+    overlay = tmp_path / "dev-with-sandbox"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(inventory.KUBERNETES_DIR / "overlays" / "dev")],
+        "components": [str(components / "trainer-sandbox")],
+    }))
+    plain = {(r["kind"], r["metadata"]["name"]): r for r in rendered["dev"]}
+    sandboxed = {(r["kind"], r["metadata"]["name"]): r for r in kustomize.build(overlay)}
+    assert set(sandboxed) == set(plain)
+    assert [key for key in plain if plain[key] != sandboxed[key]] == [("Deployment", "model-trainer")]
+    trainer = sandboxed[("Deployment", "model-trainer")]
+    kubernetes_validate.validate(trainer, KUBERNETES_VERSIONS[-1], strict=True)
+    security = dict(trainer["spec"]["template"]["spec"]["securityContext"])
+    profile = security.pop("seccompProfile")
+    assert security == {k: v for k, v in plain[("Deployment", "model-trainer")]["spec"]["template"]["spec"]["securityContext"].items()
+                        if k != "seccompProfile"}
+    assert profile["type"] == "Localhost"
+    compose_profiles = [o.split("=", 1)[1] for o in yaml.safe_load(inventory.COMPOSE_FILE.read_text())["services"]["model-trainer"]["security_opt"]
+                        if o.startswith("seccomp=")]
+    assert [Path(p).name for p in compose_profiles] == [Path(profile["localhostProfile"]).name]
+
+
+def test_a_component_must_say_it_is_one(tmp_path):
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "kustomization.yaml").write_text("kind: Kustomization\n")
+    (tmp_path / "kustomization.yaml").write_text("components:\n- part\n")
+    with pytest.raises(kustomize.KustomizeError, match="Component"):
+        kustomize.build(tmp_path)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -20,9 +20,10 @@ class ModelSettings(ServiceSettings):
         "'TensorFlow Serving is not reachable' (the deadlines above are for work on a connection that is up)"))
     model_load_timeout_s: float = env("MODEL_LOAD_TIMEOUT_S", 120.0, help="how long an upload waits for TF Serving to load the model (also the deadline of config reloads)")
     predict_max_batch: int = env("PREDICT_MAX_BATCH", 64, help="most images in one Predict call; bigger requests are split")
-    predict_batch_window_ms: float = env("PREDICT_BATCH_WINDOW_MS", 5.0, help=(
+    predict_batch_window_ms: float = env("PREDICT_BATCH_WINDOW_MS", 0.0, help=(
         "how long a prediction waits for concurrent ones of the same model to share its Predict call (up to "
-        "PREDICT_MAX_BATCH images together); 0: each goes alone"))
+        "PREDICT_MAX_BATCH images together); 0: each goes alone (the default: where TF Serving's Predict already "
+        "uses every core, waiting costs more than sharing saves; see docs/performance.md)"))
     model_upload_max_bytes: int = env("MAX_MODEL_UPLOAD_BYTES", 2 << 30, help="largest model file accepted (the gateway's limit of POST /models/all)")
     convert_timeout_s: float = env("MODEL_CONVERT_TIMEOUT_S", 600.0, help="time limit of converting one uploaded model")
     convert_concurrency: int = env("MODEL_CONVERT_CONCURRENCY", 1, help="conversions running at once (each loads TensorFlow)")

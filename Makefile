@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/mlstudio/*/v1/*.proto)
 export PRETRAINED_DIR ?= $(CURDIR)/.cache/pretrained
 export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURDIR)/services/user:$(CURDIR)/services/project:$(CURDIR)/services/image:$(CURDIR)/services/model:$(CURDIR)/services/video
 
-.PHONY: setup bubblewrap protos pretrained run up down test unit-test integration-test compose-test bench sample-models docs lock clean
+.PHONY: setup bubblewrap ffmpeg protos pretrained run up down test unit-test integration-test compose-test bench sample-models docs lock clean
 
 setup: bubblewrap $(STAMP) $(PROTO_STAMP) pretrained
 
@@ -74,8 +74,19 @@ compose-test: $(STAMP) $(PROTO_STAMP)
 	PY=$(CURDIR)/$(PY) bash deploy/docker/ci/compose_test.sh
 
 # Measures the performance goals side by side; writes bench/results/latest.{json,md,png}.
-bench: setup
+bench: setup ffmpeg
 	$(PY) -m bench
+
+# The benchmark's test videos are H.264, made with Debian's ffmpeg: installed here as root,
+# otherwise asked for (without it they are OpenCV's MPEG-4 part 2, and the figures differ).
+ffmpeg:
+	@command -v ffmpeg >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+	  else \
+	    echo "ffmpeg is missing: the benchmark's videos are made with it (Debian/Ubuntu: sudo apt-get install ffmpeg)" >&2; exit 1; \
+	  fi; }
 
 # Writes the deterministic sample models (light/dark classifier, detector) used in the README.
 sample-models: $(STAMP)

@@ -14,16 +14,21 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/client:$(CURDIR)/services/common:$(CURD
 
 setup: bubblewrap $(STAMP) $(PROTO_STAMP) pretrained
 
-# The training sandbox runs scripts in bubblewrap (a Debian package): installed here as root,
-# otherwise asked for.
-bubblewrap:
-	@command -v bwrap >/dev/null || { \
+# $(call debian_tool,COMMAND,PACKAGE,WHY): installs the Debian package when COMMAND is missing,
+# as root; otherwise asks for it.
+define debian_tool
+	@command -v $(1) >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
 	  else \
-	    echo "bubblewrap (bwrap) is missing: trainings run in it. Install it (Debian/Ubuntu: sudo apt-get install bubblewrap)" >&2; exit 1; \
+	    echo "$(1) is missing: $(3). Install it (Debian/Ubuntu: sudo apt-get install $(2))" >&2; exit 1; \
 	  fi; }
+endef
+
+# The training sandbox runs scripts in bubblewrap.
+bubblewrap:
+	$(call debian_tool,bwrap,bubblewrap,trainings run in it)
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,16 +82,10 @@ compose-test: $(STAMP) $(PROTO_STAMP)
 bench: setup ffmpeg
 	$(PY) -m bench
 
-# The benchmark's test videos are H.264, made with Debian's ffmpeg: installed here as root,
-# otherwise asked for (without it they are OpenCV's MPEG-4 part 2, and the figures differ).
+# The benchmark's test videos are H.264, made with ffmpeg (without it they are OpenCV's MPEG-4
+# part 2, and the figures differ).
 ffmpeg:
-	@command -v ffmpeg >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
-	  else \
-	    echo "ffmpeg is missing: the benchmark's videos are made with it (Debian/Ubuntu: sudo apt-get install ffmpeg)" >&2; exit 1; \
-	  fi; }
+	$(call debian_tool,ffmpeg,ffmpeg,the benchmark's videos are made with it)
 
 # Writes the deterministic sample models (light/dark classifier, detector) used in the README.
 sample-models: $(STAMP)

@@ -142,6 +142,15 @@ def wait_model(client: Client, model_id: int, until=("Trained", "Failed")) -> di
         time.sleep(1)
 
 
+def wait_video(client: Client, video_id: int) -> tuple[dict, list[dict]]:
+    """The video once done or failed, and its frames."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while (current := client.call("GET", f"/videos/{video_id}")["video"])["status"] not in ("done", "failed"):
+        check(time.monotonic() < deadline, f"video {video_id} still {current['status']}")
+        time.sleep(1)
+    return current, client.call("GET", f"/images/byVideo/{video_id}")["images"]
+
+
 def shared_data_dir() -> Path:
     """The project's test media (`../shared/data` beside the checkout, or `shared/data` in it)."""
     for candidate in (REPO_ROOT / "shared" / "data", REPO_ROOT.parent / "shared" / "data"):
@@ -170,11 +179,7 @@ def detect_in_video(client: Client, user_id: int) -> int:
                              data={"model_id": str(coco["id"]), "interval": "40", "threshold": "0.3", "wait": "true"},
                              files={"file": ("bottle-detection.mp4", clip, "video/mp4")})
     video_id = answer["video"]["id"]
-    deadline = time.monotonic() + TIMEOUT_S
-    while (current := client.call("GET", f"/videos/{video_id}")["video"])["status"] not in ("done", "failed"):
-        check(time.monotonic() < deadline, f"video {video_id} still {current['status']}")
-        time.sleep(1)
-    frames = client.call("GET", f"/images/byVideo/{video_id}")["images"]
+    current, frames = wait_video(client, video_id)
     labels = {d["label"] for frame in frames for d in frame.get("detections") or []}
     check(current["status"] == "done" and frames, f"video {video_id} through the COCO built-in: {current}, {len(frames)} frames")
     # NanoDet-m finds a bottle at 0.5 or more in 105 of its 119 sampled frames (docs/models.md).
@@ -243,11 +248,7 @@ def seed(url: str, state_file: Path) -> None:
     answer = client.call("POST", "/videos/all", params=params, data={"model_id": str(uploaded["id"]), "interval": "5", "wait": "true"},
                          files={"file": ("clip.mp4", video(), "video/mp4")}, timeout=TIMEOUT_S, expect=(200, 201, 202))
     video_id = answer["video"]["id"]
-    deadline = time.monotonic() + TIMEOUT_S
-    while (current := client.call("GET", f"/videos/{video_id}")["video"])["status"] not in ("done", "failed"):
-        check(time.monotonic() < deadline, f"video {video_id} still {current['status']}")
-        time.sleep(1)
-    frames = client.call("GET", f"/images/byVideo/{video_id}")["images"]
+    current, frames = wait_video(client, video_id)
     check(current["status"] == "done" and len(frames) >= 5, f"video {video_id}: {current}, {len(frames)} frames")
     step(f"video {video_id} split into {len(frames)} frames ({current['status']})")
 

@@ -169,15 +169,9 @@ class LocalObjectStore(ObjectStore):
             return self._put_stream(key, stream)
 
     def _put_stream(self, key, stream):
-        path = self._path(key)
-        fd, tmp = self._temporary_file_beside(key, path)
-        try:
+        with self._written_beside(key) as (fd, _tmp):
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(stream, out, CHUNK)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return self.stat(key)
 
     def put_file(self, key, path, content_type="application/octet-stream"):
@@ -190,10 +184,8 @@ class LocalObjectStore(ObjectStore):
         rename goes through a temporary file beside the object, as a stream's write does, so
         that the object appears whole or not at all and a concurrent delete cannot remove its
         folder in between."""
-        path = self._path(key)
-        fd, tmp = self._temporary_file_beside(key, path)
-        os.close(fd)
-        try:
+        with self._written_beside(key) as (fd, tmp):
+            os.close(fd)
             try:
                 os.replace(source, tmp)
             except OSError as exc:
@@ -201,10 +193,6 @@ class LocalObjectStore(ObjectStore):
                     raise
                 with open(source, "rb") as stream, open(tmp, "wb") as out:  # another filesystem
                     shutil.copyfileobj(stream, out, CHUNK)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return self.stat(key)
 
     @contextlib.contextmanager
@@ -213,6 +201,20 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         self.stat(key)  # NotFound, as a download would say
         yield path
+
+    @contextlib.contextmanager
+    def _written_beside(self, key: str):
+        """Yields a new temporary file (fd, path) beside the object of `key` for the caller to
+        fill; then moves it into place, so that the object appears whole or not at all, or
+        removes it if the block failed."""
+        path = self._path(key)
+        fd, tmp = self._temporary_file_beside(key, path)
+        try:
+            yield fd, tmp
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _temporary_file_beside(self, key: str, path: Path) -> tuple[int, str]:
         """A new temporary file in `path`'s folder, made with the folders above it. A delete
